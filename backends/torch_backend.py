@@ -1,0 +1,223 @@
+"""PyTorch backend: devices ``cpu`` and ``cuda[:N]``.
+
+* Inference step: ``model(*inputs)`` under ``torch.inference_mode()`` in eval mode.
+* Training step: ``zero_grad(set_to_none=True)``, forward, cross-entropy loss,
+  ``backward()``, ``AdamW.step()`` in train mode.
+* Inputs are generated (seeded) and moved to the device *before* timing; the timed
+  region holds only the step.
+* CUDA: timed with CUDA events (``Event.record`` around the block, then
+  ``Event.synchronize``) so asynchronous kernel launches are fully counted; device
+  peak memory is ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats`` (bytes held by tensors; the caching allocator's
+  reserved-but-free blocks are not counted, ``max_memory_reserved`` is stored beside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from typing import Any, Callable, ClassVar
+
+from harness.api import Backend, Clock, DeviceInfo, SkipCell, Step, Variant, Workload
+
+
+class CudaEventClock(Clock):
+    """Device-side timing with CUDA events (seconds)."""
+
+    name = "cuda_event"
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch = torch
+        self.device = device
+
+    def start(self) -> Any:
+        ev = self.torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+
+    def elapsed(self, token: Any) -> float:
+        end = self.torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return float(token.elapsed_time(end)) / 1e3
+
+
+class TorchStep(Step):
+    def __init__(
+        self,
+        torch: Any,
+        device: Any,
+        fn: Callable[[], Any],
+        context: Callable[[], contextlib.AbstractContextManager[Any]],
+        params: int,
+    ) -> None:
+        self.torch = torch
+        self.device = device
+        self._fn = fn
+        self._context = context
+        self.params = params
+        self._is_cuda = device.type == "cuda"
+
+    def run(self, n: int) -> None:
+        fn = self._fn
+        with self._context():
+            for _ in range(n):
+                fn()
+
+    def sync(self) -> None:
+        if self._is_cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def device_clock(self) -> Clock | None:
+        return CudaEventClock(self.torch, self.device) if self._is_cuda else None
+
+    def reset_device_peak_memory(self) -> None:
+        if self._is_cuda:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def device_peak_memory(self) -> tuple[int | None, str]:
+        if not self._is_cuda:
+            return None, "cpu device: tensors live in host memory, see peak_host_mem_bytes"
+        self.torch.cuda.synchronize(self.device)
+        return int(self.torch.cuda.max_memory_allocated(self.device)), "torch.cuda.max_memory_allocated"
+
+    def extra_metrics(self) -> dict[str, Any]:
+        if not self._is_cuda:
+            return {}
+        return {"peak_device_mem_reserved_bytes": int(self.torch.cuda.max_memory_reserved(self.device))}
+
+
+class TorchBackend(Backend):
+    """PyTorch eager execution on CPU or CUDA."""
+
+    name: ClassVar[str] = "torch"
+    description: ClassVar[str] = "PyTorch (eager); devices cpu, cuda[:N]"
+    framework_packages: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def setup(self) -> None:
+        import torch
+
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+
+    # ------------------------------------------------------------------ devices
+    def list_devices(self) -> list[DeviceInfo]:
+        import torch
+
+        out = [
+            DeviceInfo(
+                "cpu",
+                True,
+                f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+                f"ISA level {torch.backends.cpu.get_cpu_capability()}",
+            )
+        ]
+        reason = self._cuda_unavailable_reason(torch)
+        if reason:
+            out.append(DeviceInfo("cuda", False, reason))
+        else:
+            for i in range(torch.cuda.device_count()):
+                p = torch.cuda.get_device_properties(i)
+                out.append(DeviceInfo(f"cuda:{i}", True, f"{p.name}, {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}"))
+        out.append(DeviceInfo("tpu", False, "the torch backend does not drive TPUs (TPUs run with -b tensorflow)"))
+        return out
+
+    @staticmethod
+    def _cuda_unavailable_reason(torch: Any) -> str:
+        if not torch.backends.cuda.is_built() or torch.version.cuda is None:
+            return f"torch {torch.__version__} was built without CUDA support"
+        if torch.cuda.device_count() == 0:
+            return "no CUDA device visible (torch.cuda.device_count() == 0; check the driver and CUDA_VISIBLE_DEVICES)"
+        return ""
+
+    def resolve_device(self, device: str) -> Any:
+        """A ``torch.device`` for ``device``, or :class:`SkipCell` with the reason."""
+        import torch
+
+        if device == "cpu":
+            return torch.device("cpu")
+        if device.startswith("cuda"):
+            reason = self._cuda_unavailable_reason(torch)
+            if reason:
+                raise SkipCell(f"{device} requested but {reason}")
+            idx = int(device.split(":")[1]) if ":" in device else 0
+            count = torch.cuda.device_count()
+            if idx >= count:
+                raise SkipCell(f"{device} requested but only {count} CUDA device(s) are visible")
+            return torch.device("cuda", idx)
+        if device.startswith("tpu"):
+            raise SkipCell("the torch backend does not drive TPUs; use -b tensorflow -d tpu")
+        raise SkipCell(f"unknown device {device!r} for the torch backend")
+
+    # ------------------------------------------------------------------ cells
+    def prepare(
+        self,
+        workload: Workload,
+        variant: Variant,
+        device: str,
+        mode: str,
+        batch_size: int,
+        seed: int = 0,
+    ) -> Step:
+        import torch
+        import torch.nn.functional as F
+
+        dev = self.resolve_device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        model = workload.build("torch").to(dev)
+        model = variant.apply("torch", model, device=dev, mode=mode, workload=workload)
+        arrays, labels_np = workload.make_inputs(batch_size, seed=seed)
+        inputs = [torch.from_numpy(a).to(dev) for a in arrays]
+        labels = torch.from_numpy(labels_np).to(dev)
+        params = sum(p.numel() for p in model.parameters())
+
+        if mode == "inference":
+            model.eval()
+
+            def infer() -> Any:
+                return model(*inputs)
+
+            def ctx() -> contextlib.AbstractContextManager[Any]:
+                stack = contextlib.ExitStack()
+                stack.enter_context(torch.inference_mode())
+                stack.enter_context(variant.autocast("torch", device))
+                return stack
+
+            fn: Callable[[], Any] = infer
+        else:
+            model.train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+            def train() -> Any:
+                opt.zero_grad(set_to_none=True)
+                with variant.autocast("torch", device):
+                    out = model(*inputs)
+                loss = F.cross_entropy(out.float(), labels)
+                loss.backward()
+                opt.step()
+                return loss
+
+            def ctx() -> contextlib.AbstractContextManager[Any]:
+                return contextlib.nullcontext()
+
+            fn = train
+        return TorchStep(torch, dev, fn, ctx, params)
+
+    def runtime_info(self) -> dict[str, Any]:
+        import torch
+
+        info: dict[str, Any] = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+            "cuda_build": torch.version.cuda,
+        }
+        if torch.cuda.is_available():
+            i = torch.cuda.current_device()
+            info["cuda_device"] = torch.cuda.get_device_name(i)
+            info["cudnn"] = torch.backends.cudnn.version()
+        return info

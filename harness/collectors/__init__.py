@@ -1,0 +1,2 @@
+"""Built-in collectors (host memory); more register through the
+``dl_harness.collectors`` entry-point group."""

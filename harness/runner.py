@@ -1,0 +1,236 @@
+"""The runner: every cell in its own worker process, under a timeout.
+
+Isolation is what makes the numbers trustworthy and the sweep robust: torch and
+TensorFlow never share a process, one cell's allocator state or thread pools cannot
+leak into the next, and a segfault, an OOM kill or a hang costs one cell (recorded as
+``failed`` with the exit status and the tail of the worker's output), not the run.
+
+The result file is rewritten atomically after every cell, so Ctrl-C (or a kill) keeps
+what finished; an interrupted run is marked ``complete: false, interrupted: true`` and
+lists the cells it did not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import results
+from harness.environment import collect_environment, harness_info
+from harness.suite import Settings, Suite, TaskSpec
+from harness.worker import empty_cell
+
+STDERR_TAIL_CHARS = 4000
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not hang
+        pass
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (killed: out of memory?)" if -rc == signal.SIGKILL else ""
+        return f"worker died with {name}{hint}"
+    return f"worker exited with status {rc} without writing a result"
+
+
+def worker_env() -> dict[str, str]:
+    """The worker's environment: ours, with this harness's source root importable."""
+    env = dict(os.environ)
+    parts = [str(_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executable) -> dict[str, Any]:
+    """Run one cell in a fresh worker process and return its cell record (never raises,
+    except KeyboardInterrupt, after killing the worker)."""
+    with tempfile.TemporaryDirectory(prefix="dlh-cell-") as td:
+        req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
+        req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
+        t0 = time.perf_counter()
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(
+                [python, "-m", "harness.worker", str(req), str(res)],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=worker_env(),
+                start_new_session=True,  # terminal Ctrl-C reaches the parent only
+            )
+            try:
+                rc = proc.wait(timeout=settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                cell = empty_cell(spec)
+                cell["reason"] = f"timed out after {settings.timeout_s:g} s (raise it with --timeout)"
+                cell["error"] = {
+                    "type": "Timeout",
+                    "message": cell["reason"],
+                    "stderr_tail": _tail(log),
+                    "returncode": None,
+                }
+                cell["duration_s"] = time.perf_counter() - t0
+                return cell
+            except BaseException:
+                _kill_group(proc)
+                raise
+        tail = _tail(log)
+        if res.exists():
+            try:
+                message = json.loads(res.read_text())
+                cell = message["cell"]
+            except (json.JSONDecodeError, KeyError) as e:
+                cell = empty_cell(spec)
+                cell["reason"] = f"worker wrote an unreadable result ({e})"
+                cell["error"] = {"type": "BadWorkerMessage", "message": str(e), "stderr_tail": tail, "returncode": rc}
+            else:
+                if cell.get("status") == "failed" and cell.get("error") is not None:
+                    cell["error"]["stderr_tail"] = tail
+                    cell["error"]["returncode"] = rc
+            return cell
+        cell = empty_cell(spec)
+        cell["reason"] = _describe_exit(rc)
+        cell["error"] = {"type": "WorkerCrash", "message": cell["reason"], "stderr_tail": tail, "returncode": rc}
+        cell["duration_s"] = time.perf_counter() - t0
+        return cell
+
+
+@dataclass
+class RunOutcome:
+    path: Path
+    doc: dict[str, Any]
+    interrupted: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+CellRunner = Callable[[TaskSpec, Settings], dict[str, Any]]
+
+
+def new_document(suite: Suite, cells: list[TaskSpec], tag: str | None) -> dict[str, Any]:
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": "",
+        "created": _now_iso(),
+        "finished": None,
+        "complete": False,
+        "interrupted": False,
+        "tag": tag,
+        "harness": harness_info(),
+        "environment": collect_environment(),
+        "suite": suite.to_record(len(cells)),
+        "cells": [],
+        "not_run": [c.id for c in cells],
+    }
+
+
+def run_suite(
+    suite: Suite,
+    cells: list[TaskSpec],
+    out_dir: Path,
+    tag: str | None = None,
+    show_progress: bool = True,
+    cell_runner: CellRunner = run_in_worker,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+) -> RunOutcome:
+    """Run ``cells`` one by one, saving the result file after each."""
+    doc = new_document(suite, cells, tag)
+    path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
+    interrupted = False
+    progress = _progress(show_progress)
+    try:
+        with progress:
+            task = progress.add_task("starting", total=len(cells))
+            for i, spec in enumerate(cells):
+                progress.update(task, description=f"[{i + 1}/{len(cells)}] {spec.id}")
+                cell = cell_runner(spec, suite.settings)
+                doc["cells"].append(cell)
+                doc["not_run"] = [c.id for c in cells[i + 1 :]]
+                results.write_atomic(path, doc)
+                progress.advance(task)
+                progress.console.print(_cell_line(cell), highlight=False)
+                if on_cell:
+                    on_cell(cell)
+    except KeyboardInterrupt:
+        interrupted = True
+    doc["finished"] = _now_iso()
+    doc["complete"] = not interrupted
+    doc["interrupted"] = interrupted
+    results.write_atomic(path, doc)
+    counts = {s: sum(1 for c in doc["cells"] if c["status"] == s) for s in results.STATUSES}
+    return RunOutcome(path=path, doc=doc, interrupted=interrupted, counts=counts)
+
+
+def _cell_line(cell: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    status = cell["status"]
+    if status == "ok":
+        lat = cell["metrics"]["latency_ms"]
+        noisy = " [yellow](noisy)[/]" if cell["metrics"].get("noisy") else ""
+        return f"[green]ok[/]      {escape(cell['id'])}  p50 {lat['p50']:.4g} ms{noisy}"
+    color = "yellow" if status == "skipped" else "red"
+    return f"[{color}]{status:<7}[/] {escape(cell['id'])}  {escape(str(cell.get('reason') or ''))[:200]}"
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )

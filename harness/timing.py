@@ -1,0 +1,178 @@
+"""The timing collector: warm up until stable, then time adaptively sized blocks.
+
+How a cell is timed (the README's "How latency is measured" says the same):
+
+1. **Warm-up until stable.** Single steps are timed one by one. Warm-up ends when
+   the median of the last ``window`` steps differs by at most ``tolerance`` from the
+   median of the ``window`` before it (and at least ``warmup_min_iters`` ran), or
+   when ``warmup_max_s`` is spent (then ``warmup_stable`` is recorded as false).
+   The first step's time is kept as ``first_iter_ms`` (cold start).
+2. **Block size.** Like ``torch.utils.benchmark``'s ``blocked_autorange``: the
+   clock's own cost is measured, and steps are grouped ``iters_per_sample`` at a time
+   so that the clock costs at most ``max_overhead_ratio`` (0.1%) of a sample. Steps
+   longer than ~1000x the clock overhead (tens of microseconds here) are timed one by
+   one, so ``samples_ms`` are true per-iteration latencies and their percentiles mean
+   what they say.
+3. **Timed loop.** Blocks run until ``min_time_s`` of timed work *and*
+   ``min_samples`` samples are collected (or ``max_samples``). Each sample is the
+   block's time divided by ``iters_per_sample``. The device is synchronized before
+   the loop and inside the clock (CUDA events + event synchronize on GPUs), and
+   nothing but the step runs in the timed region.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.api import Clock, Step
+
+
+class HostClock(Clock):
+    """Wall-clock timing with a monotonic high-resolution host timer (seconds)."""
+
+    name = "perf_counter"
+
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
+        self._now = now
+
+    def start(self) -> float:
+        return self._now()
+
+    def elapsed(self, token: Any) -> float:
+        return self._now() - token
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Knobs of the timing loop (times in seconds)."""
+
+    min_time_s: float = 1.0
+    min_samples: int = 10
+    max_samples: int = 200_000
+    warmup_min_iters: int = 3
+    warmup_max_s: float = 3.0
+    warmup_window: int = 5
+    warmup_tolerance: float = 0.05
+    max_overhead_ratio: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.min_time_s > 0:
+            raise ValueError(f"min_time_s must be > 0, got {self.min_time_s}")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if self.max_samples < self.min_samples:
+            raise ValueError("max_samples must be >= min_samples")
+        if self.warmup_min_iters < 1:
+            raise ValueError(f"warmup_min_iters must be >= 1, got {self.warmup_min_iters}")
+        if self.warmup_max_s < 0:
+            raise ValueError(f"warmup_max_s must be >= 0, got {self.warmup_max_s}")
+        if self.warmup_window < 1:
+            raise ValueError(f"warmup_window must be >= 1, got {self.warmup_window}")
+        if not 0 < self.warmup_tolerance < 1:
+            raise ValueError(f"warmup_tolerance must be in (0, 1), got {self.warmup_tolerance}")
+        if not 0 < self.max_overhead_ratio < 1:
+            raise ValueError(f"max_overhead_ratio must be in (0, 1), got {self.max_overhead_ratio}")
+
+
+@dataclass
+class Measurement:
+    """Raw timing of one cell. ``samples_s`` are per-iteration seconds (block time /
+    ``iters_per_sample``); statistics are derived from them, never stored instead."""
+
+    samples_s: list[float]
+    iters_per_sample: int
+    warmup_iters: int
+    warmup_s: float
+    warmup_stable: bool
+    first_iter_s: float
+    timed_s: float
+    clock: str
+    clock_overhead_s: float
+    warmup_samples_s: list[float] = field(default_factory=list)
+
+    @property
+    def samples_ms(self) -> list[float]:
+        return [s * 1e3 for s in self.samples_s]
+
+    def timing_record(self) -> dict[str, Any]:
+        """The ``timing`` block of a result cell."""
+        return {
+            "iters_per_sample": self.iters_per_sample,
+            "samples": len(self.samples_s),
+            "warmup_iters": self.warmup_iters,
+            "warmup_s": self.warmup_s,
+            "warmup_stable": self.warmup_stable,
+            "timed_s": self.timed_s,
+            "clock": self.clock,
+            "clock_overhead_us": self.clock_overhead_s * 1e6,
+        }
+
+
+def _stable(times: list[float], window: int, tol: float) -> bool:
+    if len(times) < 2 * window:
+        return False
+    a = statistics.median(times[-window:])
+    b = statistics.median(times[-2 * window : -window])
+    return b > 0 and abs(a - b) / b <= tol
+
+
+def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Measurement:
+    """Warm up ``step`` and time it according to ``config`` (see module docstring)."""
+    clock = clock or step.device_clock() or HostClock()
+    clock_name = getattr(clock, "name", type(clock).__name__)
+
+    # 1. warm-up, one step at a time
+    step.sync()
+    warm: list[float] = []
+    warm_total = 0.0
+    stable = False
+    while True:
+        t = clock.start()
+        step.run(1)
+        dt = clock.elapsed(t)
+        warm.append(dt)
+        warm_total += dt
+        if len(warm) >= config.warmup_min_iters and _stable(
+            warm, config.warmup_window, config.warmup_tolerance
+        ):
+            stable = True
+            break
+        if warm_total >= config.warmup_max_s and len(warm) >= config.warmup_min_iters:
+            break
+    recent = warm[-config.warmup_window :]
+    est = max(statistics.median(recent), 1e-12)
+
+    # 2. block size so the clock's cost is <= max_overhead_ratio of a sample
+    overhead = max(clock.overhead(), 0.0)
+    n = 1
+    target = overhead / config.max_overhead_ratio
+    while n * est < target and n < 1_000_000:
+        n *= 2
+
+    # 3. timed loop
+    step.sync()
+    samples: list[float] = []
+    timed = 0.0
+    while (timed < config.min_time_s or len(samples) < config.min_samples) and len(
+        samples
+    ) < config.max_samples:
+        t = clock.start()
+        step.run(n)
+        dt = clock.elapsed(t)
+        samples.append(dt / n)
+        timed += dt
+    return Measurement(
+        samples_s=samples,
+        iters_per_sample=n,
+        warmup_iters=len(warm),
+        warmup_s=warm_total,
+        warmup_stable=stable,
+        first_iter_s=warm[0],
+        timed_s=timed,
+        clock=clock_name,
+        clock_overhead_s=overhead,
+        warmup_samples_s=warm,
+    )

@@ -1,0 +1,62 @@
+"""Built-in workloads: ``mlp``, ``cnn`` (ResNet-style) and ``transformer`` (BERT-style).
+
+Each workload module defines its architecture once (a frozen ``Config``, size presets,
+exact analytic parameter and FLOP counts) and builds it per backend in
+``build_<backend>()``. Framework code lives in private modules (e.g.
+``workloads._torch_models``) that are imported only inside those builders, so importing
+this package or any workload module never imports torch.
+
+The three classes are re-exported lazily (``from workloads import MLPWorkload`` works)
+without importing anything heavy. Discovery goes through the ``dl_harness.workloads``
+entry points declared in ``pyproject.toml``, not through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["MLPWorkload", "CNNWorkload", "TransformerWorkload"]
+
+_LAZY = {
+    "MLPWorkload": "workloads.mlp",
+    "CNNWorkload": "workloads.cnn",
+    "TransformerWorkload": "workloads.transformer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a workload class on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workloads' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+#: Seed every ``build_<backend>()`` uses for weight initialisation (inside a forked RNG,
+#: so the caller's global RNG state is untouched): two builds give identical weights.
+BUILD_SEED: int = 0
+
+# ------------------------------------------------------------------ config validation
+# Small helpers shared by the workload Configs' ``__post_init__``. They only validate:
+# each raises ValueError naming the field and the allowed values.
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+    """Require ``value`` to be an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_int_tuple(field: str, value: Any, minimum: int, allow_empty: bool = False) -> None:
+    """Require ``value`` to be a tuple of ints, each >= ``minimum``."""
+    if not isinstance(value, tuple):
+        raise ValueError(
+            f"{field} must be a tuple of ints >= {minimum} (a tuple keeps the config "
+            f"hashable), got {value!r}"
+        )
+    if not value and not allow_empty:
+        raise ValueError(f"{field} must be a non-empty tuple of ints >= {minimum}, got ()")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
+            raise ValueError(f"{field} must contain only ints >= {minimum}, got {value!r}")
