@@ -141,6 +141,8 @@ def load_result(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ResultFileError(f"{p}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ResultFileError(f"{p}: corrupt (not UTF-8 text)") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

@@ -6,7 +6,8 @@ How a cell is timed (the README's "How latency is measured" says the same):
    the median of the last ``window`` steps differs by at most ``tolerance`` from the
    median of the ``window`` before it (and at least ``warmup_min_iters`` ran), or
    when ``warmup_max_s`` is spent (then ``warmup_stable`` is recorded as false).
-   The first step's time is kept as ``first_iter_ms`` (cold start).
+   At least ``warmup_min_s`` is spent warming up (caches, allocator pools, CPU
+   frequency ramp). The first step's time is kept as ``first_iter_ms`` (cold start).
 2. **Block size.** Like ``torch.utils.benchmark``'s ``blocked_autorange``: the
    clock's own cost is measured, and steps are grouped ``iters_per_sample`` at a time
    so that the clock costs at most ``max_overhead_ratio`` (0.1%) of a sample. Steps
@@ -53,6 +54,7 @@ class TimingConfig:
     min_samples: int = 10
     max_samples: int = 200_000
     warmup_min_iters: int = 3
+    warmup_min_s: float = 0.1
     warmup_max_s: float = 3.0
     warmup_window: int = 5
     warmup_tolerance: float = 0.05
@@ -135,7 +137,9 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         dt = clock.elapsed(t)
         warm.append(dt)
         warm_total += dt
-        if len(warm) >= config.warmup_min_iters and _stable(
+        if len(warm) >= config.warmup_min_iters and warm_total >= min(
+            config.warmup_min_s, config.warmup_max_s
+        ) and _stable(
             warm, config.warmup_window, config.warmup_tolerance
         ):
             stable = True

@@ -1,0 +1,496 @@
+"""Tests of the reports (HTML, Markdown, rich) built from schema-valid result docs.
+
+The docs are made here from seeded numpy samples; the latency summary is computed
+with numpy directly (not harness.stats) so these tests pin the report, not the stats.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.schema import validation_errors
+from reports import formatting as F
+from reports.html import latency_figure, memory_figure, render_html, script_json, throughput_figure, write_html_report
+from reports.tables import markdown_summary, md_escape, rich_summary_table
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+PAYLOAD_ESCAPED = html.escape(PAYLOAD)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def latency_summary(samples: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """The latency_ms summary a run stores, computed with plain numpy."""
+    p25, p50, p75, p90, p99 = np.percentile(samples, [25, 50, 75, 90, 99])
+    rng = np.random.default_rng(seed)
+    meds = np.median(samples[rng.integers(0, samples.size, (500, samples.size))], axis=1)
+    lo, hi = np.quantile(meds, [0.025, 0.975])
+    mean, std = float(samples.mean()), float(samples.std(ddof=1))
+    return {
+        "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean, "std": std,
+        "min": float(samples.min()), "max": float(samples.max()), "iqr": float(p75 - p25),
+        "ci95_low": float(lo), "ci95_high": float(hi), "n": int(samples.size), "cv": std / mean,
+    }  # fmt: skip
+
+
+def spec(workload: str = "mlp", batch: int = 64, size: str = "small", device: str = "cpu") -> dict[str, Any]:
+    return {"workload": workload, "backend": "torch", "device": device, "variant": "fp32",
+            "mode": "inference", "batch_size": batch, "size": size}  # fmt: skip
+
+
+def cell_id_of(s: dict[str, Any]) -> str:
+    return f"{s['workload']}/{s['backend']}/{s['device']}/{s['variant']}/{s['mode']}/bs{s['batch_size']}/{s['size']}"
+
+
+def ok_cell(
+    workload: str = "mlp",
+    batch: int = 64,
+    seed: int = 0,
+    center_ms: float = 1.0,
+    spread: float = 0.02,
+    n: int = 200,
+    peak_host: int | None = 412_000_000,
+    extra_metrics: dict[str, Any] | None = None,
+    unavailable: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    samples = center_ms * (1.0 + spread * rng.standard_normal(n))
+    samples = np.clip(samples, center_ms * 0.1, None)
+    lat = latency_summary(samples, seed)
+    s = spec(workload, batch)
+    metrics = {
+        "latency_ms": lat,
+        "noisy": bool(lat["iqr"] / lat["p50"] > 0.10),
+        "throughput_per_s": batch / (lat["p50"] / 1000.0),
+        "peak_host_mem_bytes": peak_host,
+        "host_mem_increase_bytes": 12_000_000,
+        "peak_device_mem_bytes": None,
+        "params": 1_585_162,
+        "flops_analytic": 203_000_000,
+        "first_iter_ms": 12.3,
+    }
+    metrics.update(extra_metrics or {})
+    unav = {"peak_device_mem_bytes": "cpu device: no separate device memory"}
+    unav.update(unavailable or {})
+    return {
+        "id": cell_id_of(s), "spec": s, "status": "ok", "reason": None, "error": None,
+        "duration_s": 4.2, "metrics": metrics, "unavailable": unav,
+        "timing": {"iters_per_sample": 1, "warmup_iters": 20, "warmup_s": 0.3, "warmup_stable": True,
+                   "timed_s": 1.0, "clock": "perf_counter"},
+        "runtime": {"torch": "2.13.0+cpu", "threads": 2},
+        "samples_ms": [float(x) for x in samples],
+    }  # fmt: skip
+
+
+def skipped_cell(workload: str = "mlp", reason: str = "no CUDA device visible") -> dict[str, Any]:
+    s = spec(workload, device="cuda")
+    return {"id": cell_id_of(s), "spec": s, "status": "skipped", "reason": reason, "error": None,
+            "duration_s": 0.1, "metrics": {}, "unavailable": {}, "samples_ms": []}  # fmt: skip
+
+
+def failed_cell(workload: str = "cnn", message: str = "shape mismatch in conv1", stderr: str = "") -> dict[str, Any]:
+    s = spec(workload, batch=32)
+    return {
+        "id": cell_id_of(s), "spec": s, "status": "failed", "reason": f"RuntimeError: {message}",
+        "error": {"type": "RuntimeError", "message": message,
+                  "traceback": 'Traceback (most recent call last):\n  File "worker.py", line 1\nRuntimeError',
+                  "stderr_tail": stderr or "worker stderr line 1\nworker stderr line 2", "returncode": 1},
+        "duration_s": 0.5, "metrics": {}, "unavailable": {}, "samples_ms": [],
+    }  # fmt: skip
+
+
+def make_doc(
+    cells: list[dict[str, Any]],
+    host: str = "testhost",
+    tag: str | None = "nightly",
+    run_id: str = "20261123T110000Z-testhost-ab12cd",
+    created: str = "2026-11-23T11:00:00Z",
+    env_vars: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    doc = {
+        "schema_version": 1, "run_id": run_id, "created": created, "finished": "2026-11-23T11:05:00Z",
+        "complete": True, "interrupted": False, "tag": tag,
+        "harness": {"version": "0.1.0", "git_commit": "abc123def4567890", "git_dirty": False},
+        "environment": {
+            "host": host,
+            "os": {"system": "Linux", "release": "6.1.0", "platform": "Linux-6.1.0-x86_64"},
+            "python": "3.11.7",
+            "cpu": {"model": "Intel Xeon Test", "physical_cores": 1, "logical_cores": 2,
+                    "flags_dl": {"avx2": True, "avx512f": True, "avx512_vnni": True,
+                                 "avx512_bf16": False, "amx_tile": False}},
+            "memory_bytes": 25_000_000_000, "gpus": [], "gpus_reason": "NVML unavailable: libnvidia-ml.so not found",
+            "frameworks": {"torch": "2.13.0+cpu", "numpy": "2.4.6", "tensorflow": None},
+            "env_vars": env_vars if env_vars is not None else {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": "2"},
+            "fingerprint": "3f2a9c",
+        },
+        "suite": {"name": "quick", "settings": {"min_time_s": 1.0, "timeout_s": 300}},
+        "cells": cells,
+    }  # fmt: skip
+    errors = validation_errors(doc)
+    assert errors == [], errors  # the fixtures must match the real result format
+    return doc
+
+
+def standard_doc(**kw: Any) -> dict[str, Any]:
+    return make_doc(
+        [ok_cell("mlp", 64, seed=1), ok_cell("transformer", 8, seed=2, center_ms=5.0), skipped_cell(), failed_cell()],
+        **kw,
+    )
+
+
+class TagCollector(HTMLParser):
+    """Records every start tag and its attributes as a browser's parser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.script_bodies: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.script_bodies.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.script_bodies[-1] += data
+
+
+def parse(text: str) -> TagCollector:
+    p = TagCollector()
+    p.feed(text)
+    p.close()
+    return p
+
+
+def plotly_marker() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()[:300]
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def test_html_report_is_self_contained_with_one_chart_per_kind(tmp_path: Path) -> None:
+    doc = standard_doc()
+    out = write_html_report([doc], tmp_path / "sub" / "report.html", title="Nightly")
+    assert out == tmp_path / "sub" / "report.html" and out.is_file()
+    text = out.read_text(encoding="utf-8")
+
+    assert text.count(plotly_marker()) == 1  # plotly.js embedded exactly once
+    parsed = parse(text)
+    scripts = [a for t, a in parsed.tags if t == "script"]
+    assert scripts and all("src" not in a for a in scripts)  # nothing loaded from anywhere
+    assert not re.search(r"<script[^>]*\ssrc\s*=", text, re.I)
+    assert not re.search(r"<link[^>]*href\s*=\s*[\"']?https?:", text, re.I)
+    assert text.count("Plotly.newPlot(") == 3  # latency, throughput, memory
+    for div in ("chart-latency", "chart-throughput", "chart-memory"):
+        assert f'id="{div}"' in text
+
+    for cell in doc["cells"]:
+        assert cell["id"] in text
+    assert "<title>Nightly</title>" in text
+    assert doc["run_id"] in text and "2026-11-23T11:00:00Z" in text and "abc123def456" in text
+    # sections, units and the interactive table
+    for needle in ("Summary", "Environment", "Failed cells", "p50 (ms) [95% CI]", "throughput (samples/s)",
+                   "peak host mem (MiB)", 'id="cell-filter"', 'class="grid sortable"', "avx512_vnni: yes",
+                   "avx512_bf16: no", "NVML unavailable", "MKL_NUM_THREADS", "2.13.0+cpu"):  # fmt: skip
+        assert needle in text, needle
+    assert "Skipped result files" not in text  # no errors given -> no section
+
+
+def test_figures_carry_units_and_validate_as_plotly_figures() -> None:
+    import plotly.graph_objects as go
+
+    runs = [standard_doc(), standard_doc(run_id="20261124T110000Z-testhost-ffffff", tag=None)]
+    for build in (latency_figure, throughput_figure, memory_figure):
+        fig = build(runs)
+        assert fig is not None
+        go.Figure(data=fig["data"], layout=fig["layout"])  # raises on an invalid attribute
+        assert "(ms)" in fig["layout"]["xaxis"]["title"]["text"] or "MiB" in fig["layout"]["xaxis"]["title"]["text"] \
+            or "samples/s" in fig["layout"]["xaxis"]["title"]["text"]
+    lat = latency_figure(runs)
+    assert len(lat["data"]) == 4  # two ok cells in each of two runs
+    assert all(" ms" in t["hovertemplate"] for t in lat["data"])
+    assert lat["data"][0]["x"] == runs[0]["cells"][0]["samples_ms"]
+    thr = throughput_figure(runs)
+    assert all("samples/s" in t["hovertemplate"] and "CI" in t["hovertemplate"] for t in thr["data"])
+    assert thr["data"][0]["x"][0] == runs[0]["cells"][0]["metrics"]["throughput_per_s"]
+    mem = memory_figure(runs)
+    assert all("MiB" in t["hovertemplate"] for t in mem["data"])
+    assert mem["data"][0]["x"][0] == pytest.approx(412_000_000 / 2**20)
+
+
+def test_malicious_strings_are_escaped_everywhere(tmp_path: Path) -> None:
+    cells = [
+        ok_cell(workload=PAYLOAD, seed=3, unavailable={"peak_device_mem_bytes": PAYLOAD}),
+        skipped_cell(reason=PAYLOAD),
+        failed_cell(message=PAYLOAD, stderr=PAYLOAD),
+    ]
+    doc = make_doc(cells, host=PAYLOAD, tag=PAYLOAD, env_vars={"EVIL": PAYLOAD, PAYLOAD: "x"})
+    doc["environment"]["frameworks"][PAYLOAD] = PAYLOAD
+    doc["environment"]["cpu"]["model"] = PAYLOAD
+    errors = [f"/tmp/{PAYLOAD}.json: corrupt or truncated JSON"]
+    text = write_html_report([doc], tmp_path / "r.html", errors=errors, title=PAYLOAD).read_text(encoding="utf-8")
+
+    assert "<script>alert(1)" not in text
+    assert "<img src=x" not in text
+    assert PAYLOAD_ESCAPED in text  # shown as text
+    parsed = parse(text)
+    assert not any(tag == "img" for tag, _ in parsed.tags)
+    assert not any(k.startswith("on") for _, attrs in parsed.tags for k in attrs)
+    # every script element is one of ours: plotly config + plotly.js + 3 charts + table JS
+    assert len(parsed.script_bodies) == 6
+    # chart data: the payload reaches plotly html-escaped (plotly renders some HTML)
+    chart_scripts = [b for b in parsed.script_bodies if "Plotly.newPlot(" in b]
+    assert len(chart_scripts) == 3
+    plotly_strings: list[str] = []
+    for body in chart_scripts:
+        assert "<" not in body and ">" not in body  # nothing can close the script element
+        fig = json.loads(body[body.index("var f=") + len("var f=") : body.rindex(";Plotly.newPlot")])
+        plotly_strings += list(walk_strings(fig))
+    assert not [s for s in plotly_strings if "<script" in s or "<img" in s]
+    assert any("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img" in s for s in plotly_strings)
+
+
+def walk_strings(obj: Any) -> Any:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from walk_strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from walk_strings(v)
+
+
+def test_script_json_cannot_break_out_of_script() -> None:
+    value = {"a": "</script><!-- & \u2028\u2029 <b>", "n": float("nan")}
+    out = script_json(value)
+    for bad in ("<", ">", "&", "\u2028", "\u2029"):
+        assert bad not in out
+    assert json.loads(out) == {"a": value["a"], "n": None}
+
+
+def test_failed_cells_show_error_and_stderr_in_details(tmp_path: Path) -> None:
+    doc = make_doc([ok_cell(), failed_cell(message="CUDA error: illegal memory access", stderr="segfault in kernel xyz")])
+    text = render_html([doc])
+    section = text[text.index('id="failed"'):]
+    assert '<details class="failure">' in section
+    assert "RuntimeError" in section and "CUDA error: illegal memory access" in section
+    assert "<pre>segfault in kernel xyz</pre>" in section
+    assert "worker exit code" in section
+    assert "Traceback (most recent call last)" in section
+
+
+def test_run_with_only_skipped_cells_still_renders(tmp_path: Path) -> None:
+    doc = make_doc([skipped_cell("mlp", "no CUDA device visible"), skipped_cell("cnn", "tensorflow not installed")])
+    out = write_html_report([doc], tmp_path / "skipped.html")
+    text = out.read_text(encoding="utf-8")
+    assert "no CUDA device visible" in text and "tensorflow not installed" in text
+    assert "Plotly.newPlot(" not in text  # no data, no charts (and no 4.8 MB of unused JS)
+    assert "Failed cells" not in text
+    for cell in doc["cells"]:
+        assert cell["id"] in text
+    assert text.rstrip().endswith("</html>")
+
+
+def test_no_runs_and_only_errors_still_renders(tmp_path: Path) -> None:
+    text = write_html_report([], tmp_path / "empty.html", errors=["results/bad.json: corrupt"]).read_text()
+    assert "Skipped result files" in text and "results/bad.json: corrupt" in text
+    assert "No result files could be loaded" in text
+
+
+def test_null_metric_renders_na_with_reason() -> None:
+    cell = ok_cell(peak_host=None, unavailable={"peak_host_mem_bytes": "psutil is not installed"})
+    doc = make_doc([cell])
+    text = render_html([doc])
+    assert '<span class="na" title="psutil is not installed">n/a</span>' in text
+    # a null metric outside the summary columns too, with the reason recorded by the run
+    assert '<span class="na" title="cpu device: no separate device memory">n/a</span>' in text
+    # and the memory chart has nothing to draw rather than a made-up zero
+    assert memory_figure([doc]) is None
+    assert text.count("Plotly.newPlot(") == 2
+
+
+def test_noisy_cell_gets_badge_with_explanation() -> None:
+    doc = make_doc([ok_cell(seed=5, spread=0.4), ok_cell("cnn", seed=6, spread=0.01)])
+    assert doc["cells"][0]["metrics"]["noisy"] is True and doc["cells"][1]["metrics"]["noisy"] is False
+    text = render_html([doc])
+    assert text.count('class="badge noisy" title=') == 1
+    assert "IQR/median &gt; 10%" in text
+
+
+def test_extra_metrics_are_rendered_with_units() -> None:
+    extra = {"energy_j": {"value": 1.25, "unit": "J", "source": "rapl"}, "mfu": 0.031}
+    doc = make_doc([ok_cell(extra_metrics=extra, unavailable={"power_w": "no RAPL under /sys/class/powercap"})])
+    text = render_html([doc])
+    section = text[text.index('id="other-metrics"'):]
+    assert "energy_j" in section and "1.25 J" in section and "source: rapl" in section
+    assert "203 MFLOP" in section and "12.3 ms" in section and "11.4 MiB" in section
+    assert "0.0310" in section
+    assert '<span class="na" title="no RAPL under /sys/class/powercap">n/a</span>' in section
+
+
+def test_several_runs_are_compared_side_by_side() -> None:
+    a = standard_doc()
+    b = standard_doc(run_id="20261124T110000Z-otherhost-000001", tag="candidate", created="2026-11-24T11:00:00Z")
+    text = render_html([a, b])
+    assert text.count("Plotly.newPlot(") == 3
+    assert "<th scope=\"col\" tabindex=\"0\" title=\"click to sort\">run</th>" in text
+    fig = latency_figure([a, b])
+    assert sorted({t["offsetgroup"] for t in fig["data"]}) == ["run0", "run1"]
+    assert fig["layout"]["showlegend"] is True
+
+
+def test_report_lists_files_the_loader_skipped(tmp_path: Path) -> None:
+    from harness.results import load_results
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "good.json").write_text(json.dumps(standard_doc()))
+    (results / "broken.json").write_text('{"schema_version": 1, "run_id": ')
+    loaded = load_results([results])
+    assert len(loaded.runs) == 1 and len(loaded.errors) == 1
+    text = write_html_report(loaded.runs, tmp_path / "r.html", errors=loaded.errors).read_text()
+    section = text[text.index('id="skipped-files"'):]
+    assert "broken.json" in section and "corrupt" in section
+
+
+def test_importing_reports_is_cheap() -> None:
+    code = "import sys, reports; assert 'plotly' not in sys.modules and 'rich' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+
+
+# ----------------------------------------------------------------------------- Markdown / rich
+
+
+def test_markdown_summary_has_header_and_one_row_per_cell() -> None:
+    doc = standard_doc(tag="a|b")
+    doc["cells"][2]["reason"] = "needs | pipes\nand newlines"
+    md = markdown_summary([doc])
+    lines = md.splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert table[0].startswith("| cell | status | p50 ms [95% CI] | p90 ms | p99 ms | throughput /s | peak host MiB")
+    assert re.fullmatch(r"\|( -+:? \|| --:? \|)+", table[1].replace("--:", "---"))
+    assert len(table) == 2 + len(doc["cells"])
+    for row, cell in zip(table[2:], doc["cells"]):
+        assert row.startswith(f"| {cell['id']} | {cell['status']} |")
+        # a row has exactly the header's number of unescaped separators
+        assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"\|", table[0]))
+    assert "a\\|b" in md and "needs \\| pipes and newlines" in md
+    ok = doc["cells"][0]
+    p50 = F.ms(ok["metrics"]["latency_ms"]["p50"])
+    assert f"| {p50} [" in table[2]
+    assert "— |" in table[4]  # skipped: no number at all, not zero
+    assert any(ln.startswith("- **") and doc["run_id"] in ln for ln in lines)  # one line per run
+
+
+def test_markdown_escapes_html_and_shows_na() -> None:
+    doc = make_doc([ok_cell(workload=PAYLOAD, peak_host=None, unavailable={"peak_host_mem_bytes": "no psutil"})],
+                   host=PAYLOAD)  # fmt: skip
+    md = markdown_summary([doc])
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    row = [ln for ln in md.splitlines() if ln.startswith("| &lt;script")][0]
+    assert "| n/a |" in row and "no psutil" in row
+    two = markdown_summary([doc, standard_doc()])
+    assert two.splitlines()[[i for i, ln in enumerate(two.splitlines()) if ln.startswith("|")][0]].startswith("| run |")
+    assert markdown_summary([]).strip().endswith("No results.")
+    assert md_escape("a|b\\") == "a\\|b\\\\"
+
+
+def test_rich_summary_table_renders_literal_text() -> None:
+    from rich.console import Console
+
+    doc = make_doc([ok_cell(seed=5, spread=0.4), skipped_cell(reason="[bold red]no CUDA[/] " + "x" * 200), failed_cell()],
+                   host="[blink]host[/blink]")  # fmt: skip
+    table = rich_summary_table(doc)
+    assert table.row_count == 3
+    assert [c.header for c in table.columns][:3] == ["cell", "status", "p50 ms [95% CI]"]
+    console = Console(record=True, width=250, color_system=None)
+    console.print(table)
+    out = console.export_text()
+    assert "[blink]host[/blink]" in out  # markup from a result file is not interpreted
+    assert "[bold red]no CUDA[/]" in out
+    assert "x" * 200 not in out.replace("\n", "").replace(" ", "")  # long reasons are shortened
+    assert "noisy" in out and "RuntimeError" in out
+    for cell in doc["cells"]:
+        assert cell["id"] in out.replace("│", " ") or cell["id"][:20] in out
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def test_number_formatting_helpers() -> None:
+    assert F.ms(1.23456) == "1.23" and F.ms(0.0012345) == "0.00123" and F.ms(12.345) == "12.3"
+    assert F.ms(9.996) == "10.0" and F.ms(None) is None and F.ms(float("nan")) is None
+    assert F.throughput(51234.0) == "51,234"
+    assert F.mib_number(412_000_000) == "392.9"
+    assert F.bytes_human(412_000_000) == "392.9 MiB" and F.bytes_human(25_000_000_000) == "23.28 GiB"
+    assert F.ci(1.2, 1.26) == "[1.20, 1.26]"
+    assert F.shorten("first line\nsecond", 80) == "first line…" and F.shorten("x" * 10, 5) == "xxxx…"
+    assert F.si(203_000_000, "FLOP") == "203 MFLOP"
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless chromium not installed")
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """Load the report in a real browser (offline): every chart draws, the sort/filter
+    script runs without an error, and no injected markup executes."""
+    doc = make_doc(
+        [ok_cell(workload=PAYLOAD, seed=3), ok_cell("cnn", seed=4), skipped_cell(reason=PAYLOAD), failed_cell(message=PAYLOAD)],
+        host=PAYLOAD, tag=PAYLOAD,
+    )  # fmt: skip
+    text = render_html([doc, standard_doc(run_id="20261124T110000Z-b-000002")])
+    probe = (
+        "<script>window.__errors=[];window.onerror=function(m){window.__errors.push(String(m));};"
+        "window.alert=function(){document.documentElement.setAttribute('data-alert','fired');};</script>"
+    )
+    check = (
+        "<script>setTimeout(function(){var th=document.querySelector('#summary-table th:nth-child(10)');th.click();"
+        "var box=document.getElementById('cell-filter');box.value='cnn';box.dispatchEvent(new Event('input'));"
+        "document.documentElement.setAttribute('data-errors',JSON.stringify(window.__errors));"
+        "document.documentElement.setAttribute('data-count',document.getElementById('cell-count').textContent);"
+        "document.documentElement.setAttribute('data-sorted',th.getAttribute('aria-sort'));},500);</script>"
+    )
+    page = tmp_path / "page.html"
+    page.write_text(text.replace("<head>", "<head>" + probe, 1).replace("</body>", check + "</body>", 1))
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    dom = proc.stdout
+    assert "</html>" in dom, proc.stderr[-2000:]
+    assert 'data-alert="fired"' not in dom
+    assert 'data-errors="[]"' in dom, re.search(r'data-errors="[^"]*"', dom)
+    assert 'data-sorted="ascending"' in dom
+    assert re.search(r'data-count="2 of 8 cells"', dom)
+    for div in ("chart-latency", "chart-throughput", "chart-memory"):
+        start = dom.index(f'id="{div}"')
+        assert "main-svg" in dom[start : start + 5000], div  # plotly drew an SVG into it

@@ -1,0 +1,155 @@
+"""Statistics and the timing loop against known distributions, with a seeded fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness.api import Step
+from harness.stats import bootstrap_median_ci, summarize
+from harness.timing import HostClock, TimingConfig, measure
+
+
+class FakeStep(Step):
+    """A step whose duration is drawn from ``durations`` (a callable giving seconds)
+    and spent on the fake clock."""
+
+    def __init__(self, fake_time, durations) -> None:
+        self.fake_time = fake_time
+        self.durations = durations
+        self.calls = 0
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            self.calls += 1
+            self.fake_time.advance(self.durations(self.calls))
+
+
+def test_summary_matches_normal_distribution_quantiles():
+    rng = np.random.default_rng(1)
+    mu, sigma = 10.0, 0.5
+    x = rng.normal(mu, sigma, size=20000)
+    s = summarize(x)
+    assert s["n"] == 20000
+    assert s["p50"] == pytest.approx(mu, abs=0.02)
+    assert s["p90"] == pytest.approx(mu + sps.norm.ppf(0.90) * sigma, abs=0.03)
+    assert s["p99"] == pytest.approx(mu + sps.norm.ppf(0.99) * sigma, abs=0.06)
+    assert s["std"] == pytest.approx(sigma, rel=0.03)
+    assert s["iqr"] == pytest.approx(2 * sps.norm.ppf(0.75) * sigma, rel=0.03)
+    assert s["min"] == x.min() and s["max"] == x.max()
+    assert s["ci95_low"] < s["p50"] < s["ci95_high"]
+    assert not s["noisy"]
+
+
+def test_noise_flag_on_wide_spread_only():
+    rng = np.random.default_rng(2)
+    tight = summarize(rng.lognormal(0.0, 0.02, size=500))
+    wide = summarize(rng.lognormal(0.0, 0.5, size=500))
+    assert not tight["noisy"] and tight["iqr_over_median"] < 0.1
+    assert wide["noisy"] and wide["iqr_over_median"] > 0.1
+
+
+def test_bootstrap_ci_covers_true_median_about_95_percent():
+    # lognormal(0, 0.3) has median exactly 1.0
+    hits = 0
+    reps = 200
+    for seed in range(reps):
+        x = np.random.default_rng(seed).lognormal(0.0, 0.3, size=60)
+        lo, hi = bootstrap_median_ci(x, resamples=500)
+        hits += lo <= 1.0 <= hi
+    assert 0.88 * reps <= hits <= 0.995 * reps
+
+
+def test_bootstrap_ci_narrows_with_more_samples_and_is_deterministic():
+    rng = np.random.default_rng(3)
+    small = rng.normal(5, 1, size=30)
+    big = rng.normal(5, 1, size=3000)
+    w_small = np.diff(bootstrap_median_ci(small))[0]
+    w_big = np.diff(bootstrap_median_ci(big))[0]
+    assert w_big < w_small / 4
+    assert bootstrap_median_ci(small) == bootstrap_median_ci(small)
+
+
+def test_summarize_rejects_empty_and_nan():
+    with pytest.raises(ValueError):
+        summarize([])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+
+
+def test_single_sample_summary():
+    s = summarize([2.5])
+    assert s["p50"] == s["ci95_low"] == s["ci95_high"] == 2.5 and s["std"] == 0.0
+
+
+def test_measure_recovers_latency_distribution(fake_time):
+    rng = np.random.default_rng(7)
+    step = FakeStep(fake_time, lambda i: rng.normal(1e-3, 5e-5))
+    m = measure(step, TimingConfig(min_time_s=0.5, warmup_max_s=0.2), clock=HostClock(fake_time.now))
+    s = summarize(m.samples_ms)
+    assert m.iters_per_sample == 1  # a 1 ms step is timed one by one
+    assert s["p50"] == pytest.approx(1.0, abs=0.01)
+    assert s["p90"] == pytest.approx(1.0 + sps.norm.ppf(0.9) * 0.05, abs=0.015)
+    assert m.timed_s >= 0.5
+    assert len(m.samples_s) == pytest.approx(500, rel=0.05)
+    assert m.warmup_stable
+
+
+def test_warmup_waits_until_stable_and_excludes_slow_start(fake_time):
+    # a decaying warm-up (caches, allocator pools): 1 ms + 4 ms * exp(-i/5)
+    step = FakeStep(fake_time, lambda i: 1e-3 + 4e-3 * np.exp(-i / 5))
+    cfg = TimingConfig(min_time_s=0.2, warmup_window=5, warmup_min_s=0.0, warmup_max_s=10)
+    m = measure(step, cfg, clock=HostClock(fake_time.now))
+    assert m.warmup_stable
+    assert m.warmup_iters >= 15
+    assert m.first_iter_s == pytest.approx(1e-3 + 4e-3 * np.exp(-1 / 5))
+    assert np.median(m.samples_s) == pytest.approx(1e-3, rel=0.01)
+    assert max(m.samples_s) < 1.1e-3
+
+
+def test_warmup_min_time_covers_a_slow_plateau(fake_time):
+    # 30 steps flat at 5 ms then 1 ms: a plateau looks stable, so the minimum
+    # warm-up time is what keeps it out of the timed samples
+    step = FakeStep(fake_time, lambda i: 5e-3 if i <= 30 else 1e-3)
+    cfg = TimingConfig(min_time_s=0.2, warmup_window=5, warmup_min_s=0.2, warmup_max_s=10)
+    m = measure(step, cfg, clock=HostClock(fake_time.now))
+    assert m.warmup_stable and m.warmup_s >= 0.2
+    assert max(m.samples_s) == pytest.approx(1e-3)
+
+
+def test_warmup_gives_up_at_max_and_says_so(fake_time):
+    # a step that keeps drifting never stabilises
+    step = FakeStep(fake_time, lambda i: 1e-3 * (1.1 ** (i % 40)))
+    cfg = TimingConfig(min_time_s=0.05, warmup_max_s=0.3, warmup_tolerance=0.01)
+    m = measure(step, cfg, clock=HostClock(fake_time.now))
+    assert not m.warmup_stable
+    assert m.warmup_s >= 0.3
+
+
+def test_fast_steps_are_blocked_so_clock_overhead_is_negligible():
+    from tests.conftest import FakeTime
+
+    ft = FakeTime(read_cost_s=50e-9)  # each clock read costs 50 ns
+    step = FakeStep(ft, lambda i: 1e-6)  # a 1 us step
+    cfg = TimingConfig(min_time_s=0.05, warmup_max_s=0.01, max_overhead_ratio=1e-3)
+    m = measure(step, cfg, clock=HostClock(ft.now))
+    assert m.clock_overhead_s == pytest.approx(50e-9, rel=0.01)
+    assert m.iters_per_sample * 1e-6 >= 50e-9 / 1e-3  # block >= overhead / ratio
+    # per-iteration estimate is within 0.1% of the true 1 us despite the clock cost
+    assert np.median(m.samples_s) == pytest.approx(1e-6, rel=2e-3)
+
+
+def test_min_samples_respected_for_slow_steps(fake_time):
+    step = FakeStep(fake_time, lambda i: 0.5)  # 0.5 s per step, longer than min_time
+    m = measure(step, TimingConfig(min_time_s=0.1, min_samples=7, warmup_max_s=0.0), clock=HostClock(fake_time.now))
+    assert len(m.samples_s) == 7
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"min_time_s": 0}, {"min_samples": 0}, {"warmup_tolerance": 1.5}, {"max_overhead_ratio": 0}, {"warmup_window": 0}],
+)
+def test_timing_config_validates(kwargs):
+    with pytest.raises(ValueError):
+        TimingConfig(**kwargs)
