@@ -61,6 +61,20 @@ def metric(cell: dict[str, Any], key: str) -> Any:
     return metrics(cell).get(key)
 
 
+def interval(value: Any) -> tuple[float, float] | None:
+    """A stored confidence interval: ``[low, high]`` or ``{"low":..,"high":..}``."""
+    if isinstance(value, dict):
+        value = [value.get("low"), value.get("high")]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def throughput_ci(cell: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95% CI of throughput (samples/s) if the run stored one (never derived here)."""
+    return interval(metrics(cell).get("throughput_ci95_per_s"))
+
+
 def unavailable_reason(cell: dict[str, Any], key: str) -> str | None:
     """Why ``key`` has no value in this cell, as the run recorded it."""
     un = cell.get("unavailable")

@@ -147,3 +147,14 @@ def metric_value(key: str, value: Any) -> str | None:
     if isinstance(value, int) and abs(value) >= 1000:
         return count(value)
     return sig(value)
+
+
+def metric_interval(key: str, lo: float, hi: float) -> str | None:
+    """An interval metric (e.g. ``throughput_ci95_per_s``) as ``"[lo, hi] unit"``."""
+    a, b = metric_value(key, lo), metric_value(key, hi)
+    if a is None or b is None:
+        return None
+    unit_a, unit_b = a.rpartition(" ")[2], b.rpartition(" ")[2]
+    if " " in a and " " in b and unit_a == unit_b and not unit_a[0].isdigit():
+        return f"[{a.rpartition(' ')[0]}, {b.rpartition(' ')[0]}] {unit_a}"
+    return f"[{a}, {b}]"

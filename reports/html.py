@@ -42,9 +42,13 @@ DEFAULT_TITLE = "dl-harness report"
 _SUMMARY_METRICS = frozenset({"latency_ms", "noisy", "throughput_per_s", "peak_host_mem_bytes", "params"})
 
 # DL-relevant CPU flags shown first, in this order, when a run recorded them
-_FLAG_ORDER = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+_FLAG_ORDER = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
 
-_RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_RUN_COLORS = (  # plotly's default qualitative palette, one colour per run
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
 
 # hover labels of box statistics carry no unit in plotly; relabel them via the
 # locale dictionary so every number in a hover says "ms"
@@ -328,22 +332,28 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
         ci = F.ci(C.lat(cell, "ci95_low"), C.lat(cell, "ci95_high"))
         lt = C.latency(cell)
         tip = ", ".join(
-            f"{k} {F.sig(lt[k]) if F.is_number(lt.get(k)) else lt.get(k)}"
+            f"{k} {F.sig(lt[k]) if F.is_number(lt.get(k)) and k != 'n' else lt.get(k)}"
             for k in ("n", "mean", "std", "min", "max", "iqr", "cv")
             if k in lt
         )
+        ips = (cell.get("timing") or {}).get("iters_per_sample")
+        if F.is_number(ips) and ips > 1:
+            tip += f" (each sample: mean of {ips} iterations)"
         inner = f"{_e(F.ms(p50))}" + (f' <span class="ci">{_e(ci)}</span>' if ci else "")
         p50_td = _td(inner, p50, "num", f"latency summary (ms): {tip}" if tip else None)
     else:
         p50_td = lat_td("p50")
 
-    def metric_td(key: str, fmt: Any) -> str:
+    def metric_td(key: str, fmt: Any, tip: str | None = None) -> str:
         if not ok:
             return _td(dash, "")
         v = C.metric(cell, key)
         if not F.is_number(v):
             return _td(_na(C.unavailable_reason(cell, key)), "")
-        return _td(_e(fmt(v)), v, "num")
+        return _td(_e(fmt(v)), v, "num", tip)
+
+    tci = C.throughput_ci(cell)
+    tci_tip = f"95% CI [{F.throughput(tci[0])}, {F.throughput(tci[1])}] samples/s" if tci else None
 
     notes = []
     if ok and C.is_noisy(cell):
@@ -353,7 +363,8 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
     noise_sort = C.noise_ratio(cell) if ok else None
 
     reason = C.reason_text(cell) if not ok else ""
-    reason_td = _td(_e(F.shorten(reason, 120)), reason, "reason", reason if len(reason) > 120 or "\n" in reason else None)
+    long_reason = len(reason) > 120 or "\n" in reason
+    reason_td = _td(_e(F.shorten(reason, 120)), reason, "reason", reason if long_reason else None)
 
     cols = [
         _td(f"<code>{_e(run.get('run_id'))}</code>", run.get("run_id"), "run") if multi else "",
@@ -368,7 +379,7 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
         p50_td,
         lat_td("p90"),
         lat_td("p99"),
-        metric_td("throughput_per_s", F.throughput),
+        metric_td("throughput_per_s", F.throughput, tci_tip),
         metric_td("peak_host_mem_bytes", F.mib_number),
         metric_td("params", F.count),
         _td(" ".join(notes), noise_sort if noise_sort is not None else ""),
@@ -425,6 +436,13 @@ def _other_value_html(cell: dict[str, Any], key: str) -> tuple[str, Any]:
         parts = [f"{k}={F.sig(x) if F.is_number(x) else x}" for k, x in v.items() if not isinstance(x, (dict, list))]
         return _e(", ".join(parts)), ""
     if isinstance(v, list):
+        iv = C.interval(v)
+        if iv is not None:
+            text = F.metric_interval(key, *iv)
+            if text is not None:
+                return _e(text), iv[0]
+        if all(isinstance(x, str) for x in v):
+            return _e(", ".join(v)), ", ".join(v)
         return _e(f"[{len(v)} values]"), len(v)
     text = F.metric_value(key, v)
     if text is None:
@@ -512,8 +530,8 @@ def _ok_cells(runs: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, Any],
 
 
 def _height(n_categories: int, n_runs: int) -> int:
-    per = 26 + 14 * max(0, n_runs - 1)
-    return int(min(4000, max(260, 110 + per * n_categories)))
+    per = 30 + 16 * max(0, n_runs - 1)
+    return int(min(6000, max(260, 110 + 24 * n_runs + per * n_categories)))
 
 
 def _category_axis(labels: list[str]) -> dict[str, Any]:
@@ -528,13 +546,15 @@ def _category_axis(labels: list[str]) -> dict[str, Any]:
 
 def _base_layout(title: str, x_title: str, labels: list[str], n_runs: int, multi: bool) -> dict[str, Any]:
     return {
-        "title": {"text": title},
+        "title": {"text": title, "x": 0, "xanchor": "left", "xref": "paper", "y": 1, "yanchor": "top",
+                  "yref": "container", "pad": {"t": 12}},
         "xaxis": {"title": {"text": x_title}, "zeroline": False, "automargin": True},
         "yaxis": _category_axis(labels),
         "height": _height(len(labels), n_runs),
-        "margin": {"l": 20, "r": 20, "t": 50, "b": 50},
+        "margin": {"l": 20, "r": 80, "t": 50 + (22 * n_runs if multi else 0), "b": 50},
         "showlegend": multi,
-        "legend": {"title": {"text": "run"}},
+        # above the plot, so long run ids do not squeeze the plot area
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"},
         "hovermode": "closest",
     }
 
@@ -587,7 +607,13 @@ def latency_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "Latency distribution per cell (ms per iteration)", "latency per iteration (ms)", labels, len(runs), multi
     )
     layout["boxmode"] = "group"
-    layout["xaxis"]["rangemode"] = "tozero"
+    # cells whose medians span more than 30x are unreadable on one linear axis
+    meds = [m for _, _, c in ok if (m := C.lat(c, "p50")) is not None and m > 0]
+    if meds and max(meds) / min(meds) > 30 and min(min(C.samples(c)) for _, _, c in ok) > 0:
+        layout["xaxis"]["type"] = "log"
+        layout["xaxis"]["title"]["text"] += ", log scale"
+    else:
+        layout["xaxis"]["rangemode"] = "tozero"
     return {"data": traces, "layout": layout, "config": {"locale": "en-US", "locales": _BOX_LOCALE}}
 
 
@@ -609,17 +635,45 @@ def throughput_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                 "name": _pe(C.run_label(run)),
                 "y": [_pe(C.cell_id(c)) for c in mine],
                 "x": [C.metric(c, "throughput_per_s") for c in mine],
+                # preformatted like the tables (3 significant digits); numbers only
                 "customdata": [
-                    [C.lat(c, "p50"), C.lat(c, "ci95_low"), C.lat(c, "ci95_high")] for c in mine
+                    [
+                        F.throughput(C.metric(c, "throughput_per_s")),
+                        F.ms(C.lat(c, "p50")) or "n/a",
+                        F.ci(C.lat(c, "ci95_low"), C.lat(c, "ci95_high")) or "n/a",
+                        (
+                            f"[{F.throughput(ci[0])}, {F.throughput(ci[1])}]"
+                            if (ci := C.throughput_ci(c))
+                            else "n/a"
+                        ),
+                    ]
+                    for c in mine
                 ],
                 "marker": {"color": _RUN_COLORS[i % len(_RUN_COLORS)]},
+                # the value at the end of each bar, so cells far slower than the
+                # fastest one stay readable on the (honest) linear axis
+                "text": [F.throughput(C.metric(c, "throughput_per_s")) for c in mine],
+                "textposition": "outside",
+                "cliponaxis": False,
                 "hovertemplate": (
-                    "%{y}<br>throughput %{x:,.4~g} samples/s<br>"
-                    "p50 %{customdata[0]:.3g} ms, 95% CI [%{customdata[1]:.3g}, %{customdata[2]:.3g}] ms"
+                    "%{y}<br>throughput %{customdata[0]} samples/s, 95% CI %{customdata[3]}<br>"
+                    "p50 latency %{customdata[1]} ms, 95% CI %{customdata[2]} ms"
                     "<extra>%{fullData.name}</extra>"
                 ),
             }
         )
+        cis = [C.throughput_ci(c) for c in mine]
+        if any(cis):  # error bars only from a CI the run stored
+            x = traces[-1]["x"]
+            traces[-1]["error_x"] = {
+                "type": "data",
+                "symmetric": False,
+                "array": [max(0.0, ci[1] - v) if ci else None for ci, v in zip(cis, x)],
+                "arrayminus": [max(0.0, v - ci[0]) if ci else None for ci, v in zip(cis, x)],
+                "thickness": 1.2,
+                "width": 4,
+                "color": "#444",
+            }
     labels = _labels(ok)
     layout = _base_layout("Throughput per cell (samples/s)", "throughput (samples/s)", labels, len(runs), multi)
     layout["barmode"] = "group"
@@ -662,14 +716,18 @@ def memory_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                         "color": _RUN_COLORS[i % len(_RUN_COLORS)],
                         "pattern": {"shape": "" if k == 0 else "/"},
                     },
+                    "text": [F.bytes_human(C.metric(c, key)) for c in mine],
+                    "textposition": "outside",
+                    "cliponaxis": False,
                     "hovertemplate": "%{y}<br>%{x:,.1f} MiB<extra>%{fullData.name}</extra>",
                 }
             )
-    labels = _labels(used)
+    labels = _labels([x for x in ok if any(x[2] is c for _, _, c in used)])
     n_series = len(traces)
-    layout = _base_layout("Peak memory per cell (MiB)", "peak memory (MiB, 1 MiB = 2^20 bytes)", labels, n_series, n_series > 1)
+    layout = _base_layout(
+        "Peak memory per cell (MiB)", "peak memory (MiB, 1 MiB = 2^20 bytes)", labels, n_series, n_series > 1
+    )
     layout["barmode"] = "group"
-    layout["legend"] = {}
     return {"data": traces, "layout": layout, "config": {}}
 
 
@@ -689,18 +747,19 @@ def _figure_block(div_id: str, fig: dict[str, Any], caption: str) -> str:
 
 _CSS = """
 :root{--fg:#1b1f24;--muted:#5b6570;--bg:#fff;--line:#d8dee4;--ok:#1a7f37;--skip:#9a6700;--fail:#cf222e}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);margin:0 auto;padding:16px 24px;max-width:1500px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);margin:0 auto;padding:16px 24px;max-width:1800px}
 h1{font-size:22px;margin:.2em 0}h2{font-size:18px;margin:1.6em 0 .4em;border-bottom:1px solid var(--line);padding-bottom:.2em}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 pre{background:#f6f8fa;border:1px solid var(--line);padding:8px;overflow:auto;max-height:420px;white-space:pre-wrap;word-break:break-word}
 .muted{color:var(--muted)}.scroll{overflow-x:auto}
 table.grid{border-collapse:collapse;margin:.4em 0}
-table.grid th,table.grid td{border:1px solid var(--line);padding:3px 7px;text-align:left;vertical-align:top}
+table.grid th,table.grid td{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-align:top}
+#summary-table{font-size:13px}#summary-table th{white-space:normal;vertical-align:bottom}#summary-table .ci{display:block}
 table.grid th{background:#f6f8fa;white-space:nowrap}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.reason{max-width:420px;color:var(--muted)}
+td.reason{min-width:220px;max-width:420px;color:var(--muted)}
 .ci{color:var(--muted);font-size:12px}
 table.kv{border-collapse:collapse}table.kv>tbody>tr>th,table.kv>tr>th{text-align:left;padding:2px 12px 2px 0;vertical-align:top;white-space:nowrap;font-weight:600}
 table.kv td{padding:2px 0}table.inner th{font-weight:normal}
@@ -767,6 +826,24 @@ if(box&&table){
 """
 
 
+_TOPOJSON_CDN_DEFAULT = 'topojsonURL:{valType:"string",noBlank:!0,dflt:"https://cdn.plot.ly/un/"}'
+
+
+def _offline_plotlyjs() -> str:
+    """The installed plotly.js bundle, with its one automatic network default removed.
+
+    The bundle's only URL it would fetch by itself is ``topojsonURL`` (map data for
+    geo traces, which this report never draws); pointing it at a relative folder
+    keeps the file free of any CDN reference. Other URLs in the bundle are for
+    buttons that are off by default (e.g. Chart Studio). If a plotly release changes
+    that string the replacement is simply a no-op.
+    """
+    from plotly.offline import get_plotlyjs  # heavy: only when there is a chart
+
+    js = get_plotlyjs()
+    return js.replace(_TOPOJSON_CDN_DEFAULT, _TOPOJSON_CDN_DEFAULT.replace("https://cdn.plot.ly/un/", "topojson/"), 1)
+
+
 def render_html(
     runs: Sequence[dict[str, Any]], errors: Sequence[str] = (), title: str | None = None
 ) -> str:
@@ -795,11 +872,9 @@ def render_html(
 
     plotly_js = ""
     if figures:
-        from plotly.offline import get_plotlyjs  # heavy: only when there is a chart
-
         plotly_js = (
             "<script>window.PlotlyConfig={MathJaxConfig:'local'};</script>\n"
-            f"<script>{get_plotlyjs()}</script>\n"
+            f"<script>{_offline_plotlyjs()}</script>\n"
         )
     return (
         "<!DOCTYPE html>\n"

@@ -6,7 +6,6 @@ with numpy directly (not harness.stats) so these tests pin the report, not the s
 
 from __future__ import annotations
 
-import copy
 import html
 import json
 import re
@@ -76,6 +75,7 @@ def ok_cell(
         "latency_ms": lat,
         "noisy": bool(lat["iqr"] / lat["p50"] > 0.10),
         "throughput_per_s": batch / (lat["p50"] / 1000.0),
+        "throughput_ci95_per_s": [batch / (lat["ci95_high"] / 1000.0), batch / (lat["ci95_low"] / 1000.0)],
         "peak_host_mem_bytes": peak_host,
         "host_mem_increase_bytes": 12_000_000,
         "peak_device_mem_bytes": None,
@@ -204,6 +204,7 @@ def test_html_report_is_self_contained_with_one_chart_per_kind(tmp_path: Path) -
     assert scripts and all("src" not in a for a in scripts)  # nothing loaded from anywhere
     assert not re.search(r"<script[^>]*\ssrc\s*=", text, re.I)
     assert not re.search(r"<link[^>]*href\s*=\s*[\"']?https?:", text, re.I)
+    assert "cdn.plot.ly" not in text  # not even plotly.js's (unused) topojson default
     assert text.count("Plotly.newPlot(") == 3  # latency, throughput, memory
     for div in ("chart-latency", "chart-throughput", "chart-memory"):
         assert f'id="{div}"' in text
@@ -236,6 +237,10 @@ def test_figures_carry_units_and_validate_as_plotly_figures() -> None:
     assert lat["data"][0]["x"] == runs[0]["cells"][0]["samples_ms"]
     thr = throughput_figure(runs)
     assert all("samples/s" in t["hovertemplate"] and "CI" in t["hovertemplate"] for t in thr["data"])
+    ok0 = runs[0]["cells"][0]["metrics"]
+    err = thr["data"][0]["error_x"]  # error bars from the CI the run stored
+    assert err["array"][0] == pytest.approx(ok0["throughput_ci95_per_s"][1] - ok0["throughput_per_s"])
+    assert err["arrayminus"][0] == pytest.approx(ok0["throughput_per_s"] - ok0["throughput_ci95_per_s"][0])
     assert thr["data"][0]["x"][0] == runs[0]["cells"][0]["metrics"]["throughput_per_s"]
     mem = memory_figure(runs)
     assert all("MiB" in t["hovertemplate"] for t in mem["data"])
@@ -351,6 +356,8 @@ def test_extra_metrics_are_rendered_with_units() -> None:
     assert "energy_j" in section and "1.25 J" in section and "source: rapl" in section
     assert "203 MFLOP" in section and "12.3 ms" in section and "11.4 MiB" in section
     assert "0.0310" in section
+    lo, hi = doc["cells"][0]["metrics"]["throughput_ci95_per_s"]
+    assert f"[{F.throughput(lo)}, {F.throughput(hi)}] /s" in section  # an interval, not "[2 values]"
     assert '<span class="na" title="no RAPL under /sys/class/powercap">n/a</span>' in section
 
 
@@ -363,6 +370,28 @@ def test_several_runs_are_compared_side_by_side() -> None:
     fig = latency_figure([a, b])
     assert sorted({t["offsetgroup"] for t in fig["data"]}) == ["run0", "run1"]
     assert fig["layout"]["showlegend"] is True
+
+
+def test_latency_axis_goes_log_only_when_cells_span_orders_of_magnitude() -> None:
+    close = make_doc([ok_cell("mlp", seed=1, center_ms=1.0), ok_cell("cnn", seed=2, center_ms=5.0)])
+    assert latency_figure([close])["layout"]["xaxis"].get("type") is None
+    wide = make_doc([ok_cell("mlp", seed=1, center_ms=0.05), ok_cell("cnn", seed=2, center_ms=80.0)])
+    layout = latency_figure([wide])["layout"]
+    assert layout["xaxis"]["type"] == "log" and "log scale" in layout["xaxis"]["title"]["text"]
+
+
+def test_failed_cell_without_error_object_and_incomplete_run() -> None:
+    cell = failed_cell()
+    cell["error"] = None
+    cell["reason"] = "worker timed out after 300 s"
+    doc = make_doc([cell])
+    doc["complete"] = False
+    text = render_html([doc])
+    assert "worker timed out after 300 s" in text[text.index('id="failed"'):]
+    assert ">incomplete</span>" in text
+    md = markdown_summary([doc])
+    assert "worker timed out after 300 s" in md and "**incomplete**" in md
+    assert rich_summary_table(make_doc([])).row_count == 0
 
 
 def test_report_lists_files_the_loader_skipped(tmp_path: Path) -> None:
@@ -400,7 +429,7 @@ def test_markdown_summary_has_header_and_one_row_per_cell() -> None:
         assert row.startswith(f"| {cell['id']} | {cell['status']} |")
         # a row has exactly the header's number of unescaped separators
         assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"\|", table[0]))
-    assert "a\\|b" in md and "needs \\| pipes and newlines" in md
+    assert "a\\|b" in md and "needs \\| pipes…" in md
     ok = doc["cells"][0]
     p50 = F.ms(ok["metrics"]["latency_ms"]["p50"])
     assert f"| {p50} [" in table[2]
@@ -428,7 +457,7 @@ def test_rich_summary_table_renders_literal_text() -> None:
                    host="[blink]host[/blink]")  # fmt: skip
     table = rich_summary_table(doc)
     assert table.row_count == 3
-    assert [c.header for c in table.columns][:3] == ["cell", "status", "p50 ms [95% CI]"]
+    assert [c.header for c in table.columns][:5] == ["cell", "status", "p50 ms", "p90 ms", "p99 ms"]
     console = Console(record=True, width=250, color_system=None)
     console.print(table)
     out = console.export_text()
@@ -476,7 +505,10 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         "var box=document.getElementById('cell-filter');box.value='cnn';box.dispatchEvent(new Event('input'));"
         "document.documentElement.setAttribute('data-errors',JSON.stringify(window.__errors));"
         "document.documentElement.setAttribute('data-count',document.getElementById('cell-count').textContent);"
-        "document.documentElement.setAttribute('data-sorted',th.getAttribute('aria-sort'));},500);</script>"
+        "document.documentElement.setAttribute('data-sorted',th.getAttribute('aria-sort'));"
+        "document.documentElement.setAttribute('data-order',Array.prototype.map.call("
+        "document.getElementById('summary-table').tBodies[0].rows,function(r){return r.cells[9].getAttribute('data-sort');}).join(';'));"
+        "},500);</script>"
     )
     page = tmp_path / "page.html"
     page.write_text(text.replace("<head>", "<head>" + probe, 1).replace("</body>", check + "</body>", 1))
@@ -490,7 +522,11 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert 'data-alert="fired"' not in dom
     assert 'data-errors="[]"' in dom, re.search(r'data-errors="[^"]*"', dom)
     assert 'data-sorted="ascending"' in dom
-    assert re.search(r'data-count="2 of 8 cells"', dom)
+    order = re.search(r'data-order="([^"]*)"', dom).group(1).split(";")
+    numbers = [float(v) for v in order if v]
+    assert len(numbers) == 4 and numbers == sorted(numbers)  # sorted numerically by p50 (ms)
+    assert order[len(numbers):] == [""] * (len(order) - len(numbers))  # cells without a p50 last
+    assert re.search(r'data-count="3 of 8 cells"', dom)
     for div in ("chart-latency", "chart-throughput", "chart-memory"):
         start = dom.index(f'id="{div}"')
         assert "main-svg" in dom[start : start + 5000], div  # plotly drew an SVG into it
