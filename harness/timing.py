@@ -94,6 +94,7 @@ class Measurement:
     clock: str
     clock_overhead_s: float
     warmup_samples_s: list[float] = field(default_factory=list)
+    loop_wall_s: float | None = None  # host wall time of the timed loop (diagnostic)
 
     @property
     def samples_ms(self) -> list[float]:
@@ -110,6 +111,7 @@ class Measurement:
             "timed_s": self.timed_s,
             "clock": self.clock,
             "clock_overhead_us": self.clock_overhead_s * 1e6,
+            "loop_wall_s": self.loop_wall_s,
         }
 
 
@@ -160,6 +162,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
     step.sync()
     samples: list[float] = []
     timed = 0.0
+    loop_t0 = time.perf_counter()
     while (timed < config.min_time_s or len(samples) < config.min_samples) and len(
         samples
     ) < config.max_samples:
@@ -168,6 +171,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         dt = clock.elapsed(t)
         samples.append(dt / n)
         timed += dt
+    loop_wall = time.perf_counter() - loop_t0
     return Measurement(
         samples_s=samples,
         iters_per_sample=n,
@@ -179,4 +183,5 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         clock=clock_name,
         clock_overhead_s=overhead,
         warmup_samples_s=warm,
+        loop_wall_s=loop_wall,
     )
