@@ -50,9 +50,17 @@ class TorchStep(Step):
         fn: Callable[[], Any],
         context: Callable[[], contextlib.AbstractContextManager[Any]],
         params: int,
+        model: Any = None,
+        inputs: Any = None,
+        labels: Any = None,
+        mode: str = "inference",
     ) -> None:
         self.torch = torch
         self.device = device
+        self.model = model
+        self.inputs = inputs
+        self.labels = labels
+        self.mode = mode
         self._fn = fn
         self._context = context
         self.params = params
@@ -203,7 +211,7 @@ class TorchBackend(Backend):
                 return contextlib.nullcontext()
 
             fn = train
-        return TorchStep(torch, dev, fn, ctx, params)
+        return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode)
 
     def runtime_info(self) -> dict[str, Any]:
         import torch

@@ -171,6 +171,13 @@ class Step(abc.ABC):
     """
 
     params: int | None = None
+    # Framework handles for post-measurement analysis (FLOP counting, quality,
+    # model size). Backends fill them in; analysis code must treat them as read-only.
+    model: Any = None
+    inputs: Any = None
+    labels: Any = None
+    mode: str = "inference"
+    device: Any = None
 
     @abc.abstractmethod
     def run(self, n: int) -> None:
@@ -343,6 +350,14 @@ class Collector(abc.ABC):
 
     def __init__(self, config: CollectorConfig | None = None) -> None:
         self.config = config or self.Config()
+
+    def bind(self, spec: Mapping[str, Any]) -> None:
+        """Called once before ``start`` with the cell's spec (workload, backend,
+        device, ...), so e.g. an energy collector can pick the GPU it should read."""
+
+    def applies_to(self, spec: Mapping[str, Any]) -> bool:
+        """Whether this collector has anything to say about the cell (default: yes)."""
+        return True
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:

@@ -10,6 +10,7 @@ parent from the exit status and the tail of the worker's output.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,11 +18,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness import registry
 from harness.api import BackendConfig, SkipCell
-from harness.collectors.host_memory import HostMemoryCollector
+from harness.api import Collector
 from harness.stats import summarize
 from harness.suite import Settings, TaskSpec
 from harness.timing import TimingConfig, measure
@@ -54,6 +55,37 @@ def _load(kind: str, name: str) -> Any:
         raise SkipCell(str(e)) from None
 
 
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def load_collectors(spec: TaskSpec) -> list[Collector]:
+    """Every registered collector that applies to this cell, bound to its spec.
+    A collector that fails to load is reported in the cell, not fatal."""
+    out: list[Collector] = []
+    for name in registry.names("collector"):
+        col = registry.load("collector", name)()
+        if col.applies_to(spec.to_dict()):
+            col.bind(spec.to_dict())
+            out.append(col)
+    return out
+
+
+Analysis = Callable[..., tuple[dict[str, Any], dict[str, str]]]
+
+
+def analyses() -> list[Analysis]:
+    """Post-measurement analyses run outside the timed region, in order. Each takes
+    keyword arguments (step, workload, variant, spec, backend, metrics, measurement)
+    and returns (metrics to add, {metric: reason unavailable})."""
+    from harness.analysis import ANALYSES
+
+    return list(ANALYSES)
+
+
 def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
     """Build, warm up and time one cell in this process; never raises."""
     cell = empty_cell(spec)
@@ -79,16 +111,20 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         backend = bcls(BackendConfig(threads=settings.threads))
         backend.setup()
 
-        host_mem = HostMemoryCollector()
+        collectors = load_collectors(spec)
         timing_cfg = TimingConfig(
             min_time_s=settings.min_time_s,
             min_samples=settings.min_samples,
             warmup_max_s=settings.warmup_max_s,
         )
-        with host_mem.track():
+        with contextlib.ExitStack() as stack:
+            for col in collectors:
+                stack.enter_context(col.track())
             step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size, seed=settings.seed)
             step.reset_device_peak_memory()
+            load_before = _loadavg()
             meas = measure(step, timing_cfg)
+            load_after = _loadavg()
         cell["runtime"] = backend.runtime_info()
         lat = summarize(meas.samples_ms)
         noisy = lat.pop("noisy")
@@ -102,8 +138,14 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             "params_analytic": int(workload.analytic_params()),
             "flops_analytic": int(workload.analytic_flops_for(spec.batch_size, spec.mode)),
         }
-        metrics.update(host_mem.metrics())
-        cell["unavailable"].update(host_mem.unavailable())
+        for col in collectors:
+            metrics.update(col.metrics())
+            cell["unavailable"].update(col.unavailable())
+        for analysis in analyses():
+            extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
+                                      backend=backend, metrics=metrics, measurement=meas)
+            metrics.update(extra)
+            cell["unavailable"].update(missing)
         peak, source = step.device_peak_memory()
         metrics["peak_device_mem_bytes"] = peak
         if peak is None:
@@ -113,6 +155,10 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         metrics.update(step.extra_metrics())
         cell["metrics"] = metrics
         cell["timing"] = meas.timing_record()
+        # host load around the timed loop: a loadavg above the core count means other
+        # processes competed for the CPU while this cell was timed
+        cell["timing"]["loadavg_1m_before"] = load_before
+        cell["timing"]["loadavg_1m_after"] = load_after
         cell["samples_ms"] = meas.samples_ms
         cell["status"] = "ok"
     except SkipCell as e:

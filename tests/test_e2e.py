@@ -55,11 +55,12 @@ def test_every_number_traces_back_to_raw_samples(smoke_run):
 
 def test_training_is_slower_than_inference(smoke_run):
     # forward+backward+optimizer must cost more than forward alone: a sanity check
-    # that the two modes really do different work
+    # that the two modes really do different work. The minimum is compared because
+    # it is the statistic least disturbed by other load on a shared machine.
     doc = load_result(smoke_run["files"][0])
-    p50 = {(c["spec"]["workload"], c["spec"]["mode"]): c["metrics"]["latency_ms"]["p50"] for c in doc["cells"]}
+    best = {(c["spec"]["workload"], c["spec"]["mode"]): c["metrics"]["latency_ms"]["min"] for c in doc["cells"]}
     for w in ("mlp", "cnn", "transformer"):
-        assert p50[(w, "training")] > p50[(w, "inference")]
+        assert best[(w, "training")] > best[(w, "inference")]
 
 
 def test_report_is_written_and_self_contained(smoke_run):

@@ -1,0 +1,85 @@
+"""``harness list``: installed plugins, suites and devices."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.cli import EXIT_OK
+
+ORDER = 10
+LIST_KINDS = ("workloads", "backends", "variants", "devices", "suites", "collectors")
+
+
+def add_parser(sub: Any) -> None:
+    ls = sub.add_parser("list", help="list workloads, backends, variants, devices, suites or collectors")
+    ls.add_argument("kind", nargs="?", default="workloads", choices=LIST_KINDS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from harness import registry
+
+    out = Console()
+    kind = args.kind
+    if kind == "suites":
+        from harness.suite import builtin_suites, parse_suite
+
+        for name, text in sorted(builtin_suites().items()):
+            s = parse_suite(text, name)
+            out.print(f"[bold]{name}[/]  {escape(s.description)}", highlight=False)
+        return EXIT_OK
+    if kind == "devices":
+        return _list_devices(out)
+    singular = kind[:-1]
+    for name in registry.names(singular):
+        try:
+            cls = registry.load(singular, name)
+        except registry.PluginLoadError as e:
+            out.print(f"[bold]{name}[/]  [red]broken plugin[/]: {escape(str(e))}", highlight=False)
+            continue
+        desc = getattr(cls, "description", "")
+        extra = ""
+        if singular == "workload":
+            extra = f"  sizes: {', '.join(cls.presets)}; modes: {', '.join(cls.modes)}"
+        if singular == "backend":
+            ok, why = cls.is_installed()
+            extra = "" if ok else f"  [yellow](not installed: {escape(why)})[/]"
+        out.print(f"[bold]{name}[/]  {escape(desc)}{extra}", highlight=False)
+    return EXIT_OK
+
+
+
+def _list_devices(out: Any) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from harness import registry
+
+    table = Table(title="devices")
+    for col in ("backend", "device", "available", "detail / reason"):
+        table.add_column(col)
+    for name in registry.names("backend"):
+        try:
+            cls = registry.load("backend", name)
+        except registry.PluginLoadError as e:
+            table.add_row(name, "-", "no", escape(str(e)))
+            continue
+        ok, why = cls.is_installed()
+        if not ok:
+            table.add_row(name, "(all)", "no", escape(f"backend not installed: {why}"))
+            continue
+        try:
+            devices = cls().list_devices()
+        except Exception as e:  # noqa: BLE001 - show why instead of crashing
+            table.add_row(name, "(all)", "no", escape(f"{type(e).__name__}: {e}"))
+            continue
+        for d in devices:
+            table.add_row(name, d.name, "[green]yes[/]" if d.available else "[red]no[/]", escape(d.detail))
+    out.print(table)
+    return EXIT_OK
+
+
+

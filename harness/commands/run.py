@@ -1,0 +1,93 @@
+"""``harness run``: run a suite and write results/<run_id>.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, positive_float, positive_int
+
+ORDER = 20
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a suite and write results/<run_id>.json")
+    run.add_argument("--suite", default=None, help="built-in suite name (quick, smoke) or a YAML file")
+    run.add_argument("-w", "--workload", action="append", default=[], help="workload (repeatable)")
+    run.add_argument("-b", "--backend", action="append", default=[], help="backend (repeatable)")
+    run.add_argument("-d", "--device", action="append", default=[], help="cpu, cuda, cuda:N, tpu (repeatable)")
+    run.add_argument("-v", "--variant", action="append", default=[], help="variant (repeatable)")
+    run.add_argument("--mode", action="append", default=[], choices=("inference", "training"), help="repeatable")
+    run.add_argument("--batch-size", action="append", default=[], type=positive_int, help="repeatable")
+    run.add_argument("--size", default=None, help="size preset: tiny, small, base")
+    run.add_argument("--min-time", type=positive_float, default=None, help="minimum timed seconds per cell")
+    run.add_argument("--timeout", type=positive_float, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: framework's)")
+    run.add_argument("--out", default="results", help="output directory (default: results)")
+    run.add_argument("--tag", default=None, help="free text stored with the run (e.g. nightly, a PR number)")
+    run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE.html",
+                     help="also write the HTML report (default path: beside the result)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.runner import run_suite
+    from harness.suite import ConfigError, Suite, apply_overrides, expand, load_suite
+
+    try:
+        suite = load_suite(args.suite) if args.suite else Suite(name="cli")
+        if not args.suite and not args.workload:
+            raise ConfigError("nothing to run: give --suite NAME|FILE or at least one -w WORKLOAD")
+        suite = apply_overrides(
+            suite,
+            axes={
+                "workload": args.workload,
+                "backend": args.backend,
+                "device": args.device,
+                "variant": args.variant,
+                "mode": args.mode,
+                "batch_size": args.batch_size,
+            },
+            settings={
+                "size": args.size,
+                "min_time_s": args.min_time,
+                "timeout_s": args.timeout,
+                "threads": args.threads,
+            },
+        )
+        cells = expand(suite)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output directory {str(out_dir)!r}: {e.strerror or e}") from None
+
+    outcome = run_suite(suite, cells, out_dir, tag=args.tag, show_progress=not args.no_progress)
+    from rich.console import Console
+
+    from reports.tables import rich_summary_table
+
+    console = Console()
+    console.print(rich_summary_table(outcome.doc))
+    c = outcome.counts
+    console.print(
+        f"{c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed"
+        + (f", {len(outcome.doc.get('not_run', []))} not run (interrupted)" if outcome.interrupted else ""),
+        highlight=False,
+    )
+    print(f"result: {outcome.path}")
+    if args.report is not None:
+        from reports.html import write_html_report
+
+        target = Path(args.report) if args.report else outcome.path.with_suffix(".html")
+        write_html_report([outcome.doc], target)
+        print(f"report: {target}")
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if c.get("failed", 0) else EXIT_OK
+
+
+
