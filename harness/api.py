@@ -324,6 +324,15 @@ class Variant(abc.ABC):
         """A context manager wrapped around each step (e.g. mixed-precision autocast)."""
         return contextlib.nullcontext()
 
+    def metrics(self) -> dict[str, Any]:
+        """Values measured while applying the variant (e.g. ``compile_time_s``), merged
+        into the cell's metrics after the timed loop."""
+        return {}
+
+    def unavailable(self) -> dict[str, str]:
+        """Metric name -> reason for what this variant could not measure."""
+        return {}
+
 
 # --------------------------------------------------------------------------- collector
 

@@ -138,6 +138,8 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             "params_analytic": int(workload.analytic_params()),
             "flops_analytic": int(workload.analytic_flops_for(spec.batch_size, spec.mode)),
         }
+        metrics.update(variant.metrics())
+        cell["unavailable"].update(variant.unavailable())
         for col in collectors:
             metrics.update(col.metrics())
             cell["unavailable"].update(col.unavailable())
