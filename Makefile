@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench clean browser
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/harness run --suite quick --report
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# headless Debian chromium for tests/test_browser.py (playwright drives it; it never
+# downloads a browser). Installed with apt when missing and we are root; otherwise the
+# browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "note: could not install chromium with apt-get; the browser tests will be skipped"; \
+	  else echo "note: chromium missing and not root (or no apt-get); the browser tests will be skipped"; fi; }
 
 bench: $(STAMP)
 	$(PY) bench/fidelity.py

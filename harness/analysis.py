@@ -20,4 +20,16 @@ def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], **_: An
     return {"achieved_flops_per_s_analytic": flops / (p50_ms / 1e3)}, {}
 
 
-ANALYSES: list[Analysis] = [achieved_flops]
+def _flops(**kw: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    from harness.flops import flops_analysis  # counted FLOPs, bytes moved, achieved FLOP/s
+
+    return flops_analysis(**kw)
+
+
+def _quality(**kw: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    from harness.quality import quality_analysis  # model size/params + metrics.quality (digits)
+
+    return quality_analysis(**kw)
+
+
+ANALYSES: list[Analysis] = [achieved_flops, _flops, _quality]

@@ -315,6 +315,14 @@ class Variant(abc.ABC):
         return callable(getattr(self, f"apply_{backend}", None))
 
     def apply(self, backend: str, model: Any, **ctx: Any) -> Any:
+        """Return the transformed model (possibly a new object; it must stay callable as
+        the backend calls the model). Works on *any* model of the workload's
+        architecture: the backends pass ``device``, ``mode`` and ``workload`` (speed
+        track); the quality track (:mod:`harness.quality`) also passes
+        ``calibration`` (list of input batches, numpy, ``input_specs()`` order),
+        ``train_data`` (``(inputs, labels)``) and ``train_epochs``/``train_lr``/
+        ``train_batch_size`` (the fp32 recipe). Variants ignore keys they do not need
+        and raise :class:`SkipCell` for what they cannot do (e.g. training an int8 model)."""
         fn = getattr(self, f"apply_{backend}", None)
         if fn is None:
             raise SkipCell(f"variant {self.name!r} is not supported on backend {backend!r}")
@@ -388,4 +396,13 @@ class Collector(abc.ABC):
 
     def unavailable(self) -> dict[str, str]:
         """Metric name -> reason, for what could not be measured here."""
+        return {}
+
+    def observe(self, measurement: Any, timed_window: tuple[float, float] | None = None) -> None:
+        """Called after ``stop()`` with the cell's timing ``Measurement`` and the timed
+        loop's window in ``time.perf_counter`` seconds (None if unknown), so a collector
+        can report the timed loop only and normalise per step/sample."""
+
+    def cell_fields(self) -> dict[str, Any]:
+        """Extra top-level cell fields (e.g. ``timeseries``); never replaces a core field."""
         return {}

@@ -20,6 +20,7 @@ from typing import Any
 from harness import __version__
 from harness.hw.cpuinfo import read_cpu
 from harness.hw.nvml import open_nvml
+from harness.hw.tpu import detect_tpu
 
 FRAMEWORK_DISTS = (
     "torch", "tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "torchao",
@@ -105,6 +106,7 @@ def collect_environment(cpuinfo: str | Path = "/proc/cpuinfo", nvml_module: Any 
         "memory_bytes": memory_bytes(),
         "gpus": gpus,
         "gpus_reason": None if gpus else (nv.reason or "NVML reports no GPUs"),
+        "tpu": detect_tpu(),
         "frameworks": framework_versions(),
         "env_vars": {k: os.environ.get(k) for k in ENV_VARS},
     }

@@ -172,6 +172,12 @@ def run_suite(
 ) -> RunOutcome:
     """Run ``cells`` one by one, saving the result file after each."""
     doc = new_document(suite, cells, tag)
+    from harness.calibrate import default_dirs, find_calibration
+    from harness.flops import apply_calibration
+
+    calibration = find_calibration(doc["environment"]["fingerprint"], default_dirs(out_dir))
+    if calibration:  # measured peaks of this machine: MFU and the report's roofline
+        doc["calibration"] = calibration
     path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
     interrupted = False
     progress = _progress(show_progress)
@@ -181,6 +187,7 @@ def run_suite(
             for i, spec in enumerate(cells):
                 progress.update(task, description=f"[{i + 1}/{len(cells)}] {spec.id}")
                 cell = cell_runner(spec, suite.settings)
+                apply_calibration(cell, calibration)
                 doc["cells"].append(cell)
                 doc["not_run"] = [c.id for c in cells[i + 1 :]]
                 results.write_atomic(path, doc)

@@ -101,8 +101,17 @@ class Settings:
     warmup_max_s: float = 3.0
     min_samples: int = 10
     seed: int = 0
+    energy_estimate: bool = False  # allow a labelled energy estimate where nothing is measurable
+    idle_baseline_s: float = 0.5  # idle power baseline before each cell (where energy is measurable)
+    tpu: str | None = None  # TPU name / grpc:// address / 'local' for -d tpu (None: TPU_NAME)
 
     def __post_init__(self) -> None:
+        if self.tpu is not None and (not isinstance(self.tpu, str) or not self.tpu.strip()):
+            raise ValueError(f"tpu must be a non-empty TPU name or address, got {self.tpu!r}")
+        if not isinstance(self.energy_estimate, bool):
+            raise ValueError(f"energy_estimate must be true or false, got {self.energy_estimate!r}")
+        if not self.idle_baseline_s >= 0:
+            raise ValueError(f"idle_baseline_s must be >= 0, got {self.idle_baseline_s}")
         if not self.min_time_s > 0:
             raise ValueError(f"min_time_s must be > 0, got {self.min_time_s}")
         if not self.timeout_s > 0:

@@ -55,6 +55,14 @@ def _load(kind: str, name: str) -> Any:
         raise SkipCell(str(e)) from None
 
 
+def backend_config(bcls: Any, settings: Settings) -> BackendConfig:
+    """The backend's Config, filled from the run settings with matching field names
+    (threads, tpu, ...)."""
+    fields = {f.name for f in dataclasses.fields(bcls.Config)}
+    given = {k: v for k, v in dataclasses.asdict(settings).items() if k in fields}
+    return bcls.Config(**given)
+
+
 def _loadavg() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -62,14 +70,16 @@ def _loadavg() -> float | None:
         return None
 
 
-def load_collectors(spec: TaskSpec) -> list[Collector]:
-    """Every registered collector that applies to this cell, bound to its spec.
+def load_collectors(spec: TaskSpec, settings: Settings | None = None) -> list[Collector]:
+    """Every registered collector that applies to this cell, bound to its spec (plus
+    the run settings under ``"settings"``).
     A collector that fails to load is reported in the cell, not fatal."""
     out: list[Collector] = []
+    bound = {**spec.to_dict(), "settings": dataclasses.asdict(settings) if settings else {}}
     for name in registry.names("collector"):
         col = registry.load("collector", name)()
         if col.applies_to(spec.to_dict()):
-            col.bind(spec.to_dict())
+            col.bind(bound)
             out.append(col)
     return out
 
@@ -108,10 +118,10 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         variant = _load("variant", spec.variant)()
         if not variant.supports_backend(spec.backend):
             raise SkipCell(f"variant {spec.variant!r} is not supported on backend {spec.backend!r}")
-        backend = bcls(BackendConfig(threads=settings.threads))
+        backend = bcls(backend_config(bcls, settings))
         backend.setup()
 
-        collectors = load_collectors(spec)
+        collectors = load_collectors(spec, settings)
         timing_cfg = TimingConfig(
             min_time_s=settings.min_time_s,
             min_samples=settings.min_samples,
@@ -124,7 +134,9 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             step.reset_device_peak_memory()
             load_before = _loadavg()
             meas = measure(step, timing_cfg)
+            meas_end = time.perf_counter()
             load_after = _loadavg()
+        timed_window = (meas_end - meas.loop_wall_s, meas_end) if meas.loop_wall_s is not None else None
         cell["runtime"] = backend.runtime_info()
         lat = summarize(meas.samples_ms)
         noisy = lat.pop("noisy")
@@ -141,8 +153,11 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         metrics.update(variant.metrics())
         cell["unavailable"].update(variant.unavailable())
         for col in collectors:
+            col.observe(meas, timed_window)
             metrics.update(col.metrics())
             cell["unavailable"].update(col.unavailable())
+            for key, value in col.cell_fields().items():
+                cell.setdefault(key, value)
         for analysis in analyses():
             extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
                                       backend=backend, metrics=metrics, measurement=meas)

@@ -7,6 +7,7 @@ through :func:`unavailable_reason`, the reason the run recorded for it.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator
 
 from reports.formatting import is_number
@@ -115,6 +116,9 @@ def warmup_unstable(cell: dict[str, Any]) -> bool:
 def samples(cell: dict[str, Any]) -> list[float]:
     """The raw per-iteration latencies (ms) that are finite numbers."""
     raw = cell.get("samples_ms") or []
+    if all(type(x) is float or type(x) is int for x in raw):  # fast path: plain numbers
+        if all(math.isfinite(x) for x in raw):
+            return [float(x) for x in raw]
     return [float(x) for x in raw if is_number(x)]
 
 

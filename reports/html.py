@@ -36,6 +36,7 @@ from reports import cells as C
 from reports import formatting as F
 
 DEFAULT_TITLE = "dl-harness report"
+MAX_RUNS_IN_CHARTS = 10  # latency/throughput/memory charts draw the most recent runs only
 
 # metric keys the summary table shows in its own columns; anything else a cell
 # carries goes to the "Other metrics" table (rendered generically, unit by name)
@@ -194,7 +195,7 @@ def _header(runs: Sequence[dict[str, Any]], title: str) -> str:
     )
     n = len(runs)
     return (
-        f"<header><h1>{_e(title)}</h1>"
+        f'<header id="overview"><h1>{_e(title)}</h1>'
         f'<p class="muted">{n} run{"s" if n != 1 else ""} &middot; report generated {now} '
         "from stored results (nothing was re-run)</p>"
         f"{table if runs else '<p>No result files could be loaded.</p>'}</header>"
@@ -722,7 +723,8 @@ def memory_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                     "hovertemplate": "%{y}<br>%{x:,.1f} MiB<extra>%{fullData.name}</extra>",
                 }
             )
-    labels = _labels([x for x in ok if any(x[2] is c for _, _, c in used)])
+    used_ids = {id(c) for _, _, c in used}
+    labels = _labels([x for x in ok if id(x[2]) in used_ids])
     n_series = len(traces)
     layout = _base_layout(
         "Peak memory per cell (MiB)", "peak memory (MiB, 1 MiB = 2^20 bytes)", labels, n_series, n_series > 1
@@ -845,20 +847,34 @@ def _offline_plotlyjs() -> str:
 
 
 def render_html(
-    runs: Sequence[dict[str, Any]], errors: Sequence[str] = (), title: str | None = None
+    runs: Sequence[dict[str, Any]],
+    errors: Sequence[str] = (),
+    title: str | None = None,
+    prices: Any = None,
+    rank_by: str = "throughput",
 ) -> str:
-    """The report as one HTML string (see :func:`write_html_report`)."""
+    """The report as one HTML string (see :func:`write_html_report`). ``prices``
+    (:class:`harness.procurement.Prices`) and ``rank_by`` feed the procurement section."""
     runs = [r for r in runs if isinstance(r, dict)]
     page_title = title or DEFAULT_TITLE
+    # per-cell charts of a long history would be unreadable (and slow): draw the most
+    # recent runs there; the tables, history and procurement sections use every run
+    recent = sorted(runs, key=lambda d: (str(d.get("created") or ""), str(d.get("run_id") or "")))[-MAX_RUNS_IN_CHARTS:]
+    recent_ids = {id(r) for r in recent}
+    chart_runs = [r for r in runs if id(r) in recent_ids]
+    note = (f" Only the {MAX_RUNS_IN_CHARTS} most recent of the {len(runs)} runs are drawn here."
+            if len(runs) > MAX_RUNS_IN_CHARTS else "")
     figures = [
-        ("chart-latency", latency_figure(runs), "Each box: the raw per-iteration latencies of one cell "
-         "(box = quartiles, line = median, dashed = mean, dots = samples). Hover for values in ms."),
-        ("chart-throughput", throughput_figure(runs), "Throughput as recorded by each cell, in samples per "
-         "second; the hover shows the cell's p50 latency and its 95% confidence interval."),
-        ("chart-memory", memory_figure(runs), "Peak resident host memory of the worker process while the cell "
-         "ran (and peak device memory where measured), in MiB. Cells without a value are listed as n/a in the tables."),
+        ("chart-latency", latency_figure(chart_runs), "Each box: the raw per-iteration latencies of one cell "
+         "(box = quartiles, line = median, dashed = mean, dots = samples). Hover for values in ms." + note),
+        ("chart-throughput", throughput_figure(chart_runs), "Throughput as recorded by each cell, in samples per "
+         "second; the hover shows the cell's p50 latency and its 95% confidence interval." + note),
+        ("chart-memory", memory_figure(chart_runs), "Peak resident host memory of the worker process while the cell "
+         "ran (and peak device memory where measured), in MiB. Cells without a value are listed as n/a in the tables." + note),
     ]  # fmt: skip
     figures = [(d, f, cap) for d, f, cap in figures if f is not None]
+
+    from reports import sections as S
 
     parts = [
         _header(runs, page_title),
@@ -868,6 +884,23 @@ def render_html(
     if figures:
         chart_html = "".join(_figure_block(d, f, _e(cap)) for d, f, cap in figures)
         parts.append(f'<section id="charts"><h2>Charts</h2>{chart_html}</section>')
+    parts.append(S.backends_section(runs))
+    from harness.history import build_history
+
+    series = build_history(runs)  # once: the history and regressions sections share it
+    for section_html, section_figs in (
+        S.energy_section(runs),
+        S.quality_section(runs),
+        S.roofline_section(runs),
+        S.regressions_section(runs, series),
+        S.history_section(runs, series),
+        S.procurement_section(runs, prices, rank_by),
+    ):
+        if section_html:
+            figs_html = "".join(_figure_block(d, f, _e(cap)) for d, f, cap in section_figs)
+            head, sep, tail = section_html.rpartition("</section>")
+            parts.append(head + figs_html + sep + tail if figs_html else section_html)
+            figures += section_figs
     parts += [_other_metrics_section(runs), _failed_section(runs), _environment_section(runs)]
 
     plotly_js = ""
@@ -892,6 +925,8 @@ def write_html_report(
     out_path: Path,
     errors: Sequence[str] = (),
     title: str | None = None,
+    prices: Any = None,
+    rank_by: str = "throughput",
 ) -> Path:
     """Write a self-contained, offline HTML report of ``runs`` to ``out_path``.
 
@@ -900,7 +935,7 @@ def write_html_report(
     The file is written atomically (temp file + rename). Returns the path.
     """
     out = Path(out_path)
-    text = render_html(runs, errors=errors, title=title)
+    text = render_html(runs, errors=errors, title=title, prices=prices, rank_by=rank_by)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:

@@ -24,6 +24,13 @@ def test_real_peak_captures_a_transient_allocation():
     assert col.unavailable() == {}
 
 
+def _write_status(proc: Path, rss_kb: int, hwm_kb: int) -> None:
+    """Replace the fake status file atomically, as the kernel presents it."""
+    tmp = proc / "status.tmp"
+    tmp.write_text(_status(rss_kb, hwm_kb))
+    tmp.replace(proc / "status")
+
+
 def _status(rss_kb: int, hwm_kb: int) -> str:
     return f"Name:\tpython\nVmHWM:\t{hwm_kb} kB\nVmRSS:\t{rss_kb} kB\n"
 
@@ -37,9 +44,9 @@ def test_sampling_fallback_when_clear_refs_is_not_writable(tmp_path):
     col.start()
 
     def spike() -> None:
-        (proc / "status").write_text(_status(300_000, 500_000))
+        _write_status(proc, 300_000, 500_000)
         time.sleep(0.1)
-        (proc / "status").write_text(_status(120_000, 500_000))
+        _write_status(proc, 120_000, 500_000)
 
     t = threading.Thread(target=spike)
     t.start()

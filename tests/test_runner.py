@@ -35,7 +35,7 @@ def test_third_party_workload_is_discovered_and_runs(plugin_site, cli, tmp_path)
 def test_failing_crashing_and_timed_out_cells_are_recorded_and_the_sweep_goes_on(plugin_site, cli, tmp_path):
     proc = cli(
         ["run", "-w", "toy_raise", "-w", "toy_crash", "-w", "toy_hang", "-w", "toy",
-         "--size", "tiny", "--min-time", "0.05", "--timeout", "8", "--out", str(tmp_path), "--no-progress"]
+         "--size", "tiny", "--min-time", "0.05", "--timeout", "20", "--out", str(tmp_path), "--no-progress"]
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
@@ -57,9 +57,9 @@ def test_failing_crashing_and_timed_out_cells_are_recorded_and_the_sweep_goes_on
 
     hung = cells["toy_hang"]
     assert hung["status"] == "failed"
-    assert "timed out after 8 s" in hung["reason"]
+    assert "timed out after 20 s" in hung["reason"]
     assert "sleeping forever" in hung["error"]["stderr_tail"]
-    assert hung["duration_s"] < 30
+    assert hung["duration_s"] < 45
 
     assert cells["toy"]["status"] == "ok"  # the sweep went on
     assert doc["complete"] is True and doc["not_run"] == []

@@ -17,7 +17,7 @@ multiply-accumulates; this harness counts 2 FLOPs per MAC.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
 from workloads import BUILD_SEED, _check_int, _check_int_tuple
@@ -179,3 +179,22 @@ class CNNWorkload(Workload):
                 num_classes=c.num_classes,
             )
         return model.float()
+
+    def build_tensorflow(self) -> "Any":
+        """The fp32 Keras twin of :meth:`build_torch`; takes NHWC images (the backend
+        transposes the NCHW inputs once, before timing; see ``workloads._keras_models``)."""
+        from workloads._keras_models import build_resnet
+
+        c = self.config
+        return build_resnet(
+            image_size=c.image_size,
+            in_channels=c.in_channels,
+            stem_channels=c.stem_channels,
+            stem_kernel=c.stem_kernel,
+            stem_stride=c.stem_stride,
+            stem_pool=c.stem_pool,
+            channels=c.channels,
+            blocks=c.blocks,
+            num_classes=c.num_classes,
+            seed=BUILD_SEED,
+        )

@@ -19,7 +19,7 @@ check them against the torch model.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
 from workloads import BUILD_SEED, _check_int, _check_int_tuple
@@ -99,3 +99,10 @@ class MLPWorkload(Workload):
             torch.manual_seed(BUILD_SEED)
             model = MLP(c.input_dim, c.hidden, c.num_classes)
         return model.float()
+
+    def build_tensorflow(self) -> "Any":
+        """The fp32 Keras twin of :meth:`build_torch` (see ``workloads._keras_models``)."""
+        from workloads._keras_models import build_mlp
+
+        c = self.config
+        return build_mlp(c.input_dim, c.hidden, c.num_classes, seed=BUILD_SEED)

@@ -24,7 +24,7 @@ attention products either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
 from workloads import BUILD_SEED, _check_int
@@ -177,3 +177,21 @@ class TransformerWorkload(Workload):
                 num_classes=c.num_classes,
             )
         return model.float()
+
+    def build_tensorflow(self) -> "Any":
+        """The fp32 Keras twin of :meth:`build_torch` (see ``workloads._keras_models``)."""
+        from workloads._keras_models import build_bert
+
+        c = self.config
+        return build_bert(
+            vocab_size=c.vocab_size,
+            seq_len=c.seq_len,
+            max_positions=c.max_positions,
+            hidden=c.hidden,
+            layers_=c.layers,
+            heads=c.heads,
+            ffn=c.ffn,
+            dropout=float(c.dropout),
+            num_classes=c.num_classes,
+            seed=BUILD_SEED,
+        )

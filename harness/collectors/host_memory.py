@@ -67,8 +67,8 @@ class HostMemoryCollector(Collector):
 
     def _rss(self) -> int | None:
         rss = _read_status_kb(self._proc, "VmRSS")
-        if rss is not None:
-            return rss
+        if rss is not None or (self._proc / "status").exists():
+            return rss  # never mix sources: a /proc reading or nothing
         try:
             import psutil
 

@@ -1,4 +1,10 @@
-"""``harness report``: HTML or Markdown from stored results (never runs anything)."""
+"""``harness report``: HTML or Markdown from stored results (never runs anything).
+
+Given many runs (a directory), the report adds a history section (trends and change
+points per cell and machine), a regressions section (each machine's latest run against
+its earlier runs) and, when the runs come from several machines, a procurement view
+(``--prices`` adds perf per dollar, ``--rank-by`` picks the ranking metric).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,10 @@ def add_parser(sub: Any) -> None:
     rep.add_argument("-o", "--output", default=None, help="output file (default: beside the first result)")
     rep.add_argument("--format", choices=("html", "markdown"), default="html")
     rep.add_argument("--title", default=None)
+    rep.add_argument("--prices", default=None, help="price file (YAML) for perf per dollar in the procurement view")
+    rep.add_argument("--rank-by", default="throughput",
+                     choices=("throughput", "latency", "perf_per_watt", "perf_per_dollar"),
+                     help="ranking metric of the procurement view (default: throughput)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,15 +39,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no such result file or directory: {missing[0]}")
     if not paths:
         raise UsageError(f"no result files (*.json) found in {' '.join(args.results)}")
+    prices = None
+    if args.prices:
+        from harness.procurement import PriceError, load_prices
+
+        try:
+            prices = load_prices(args.prices)
+        except PriceError as e:
+            raise UsageError(str(e)) from None
     loaded = load_results(paths)
     for err in loaded.errors:
         print(f"warning: skipped {err}", file=sys.stderr)
     if not loaded.runs:
         raise UsageError("no readable result files among the inputs (see the warnings above)")
     if args.format == "markdown":
+        from reports.markdown_extra import markdown_extra
         from reports.tables import markdown_summary
 
-        text = markdown_summary(loaded.runs)
+        text = markdown_summary(loaded.runs) + markdown_extra(loaded.runs, prices, args.rank_by)
         if args.output:
             Path(args.output).write_text(text)
             print(f"report: {args.output}")
@@ -53,11 +72,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = paths[0].parent / "report.html"
     try:
-        write_html_report(loaded.runs, target, errors=loaded.errors, title=args.title)
+        write_html_report(loaded.runs, target, errors=loaded.errors, title=args.title, prices=prices, rank_by=args.rank_by)
     except OSError as e:
         raise UsageError(f"cannot write report {str(target)!r}: {e.strerror or e}") from None
     print(f"report: {target}")
     return EXIT_OK
-
-
-

@@ -29,6 +29,10 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE.html",
                      help="also write the HTML report (default path: beside the result)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--tpu", default=None, metavar="NAME|ADDRESS",
+                     help="TPU for -d tpu (-b tensorflow): name, grpc:// address or 'local' (default: $TPU_NAME)")
+    run.add_argument("--energy-estimate", action="store_true", default=None,
+                     help="where energy cannot be measured, record a labelled estimate (TDP x utilisation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
                 "min_time_s": args.min_time,
                 "timeout_s": args.timeout,
                 "threads": args.threads,
+                "energy_estimate": args.energy_estimate,
+                "tpu": args.tpu,
             },
         )
         cells = expand(suite)
@@ -71,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from reports.tables import rich_summary_table
 
     console = Console()
+    if not console.is_terminal:  # CI logs: don't wrap the table at 80 columns
+        console = Console(width=200)
     console.print(rich_summary_table(outcome.doc))
     c = outcome.counts
     console.print(

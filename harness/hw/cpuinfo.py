@@ -14,6 +14,19 @@ DL_FLAGS = (
 )
 
 
+def isa_summary(flags_dl: dict[str, bool]) -> dict[str, bool]:
+    """The five questions that decide DL kernel choice: AVX2, AVX-512, VNNI (int8 dot
+    products, AVX-512 or AVX forms), BF16 (AVX512_BF16 or AMX-BF16) and AMX."""
+    f = flags_dl
+    return {
+        "avx2": bool(f.get("avx2")),
+        "avx512": bool(f.get("avx512f")),
+        "vnni": bool(f.get("avx512_vnni") or f.get("avx_vnni")),
+        "bf16": bool(f.get("avx512_bf16") or f.get("amx_bf16")),
+        "amx": bool(f.get("amx_tile")),
+    }
+
+
 def read_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """Model name, DL-relevant ISA flags (true/false each) and core counts."""
     model = None
@@ -48,6 +61,7 @@ def read_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
         "model": model or platform.processor() or platform.machine(),
         "arch": platform.machine(),
         "flags_dl": {f: (f in flags) for f in DL_FLAGS},
+        "isa": isa_summary({f: (f in flags) for f in DL_FLAGS}),
         "flags_source": str(cpuinfo) if text else "unavailable",
         "physical_cores": physical,
         "logical_cores": logical,

@@ -1,0 +1,80 @@
+"""``harness calibrate``: measure this machine's peak matmul FLOP/s and memory
+bandwidth (the roofline's roof and the denominator of MFU) and store them under
+``results/calibration/<fingerprint>.json``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.cli import EXIT_OK, UsageError, positive_float
+
+ORDER = 45
+
+
+def add_parser(sub: Any) -> None:
+    cal = sub.add_parser("calibrate", help="measure peak FLOP/s per dtype and memory bandwidth (for MFU and the roofline)")
+    cal.add_argument("-d", "--device", action="append", default=[],
+                     help="cpu, cuda, cuda:N (repeatable; default: cpu and every visible CUDA device)")
+    cal.add_argument("--out", default="results/calibration", help="directory for <fingerprint>.json (default: results/calibration)")
+    cal.add_argument("--budget", type=positive_float, default=1.0,
+                     help="seconds of timing per (dtype, size) and for the copy (default 1.0)")
+    cal.add_argument("--dtype", action="append", default=[], choices=("fp32", "bf16", "fp16"),
+                     help="dtypes to measure (repeatable; default all three)")
+    cal.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the CPU (default: torch's)")
+    cal.add_argument("--json", action="store_true", help="print the stored calibration as JSON")
+
+
+def _devices(requested: list[str]) -> list[str]:
+    from harness.suite import ConfigError, normalize_device
+
+    try:
+        devices = [normalize_device(d) for d in requested]
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if any(d.startswith("tpu") for d in devices):
+        raise UsageError("calibrate measures cpu and cuda devices with PyTorch; tpu is not supported")
+    import torch
+
+    if not devices:
+        devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    for d in devices:
+        if d.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UsageError(f"{d} requested but torch {torch.__version__} sees no CUDA device")
+            if int(d.split(":")[1]) >= torch.cuda.device_count():
+                raise UsageError(f"{d} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return list(dict.fromkeys(devices))
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from harness import calibrate
+    from harness.environment import collect_environment
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    devices = _devices(args.device)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = collect_environment()
+    fp = env["fingerprint"]
+    dtypes = args.dtype or list(calibrate.DTYPES)
+    path = None
+    for d in devices:
+        info = calibrate.measure_device(d, budget_s=args.budget, dtypes=dtypes)
+        path = calibrate.save(args.out, fp, d, info, environment=env)
+        if not args.json:
+            peaks = ", ".join(
+                f"{k} {v / 1e9:.1f} GFLOP/s" if v else f"{k} unavailable ({info['unavailable'].get(k, '')})"
+                for k, v in info["peak_flops_per_s"].items()
+            )
+            threads = f", {info['threads']} threads" if info.get("threads") else ""
+            print(f"{d:<8} peak {peaks}; copy bandwidth {info['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s{threads}")
+    if args.json and path is not None:
+        print(json.dumps(calibrate.load(path), indent=1))
+    print(f"calibration: {path} (fingerprint {fp})")
+    return EXIT_OK

@@ -1,0 +1,112 @@
+"""``harness compare BASELINE CANDIDATE``: statistically tested per-cell deltas; exit 1
+on a regression (the CI contract), 0 otherwise, 2 on usage errors.
+
+BASELINE and CANDIDATE are each a result file or a directory of result files; several
+files on one side are repeated runs of the same code, which is what lets the verdict
+account for run-to-run noise (see harness/compare.py and docs/compare.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.cli import EXIT_FAILED, EXIT_OK, UsageError
+
+ORDER = 35
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare a candidate run against a baseline (exit 1 on a regression)",
+        description="Per-cell deltas with confidence intervals and significance. A cell regresses only "
+        "when the change is significant (Holm-adjusted) AND exceeds its threshold.",
+    )
+    p.add_argument("baseline", help="baseline result file, or a directory of repeated runs")
+    p.add_argument("candidate", help="candidate result file, or a directory of repeated runs")
+    p.add_argument("--threshold", default=None, help="PCT (e.g. 5 or 5%%) or 'auto' (noise-derived; the default)")
+    p.add_argument("--metric", default="latency_ms",
+                   help="latency_ms (default, from raw samples), throughput_per_s, or a metric path "
+                        "such as peak_host_mem_bytes or energy.energy_per_sample_j")  # fmt: skip
+    p.add_argument("--stat", default=None, choices=("min", "p10", "p50", "mean"),
+                   help="location statistic of each run's samples (default: min, the most reproducible "
+                        "between processes on a shared machine)")  # fmt: skip
+    p.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--config", default=None, help="thresholds YAML (per-workload / per-cell thresholds)")
+    p.add_argument("-o", "--output", default=None, help="write the output here instead of stdout")
+
+
+def _load_side(path: str, what: str) -> list[dict[str, Any]]:
+    from harness.results import expand_paths, load_results
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{what}: no such result file or directory: {path}")
+    files = expand_paths([p])
+    if not files:
+        raise UsageError(f"{what}: no result files (*.json) in {path}")
+    loaded = load_results(files)
+    for err in loaded.errors:
+        print(f"warning: skipped {err}", file=sys.stderr)
+    if not loaded.runs:
+        raise UsageError(f"{what}: no readable result files in {path} (see the warnings above)")
+    return loaded.runs
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.compare import CompareError, CompareSettings, compare_docs, parse_threshold, settings_from_config
+
+    try:
+        settings = CompareSettings()
+        if args.config:
+            import yaml
+
+            try:
+                cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+            except OSError as e:
+                raise UsageError(f"cannot read thresholds config {args.config!r}: {e.strerror or e}") from None
+            except yaml.YAMLError as e:
+                raise UsageError(f"thresholds config {args.config!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+            settings = settings_from_config(cfg, settings)
+        kw: dict[str, Any] = {"metric": args.metric}
+        if args.threshold is not None:
+            kw["threshold"] = parse_threshold(args.threshold)
+        if args.stat is not None:
+            kw["stat"] = args.stat
+        if args.alpha is not None:
+            kw["alpha"] = args.alpha
+        merged = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+        merged.update(kw)
+        settings = CompareSettings(**merged)
+    except CompareError as e:
+        raise UsageError(str(e)) from None
+
+    base = _load_side(args.baseline, "baseline")
+    cand = _load_side(args.candidate, "candidate")
+    result = compare_docs(base, cand, settings)
+    if not any(c.verdict not in ("only_baseline", "only_candidate") for c in result.cells):
+        print("warning: the two sides have no cell in common", file=sys.stderr)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    from reports.compare_tables import comparison_markdown, comparison_text
+
+    if args.format == "json":
+        text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"
+    elif args.format == "markdown":
+        text = comparison_markdown(result)
+    else:
+        text = comparison_text(result)
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
+    else:
+        sys.stdout.write(text)
+    return EXIT_FAILED if result.regressions else EXIT_OK

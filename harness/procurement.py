@@ -1,0 +1,234 @@
+"""Multi-machine ("procurement") view: the same workloads on several machines, side by side.
+
+A *machine* is an environment fingerprint (``environment.fingerprint``; host + CPU
+model where a run has none). For every workload configuration (workload, variant,
+mode, batch size, size) and every machine option (machine, backend, device) this
+gives:
+
+* throughput (samples/s) and p50 latency (ms): the median over that machine's runs
+  of the cell (one run gives its own value), with the number of runs;
+* performance per watt = samples per joule (samples/s per W), from **measured** energy
+  only: ``metrics.energy`` with ``source`` other than ``"estimate"``/``"unavailable"``;
+  estimates are kept in separate, labelled fields and never ranked as measurements;
+* performance per dollar from a user price file (``--prices prices.yaml``):
+  an hourly price gives samples per dollar (= throughput * 3600 / price per hour),
+  a purchase price gives samples/s per 1000 currency units of purchase price;
+* scaling efficiency when a cell recorded ``metrics.scaling_efficiency``;
+* a rank per workload configuration by the metric the user picks.
+
+Price file (YAML), keyed by host name or fingerprint::
+
+    currency: USD            # optional, default USD
+    machines:
+      gpu-box-1: {hourly: 2.50}
+      3f2a9c:    {purchase: 25000}
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from harness.compare import fingerprint
+
+MEASURED_SOURCES_EXCLUDED = ("estimate", "unavailable")
+RANK_METRICS = {
+    "throughput": ("throughput_per_s", True),
+    "latency": ("latency_p50_ms", False),
+    "perf_per_watt": ("samples_per_j", True),
+    "perf_per_dollar": ("perf_per_dollar", True),
+}
+
+
+class PriceError(ValueError):
+    """A price file that cannot be used (one clear line)."""
+
+
+@dataclass(frozen=True)
+class Price:
+    hourly: float | None = None
+    purchase: float | None = None
+
+
+@dataclass(frozen=True)
+class Prices:
+    currency: str = "USD"
+    machines: Mapping[str, Price] = field(default_factory=dict)
+
+    def for_machine(self, host: str, fp: str) -> Price | None:
+        return self.machines.get(fp) or self.machines.get(host)
+
+
+def parse_prices(data: Any, source: str = "prices") -> Prices:
+    """Validate a parsed price file (see the module docstring)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("machines"), Mapping):
+        raise PriceError(f"{source}: expected a mapping with 'machines: {{host-or-fingerprint: {{hourly: X}}}}'")
+    out = {}
+    for key, entry in data["machines"].items():
+        if not isinstance(entry, Mapping) or not ({"hourly", "purchase"} & set(entry)):
+            raise PriceError(f"{source}: machine {key!r} needs 'hourly' or 'purchase' (a price)")
+        unknown = set(entry) - {"hourly", "purchase"}
+        if unknown:
+            raise PriceError(f"{source}: machine {key!r}: unknown key {sorted(unknown)[0]!r} (use hourly or purchase)")
+        vals = {}
+        for k in ("hourly", "purchase"):
+            if k in entry:
+                v = entry[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+                    raise PriceError(f"{source}: machine {key!r}: {k} must be a positive number, got {v!r}")
+                vals[k] = float(v)
+        out[str(key)] = Price(**vals)
+    return Prices(currency=str(data.get("currency") or "USD"), machines=out)
+
+
+def load_prices(path: str | Path) -> Prices:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise PriceError(f"cannot read price file {str(p)!r}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise PriceError(f"price file {str(p)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse_prices(data, str(p))
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
+
+
+@dataclass
+class Entry:
+    """One machine option for one workload configuration."""
+
+    workload_key: str
+    machine: str
+    host: str
+    machine_label: str
+    backend: str
+    device: str
+    n_runs: int
+    throughput_per_s: float | None
+    latency_p50_ms: float | None
+    samples_per_j: float | None = None  # measured energy only
+    energy_source: str | None = None
+    samples_per_j_estimate: float | None = None  # labelled estimate, never ranked
+    energy_reason: str | None = None
+    perf_per_dollar: float | None = None
+    perf_per_dollar_unit: str | None = None
+    scaling_efficiency: float | None = None
+    rank: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _machine_label(doc: Mapping[str, Any]) -> str:
+    env = doc.get("environment") or {}
+    cpu = (env.get("cpu") or {}).get("model") if isinstance(env.get("cpu"), Mapping) else None
+    gpus = [g.get("name") for g in env.get("gpus") or [] if isinstance(g, Mapping) and g.get("name")]
+    parts = [str(env.get("host"))]
+    if gpus:
+        parts.append(" + ".join(sorted(set(map(str, gpus)))))
+    elif cpu:
+        parts.append(str(cpu))
+    return " · ".join(parts)
+
+
+def _samples_per_j(energy: Mapping[str, Any], throughput: float | None) -> float | None:
+    spj = _num(energy.get("samples_per_j"))
+    if spj is not None:
+        return spj
+    power = _num(energy.get("avg_power_w"))
+    if power and throughput:
+        return throughput / power
+    return None
+
+
+def machines_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """fingerprint -> label of every machine among ``runs``."""
+    return {fingerprint(d): _machine_label(d) for d in runs}
+
+
+def procurement_entries(
+    runs: Sequence[Mapping[str, Any]], prices: Prices | None = None, rank_by: str = "throughput"
+) -> list[Entry]:
+    """Entries for every (workload configuration, machine option) with an ok cell."""
+    if rank_by not in RANK_METRICS:
+        raise ValueError(f"unknown ranking metric {rank_by!r}; choose from: {', '.join(RANK_METRICS)}")
+    acc: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for doc in runs:
+        fp, host = fingerprint(doc), str((doc.get("environment") or {}).get("host"))
+        for cell in doc.get("cells") or []:
+            if not isinstance(cell, Mapping) or cell.get("status") != "ok":
+                continue
+            s = cell.get("spec") or {}
+            wkey = f"{s.get('workload')}/{s.get('variant')}/{s.get('mode')}/bs{s.get('batch_size')}/{s.get('size')}"
+            k = (wkey, fp, str(s.get("backend")), str(s.get("device")))
+            a = acc.setdefault(k, {"host": host, "label": _machine_label(doc), "thr": [], "lat": [], "spj": [],
+                                   "spj_est": [], "src": set(), "reason": None, "scal": [], "runs": set()})  # fmt: skip
+            m = cell.get("metrics") or {}
+            a["runs"].add(str(doc.get("run_id")))
+            thr = _num(m.get("throughput_per_s"))
+            if thr is not None:
+                a["thr"].append(thr)
+            lat = _num((m.get("latency_ms") or {}).get("p50")) if isinstance(m.get("latency_ms"), Mapping) else None
+            if lat is not None:
+                a["lat"].append(lat)
+            en = m.get("energy")
+            if isinstance(en, Mapping):
+                src = str(en.get("source"))
+                v = _samples_per_j(en, thr)
+                if src not in MEASURED_SOURCES_EXCLUDED and v is not None:
+                    a["spj"].append(v)
+                    a["src"].add(src)
+                elif src == "estimate" and v is not None:
+                    a["spj_est"].append(v)
+                elif en.get("reason"):
+                    a["reason"] = str(en.get("reason"))
+            sc = _num(m.get("scaling_efficiency"))
+            if sc is not None:
+                a["scal"].append(sc)
+    entries = []
+    for (wkey, fp, backend, device), a in acc.items():
+        e = Entry(workload_key=wkey, machine=fp, host=a["host"], machine_label=a["label"], backend=backend,
+                  device=device, n_runs=len(a["runs"]), throughput_per_s=_median(a["thr"]),
+                  latency_p50_ms=_median(a["lat"]), samples_per_j=_median(a["spj"]),
+                  energy_source=", ".join(sorted(a["src"])) or None, samples_per_j_estimate=_median(a["spj_est"]),
+                  energy_reason=a["reason"], scaling_efficiency=_median(a["scal"]))  # fmt: skip
+        price = prices.for_machine(a["host"], fp) if prices else None
+        if price and e.throughput_per_s:
+            if price.hourly:
+                e.perf_per_dollar = e.throughput_per_s * 3600.0 / price.hourly
+                e.perf_per_dollar_unit = f"samples per {prices.currency}"  # type: ignore[union-attr]
+            elif price.purchase:
+                e.perf_per_dollar = e.throughput_per_s / (price.purchase / 1000.0)
+                e.perf_per_dollar_unit = f"samples/s per 1000 {prices.currency} of purchase price"  # type: ignore[union-attr]
+        entries.append(e)
+    rank(entries, rank_by)
+    return sorted(entries, key=lambda e: (e.workload_key, e.rank if e.rank is not None else 10**9, e.machine))
+
+
+def rank(entries: list[Entry], by: str) -> None:
+    """Set ``rank`` (1 = best) within each workload configuration; entries without the
+    metric get no rank. Hourly and purchase prices are not comparable: perf per dollar
+    ranks only among entries with the same unit."""
+    attr, higher = RANK_METRICS[by]
+    groups: dict[tuple[str, str | None], list[Entry]] = {}
+    for e in entries:
+        e.rank = None
+        unit = e.perf_per_dollar_unit if by == "perf_per_dollar" else None
+        groups.setdefault((e.workload_key, unit), []).append(e)
+    for group in groups.values():
+        have = [e for e in group if getattr(e, attr) is not None]
+        have.sort(key=lambda e: getattr(e, attr), reverse=higher)
+        for i, e in enumerate(have, 1):
+            e.rank = i

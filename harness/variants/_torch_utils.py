@@ -1,0 +1,185 @@
+"""PyTorch helpers shared by the variants: model statistics, example/calibration
+inputs, ONNX export and an ``nn.Module`` wrapper around an ONNX Runtime session.
+
+Imported only inside ``apply_torch`` methods and the quality analysis (imports torch).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size (bytes) of ``torch.save(model.state_dict())`` written to memory."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return len(buf.getvalue())
+
+
+def model_stats(model: Any) -> dict[str, Any]:
+    """``params`` (count), ``nonzero_params`` (count) and ``model_size_bytes`` (the
+    serialized model) plus ``model_size_format``. Models that are not plain torch
+    modules (e.g. :class:`OrtModel`) provide ``harness_model_stats()``."""
+    own = getattr(model, "harness_model_stats", None)
+    if callable(own):
+        return dict(own())
+    params = 0
+    nonzero = 0
+    for p in model.parameters():
+        params += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()).item())
+    return {
+        "params": params,
+        "nonzero_params": nonzero,
+        "model_size_bytes": state_dict_bytes(model),
+        "model_size_format": "torch.save(state_dict)",
+    }
+
+
+def example_batches(workload: Any, calibration: Sequence[Sequence[Any]] | None, n: int = 4,
+                    batch_size: int = 8) -> list[list[Any]]:
+    """Input batches (lists of numpy arrays in ``input_specs()`` order): the given
+    calibration data, or ``n`` seeded synthetic batches from the workload."""
+    if calibration:
+        return [list(b) for b in calibration]
+    return [workload.make_inputs(batch_size, seed=1000 + i)[0] for i in range(n)]
+
+
+def input_names(workload: Any) -> list[str]:
+    return [s.name for s in workload.input_specs()]
+
+
+def export_onnx(model: nn.Module, workload: Any, example: Sequence[Any]) -> bytes:
+    """The fp32 model as an ONNX graph (opset 17) with a dynamic batch axis.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra
+    packages, takes well under a second for the built-in workloads, and its graphs
+    quantize cleanly with ``onnxruntime.quantization``.
+    """
+    names = input_names(workload)
+    args = tuple(torch.from_numpy(a) for a in example)
+    buf = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, args, buf, input_names=names, output_names=["logits"],
+            dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]},
+            opset_version=17, dynamo=False,
+        )
+    model.train(was_training)
+    return buf.getvalue()
+
+
+def onnx_stats(model_bytes: bytes) -> tuple[int, int]:
+    """(parameters, nonzero parameters) of an ONNX model: elements of its float and
+    integer weight initializers, excluding quantization scales and zero points."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    params = nonzero = 0
+    for init in m.graph.initializer:
+        name = init.name
+        if name.endswith(("_scale", "_zero_point")) or len(init.dims) == 0:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind not in "fiu":
+            continue
+        params += int(arr.size)
+        nonzero += int(np.count_nonzero(arr))
+    return params, nonzero
+
+
+class OrtModel(nn.Module):
+    """An ONNX Runtime CPU session behind ``model(*inputs)``: torch tensors in, a torch
+    tensor of logits out (zero-copy through numpy). It has no torch parameters; its
+    size and parameter counts come from the ONNX graph (``harness_model_stats``)."""
+
+    def __init__(self, model_bytes: bytes, names: Sequence[str], threads: int | None = None,
+                 fmt: str = "onnx") -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads or torch.get_num_threads())
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        self._names = list(names)
+        self._bytes = model_bytes
+        self._fmt = fmt
+        self._stats: tuple[int, int] | None = None
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(self._names, inputs)}
+        return torch.from_numpy(self._session.run(None, feed)[0])
+
+    def harness_model_stats(self) -> dict[str, Any]:
+        if self._stats is None:
+            self._stats = onnx_stats(self._bytes)
+        params, nonzero = self._stats
+        return {
+            "params": params,
+            "nonzero_params": nonzero,
+            "model_size_bytes": len(self._bytes),
+            "model_size_format": self._fmt,
+        }
+
+
+class FirstCallTimer(nn.Module):
+    """Wraps a compiled module and records how long its first call took (seconds):
+    with ``torch.compile`` that call traces and compiles the graph, then runs it."""
+
+    def __init__(self, compiled: Any, original: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.original = original  # registered so parameters()/state_dict() see the weights
+        self.first_call_s: float | None = None
+        self.error: str | None = None
+
+    def forward(self, *inputs: Any) -> Any:
+        if self.first_call_s is not None:
+            return self.compiled(*inputs)
+        t0 = time.perf_counter()
+        try:
+            out = self.compiled(*inputs)
+        except Exception as e:  # record, then fail the cell honestly
+            self.error = f"{type(e).__name__}: {e}"[:500]
+            raise
+        self.first_call_s = time.perf_counter() - t0
+        return out
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # serialize the weights once
+        return self.original.state_dict(*args, **kwargs)
+
+    def harness_model_stats(self) -> dict[str, Any]:
+        return model_stats(self.original)
+
+
+def predict(model: Any, inputs: Sequence[Any], batch_size: int = 256,
+            context: Any = None) -> Any:
+    """Logits (numpy float32) of ``model`` on numpy ``inputs`` in eval/inference mode."""
+    import contextlib
+
+    import numpy as np
+
+    if hasattr(model, "eval"):
+        model.eval()
+    n = len(inputs[0])
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            xs = [torch.from_numpy(np.ascontiguousarray(a[i:i + batch_size])) for a in inputs]
+            with (context() if context is not None else contextlib.nullcontext()):
+                out = model(*xs)
+            outs.append(out.float().cpu().numpy())
+    return np.concatenate(outs)

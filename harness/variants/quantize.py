@@ -1,0 +1,162 @@
+"""``int8-dynamic`` and ``int8-static`` post-training quantization.
+
+PyTorch: the fp32 model is exported to ONNX and quantized with ONNX Runtime
+(``onnxruntime.quantization``), then run by ONNX Runtime's CPU kernels (MLAS int8
+GEMMs, VNNI where the CPU has it) behind ``model(*inputs)``:
+
+* ``int8-dynamic``: ``quantize_dynamic`` of the linear layers (ONNX ``MatMul``/``Gemm``):
+  int8 weights (per-channel), activations quantized per batch at run time. No
+  calibration data.
+* ``int8-static``: ``quantize_static`` (QDQ format, per-channel int8 weights, uint8
+  activations) with activation ranges calibrated (MinMax) on a representative
+  dataset: the digits training data in the quality track, seeded synthetic inputs in
+  the speed track (speed does not depend on the calibrated ranges).
+
+Why ONNX Runtime (see docs/variants.md for the numbers): ``torch.ao.quantization`` is
+deprecated in torch 2.13; torchao's ``Int8DynamicActivationInt8WeightConfig`` runs in
+eager mode 10-20x *slower* than fp32 on the tiny models here and only speeds up with
+``torch.compile`` (15-25 s of compilation per model on this CPU); the PT2E static flow
+(``prepare_pt2e``/``convert_pt2e`` + X86InductorQuantizer) likewise only produces real
+int8 kernels after inductor compilation, and its converted module is *larger* on disk.
+ONNX Runtime quantizes in well under a second, runs real int8 kernels eagerly and
+writes a model that is smaller on disk. Both variants are inference-only.
+
+TensorFlow: LiteRT (TFLite) conversion — dynamic-range quantization for
+``int8-dynamic``, full-integer quantization with a representative dataset for
+``int8-static`` — run with ``ai_edge_litert``'s interpreter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+from harness.api import SkipCell, Variant
+from harness.variants.base import CompressionConfig
+
+
+def _check_torch_ctx(name: str, device: Any, mode: str) -> None:
+    if mode == "training":
+        raise SkipCell(f"{name} is inference-only (int8 kernels have no backward pass)")
+    if getattr(device, "type", str(device)) != "cpu":
+        raise SkipCell(f"{name} runs on ONNX Runtime's CPU kernels; device {device} is not supported")
+
+
+def _strip(path: str) -> bytes:
+    """The quantized model without what running it does not need: shape annotations
+    (``value_info``, added by the quantizer's shape inference) and doc strings. At the
+    tiny presets these otherwise outweigh the int8 savings."""
+    import onnx
+
+    m = onnx.load(path)
+    del m.graph.value_info[:]
+    m.doc_string = ""
+    for node in m.graph.node:
+        node.doc_string = ""
+    return m.SerializeToString()
+
+
+class _OrtQuantVariant(Variant):
+    Config = CompressionConfig
+
+    def __init__(self, config: CompressionConfig | None = None) -> None:
+        super().__init__(config)
+        self._metrics: dict[str, Any] = {}
+
+    def metrics(self) -> dict[str, Any]:
+        return dict(self._metrics)
+
+    def _quantize(self, fp32_path: str, out_path: str, workload: Any, batches: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def apply_torch(self, model: Any, *, device: Any = "cpu", mode: str = "inference",
+                    workload: Any = None, calibration: Sequence[Sequence[Any]] | None = None,
+                    **ctx: Any) -> Any:
+        _check_torch_ctx(self.name, device, mode)
+        import importlib.util
+        import os
+        import tempfile
+        import time
+
+        for pkg in ("onnx", "onnxruntime"):
+            if importlib.util.find_spec(pkg) is None:
+                raise SkipCell(f"{self.name} needs the python package {pkg!r} (pip install -r requirements.txt)")
+        from harness.variants._torch_utils import OrtModel, example_batches, export_onnx, input_names
+
+        t0 = time.perf_counter()
+        batches = example_batches(workload, calibration)
+        fp32 = export_onnx(model, workload, batches[0])
+        with tempfile.TemporaryDirectory(prefix="dlh-int8-") as d:
+            src, out = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
+            with open(src, "wb") as f:
+                f.write(fp32)
+            self._quantize(src, out, workload, batches)
+            q = _strip(out)
+        self._metrics = {
+            "quantize_time_s": time.perf_counter() - t0,
+            "onnx_fp32_size_bytes": len(fp32),
+            "runtime_engine": "onnxruntime",
+        }
+        return OrtModel(q, input_names(workload), fmt="onnx (int8)")
+
+
+class Int8DynamicVariant(_OrtQuantVariant):
+    """Dynamic int8 quantization of the linear layers."""
+
+    name: ClassVar[str] = "int8-dynamic"
+    description: ClassVar[str] = (
+        "int8 weights of the linear layers, activations quantized per batch "
+        "(ONNX Runtime quantize_dynamic / LiteRT dynamic range); inference only"
+    )
+
+    def _quantize(self, fp32_path: str, out_path: str, workload: Any, batches: Sequence[Sequence[Any]]) -> None:
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.getLogger().setLevel(logging.ERROR)
+        quantize_dynamic(fp32_path, out_path, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+
+    def apply_tensorflow(self, model: Any, **ctx: Any) -> Any:
+        from harness.variants import _tf_utils
+
+        return _tf_utils.litert_quantize(self, model, static=False, **ctx)
+
+
+class Int8StaticVariant(_OrtQuantVariant):
+    """Calibrated static int8 quantization (weights and activations)."""
+
+    name: ClassVar[str] = "int8-static"
+    description: ClassVar[str] = (
+        "int8 weights and activations with ranges calibrated on a representative dataset "
+        "(ONNX Runtime quantize_static QDQ / LiteRT full-integer); inference only"
+    )
+
+    def _quantize(self, fp32_path: str, out_path: str, workload: Any, batches: Sequence[Sequence[Any]]) -> None:
+        import logging
+
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from harness.variants._torch_utils import input_names
+
+        logging.getLogger().setLevel(logging.ERROR)
+        names = input_names(workload)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self._it = iter([dict(zip(names, b)) for b in batches])
+
+            def get_next(self) -> dict[str, Any] | None:
+                return next(self._it, None)
+
+        pre = fp32_path + ".pre.onnx"
+        quant_pre_process(fp32_path, pre)
+        quantize_static(pre, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+    def apply_tensorflow(self, model: Any, **ctx: Any) -> Any:
+        from harness.variants import _tf_utils
+
+        return _tf_utils.litert_quantize(self, model, static=True, **ctx)

@@ -1,0 +1,93 @@
+"""Text renderings of a :class:`harness.compare.Comparison`: a plain terminal table and
+GitHub-flavoured Markdown for a CI comment. Cell ids and notes come from result files
+and are escaped for Markdown (see :func:`reports.tables.md_escape`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports import formatting as F
+from reports.tables import md_escape
+
+_ORDER = {"regression": 0, "inconclusive": 1, "not_comparable": 2, "improvement": 3, "unchanged": 4,
+          "only_baseline": 5, "only_candidate": 6}  # fmt: skip
+_LABEL = {"only_baseline": "only in baseline", "only_candidate": "only in candidate", "not_comparable": "not comparable"}
+
+
+def _pct(x: float | None, signed: bool = True) -> str:
+    if not F.is_number(x):
+        return "n/a"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def _ci(cc: Any) -> str:
+    if not cc.ratio_ci:
+        return "n/a"
+    lo, hi = cc.ratio_ci
+    return f"[{(lo - 1) * 100:+.1f}%, {(hi - 1) * 100:+.1f}%]"
+
+
+def _p(x: float | None) -> str:
+    if not F.is_number(x):
+        return "n/a"
+    return "<0.0001" if x < 1e-4 else f"{x:.4f}"
+
+
+def rows(result: Any) -> list[list[str]]:
+    """One row per cell: cell, verdict, ratio change, CI, p (adj.), threshold, MDC, noise, n, test, notes."""
+    out = []
+    for cc in sorted(result.cells, key=lambda c: (_ORDER.get(c.verdict, 9), c.key)):
+        delta = _pct(cc.ratio - 1) if F.is_number(cc.ratio) else "n/a"
+        out.append([
+            cc.key, _LABEL.get(cc.verdict, cc.verdict), delta, _ci(cc), _p(cc.p_adjusted),
+            _pct(cc.threshold, False) + (" (auto)" if cc.threshold_source.startswith("auto") else ""),
+            _pct(cc.mdc, False), _pct(cc.run_noise, False) if cc.run_noise is not None else "n/a",
+            f"{cc.n_baseline}/{cc.n_candidate}", cc.noise_model or "", "; ".join(cc.notes),
+        ])  # fmt: skip
+    return out
+
+
+HEADS = ["cell", "verdict", "change (cand/base)", "95% CI", "p (Holm)", "threshold", "min. detectable",
+         "run noise", "runs b/c", "noise model", "notes"]  # fmt: skip
+
+
+def _header(result: Any) -> str:
+    s = result.settings
+    c = result.counts()
+    stat = f", stat {s.stat}" if s.metric in ("latency_ms", "throughput_per_s") else ""
+    counts = ", ".join(f"{_LABEL.get(k, k)}: {n}" for k, n in sorted(c.items(), key=lambda kv: _ORDER.get(kv[0], 9)))
+    verdict = f"REGRESSION in {len(result.regressions)} cell(s)" if result.regressions else "no regression"
+    return f"{verdict} — metric {s.metric}{stat}, alpha {s.alpha} (Holm over cells); {counts}"
+
+
+def comparison_text(result: Any) -> str:
+    """A plain fixed-width table for the terminal."""
+    table = [HEADS] + rows(result)
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADS) - 1)]
+    lines = [_header(result), ""]
+    for r in table:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(HEADS) - 1)) + ("  " + r[-1] if r[-1] else ""))
+    for w in result.warnings:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(result: Any) -> str:
+    """GitHub-flavoured Markdown (CI comment)."""
+    lines = [f"### harness compare: {md_escape(_header(result))}", ""]
+    for w in result.warnings:
+        lines.append(f"> warning: {md_escape(w)}")
+    if result.warnings:
+        lines.append("")
+    lines.append("| " + " | ".join(HEADS) + " |")
+    lines.append("|" + "---|" * len(HEADS))
+    for r in rows(result):
+        r = list(r)
+        if r[1] == "regression":
+            r[1] = "**regression**"
+        lines.append("| " + " | ".join(md_escape(x) if i != 1 else x for i, x in enumerate(r)) + " |")
+    lines.append("")
+    lines.append("change: candidate/baseline of the metric (latency: + is slower). A regression needs a "
+                 "significant change AND a change beyond the threshold; *min. detectable* is the smallest change "
+                 "this comparison finds with 80% power.")  # fmt: skip
+    return "\n".join(lines) + "\n"

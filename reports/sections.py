@@ -1,0 +1,545 @@
+"""Report sections beyond the summary: regressions, history, procurement, energy,
+quality vs speed, roofline, backends side by side. Each section function returns
+``(html, figures)`` where ``figures`` is a list of ``(div_id, figure, caption)``; an
+empty html string means the data for that section is absent (the section is left out).
+
+Same rules as :mod:`reports.html`: every string from a result file is escaped
+(``_e`` for HTML, ``_pe`` for plotly data), hover templates are constants that only
+refer to ``customdata``, and nothing is invented: a value a run did not measure is
+not drawn, an estimate is labelled "estimate".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from reports import cells as C
+from reports import formatting as F
+
+Fig = tuple[str, dict[str, Any], str]
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_VERDICT_COLOR = {"regression": "#cf222e", "improvement": "#1a7f37", "inconclusive": "#9a6700", "unchanged": "#57606a"}
+MAX_HISTORY_CHARTS = 6
+
+
+def _e(x: Any) -> str:
+    from reports.html import _e as esc
+
+    return esc(x)
+
+
+def _pe(x: Any) -> str:
+    from reports.html import _pe as esc
+
+    return esc(x)
+
+
+def _table(heads: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "grid sortable") -> str:
+    """Rows are (html, sort) pairs or html strings; heads are plain text."""
+    th = "".join(f'<th scope="col" tabindex="0" title="click to sort">{_e(h)}</th>' for h in heads)
+    body = []
+    for r in rows:
+        tds = []
+        for c in r:
+            if isinstance(c, tuple):
+                h, sort = c
+                num = F.is_number(sort)
+                tds.append(f'<td data-sort="{_e(sort)}"{" class=num" if num else ""}>{h}</td>')
+            else:
+                tds.append(f"<td>{c}</td>")
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _pct(x: float | None, signed: bool = True) -> str:
+    if not F.is_number(x):
+        return "n/a"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def _layout(title: str, x_title: str, y_title: str = "", height: int = 420, **kw: Any) -> dict[str, Any]:
+    lay = {
+        "title": {"text": title, "x": 0, "xanchor": "left"},
+        "xaxis": {"title": {"text": x_title}, "automargin": True},
+        "yaxis": {"title": {"text": y_title}, "automargin": True},
+        "height": height,
+        "margin": {"l": 20, "r": 30, "t": 60, "b": 50},
+        "hovermode": "closest",
+        "legend": {"orientation": "h", "x": 0, "y": -0.2, "yanchor": "top"},
+    }
+    lay.update(kw)
+    return lay
+
+
+def _by_machine(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    from harness.compare import fingerprint
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(runs, key=lambda d: (str(d.get("created") or ""), str(d.get("run_id") or ""))):
+        out.setdefault(fingerprint(r), []).append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------- regressions
+
+
+def regression_baseline(
+    mruns: Sequence[dict[str, Any]], series: Sequence[Any] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The baseline for a machine's latest run: its earlier runs, from the most recent
+    change point detected among them on (a known step must not inflate the noise).
+    ``series``: :func:`harness.history.build_history` of these or more runs (computed
+    here when not given)."""
+    from harness.history import build_history
+
+    earlier = list(mruns[:-1])
+    ids = [str(r.get("run_id")) for r in earlier]
+    pos = {rid: i for i, rid in enumerate(ids)}
+    if series is None:
+        series = build_history(mruns)
+    # detected on all runs (a change needs 3 runs on each side); keep the earlier runs after it
+    starts = [pos[ch.run_id] for s in series for ch in s.changes if ch.run_id in pos]
+    if not starts:
+        return earlier, None
+    k = max(starts)
+    return earlier[k:], str(earlier[k].get("run_id"))
+
+
+def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None = None) -> tuple[str, list[Fig]]:
+    """Latest run of each machine against that machine's earlier runs (harness compare
+    with default settings: stat min, threshold auto, Holm over cells)."""
+    from harness.compare import compare_docs
+
+    from harness.history import build_history
+
+    if series is None:
+        series = build_history(runs)
+    blocks, figs = [], []
+    for n, (machine, mruns) in enumerate(_by_machine(runs).items()):
+        if len(mruns) < 2:
+            continue
+        base, since = regression_baseline(mruns, [s for s in series if s.machine == machine])
+        cand = mruns[-1:]
+        res = compare_docs(base, cand)
+        cells = [c for c in res.cells if c.ratio is not None]
+        if not res.cells:
+            continue
+        head = (
+            f"<p><b>{_e(cand[0].get('run_id'))}</b> vs {len(base)} earlier run{'s' if len(base) > 1 else ''} on "
+            f"machine <code>{_e(machine)}</code>"
+            + (f" (the runs since the last detected change, at <code>{_e(since)}</code>)" if since else "")
+            + ": "
+            + (f'<span class="badge st-failed">{len(res.regressions)} regression(s)</span>' if res.regressions
+               else '<span class="badge st-ok">no regression</span>')
+            + "</p>"
+        )  # fmt: skip
+        rows = []
+        for c in sorted(res.cells, key=lambda c: (c.verdict != "regression", c.key)):
+            ci = f"[{_pct(c.ratio_ci[0] - 1)}, {_pct(c.ratio_ci[1] - 1)}]" if c.ratio_ci else "n/a"
+            rows.append([
+                (f"<code>{_e(c.key)}</code>", c.key), (_e(c.verdict), c.verdict),
+                (_e(_pct(c.ratio - 1) if c.ratio else "n/a"), (c.ratio or 0) - 1), (_e(ci), ""),
+                (_e("n/a" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"), c.p_adjusted if c.p_adjusted is not None else ""),
+                (_e(_pct(c.threshold, False)), c.threshold or ""), (_e(_pct(c.mdc, False)), c.mdc or ""),
+                (_e(c.noise_model), c.noise_model), (_e("; ".join(c.notes)), ""),
+            ])  # fmt: skip
+        blocks.append(head + _table(["cell", "verdict", "change", "95% CI", "p (Holm)", "threshold",
+                                     "min. detectable", "noise model", "notes"], rows))  # fmt: skip
+        if cells:
+            traces = []
+            for verdict in ("regression", "inconclusive", "unchanged", "improvement"):
+                mine = [c for c in cells if c.verdict == verdict]
+                if not mine:
+                    continue
+                xs = [100 * (c.ratio - 1) for c in mine]
+                tr: dict[str, Any] = {
+                    "type": "scatter", "mode": "markers", "name": verdict, "x": xs,
+                    "y": [_pe(c.key) for c in mine],
+                    "marker": {"color": _VERDICT_COLOR[verdict], "size": 9},
+                    "customdata": [[verdict, f"{x:+.1f}", (f"[{100 * (c.ratio_ci[0] - 1):+.1f}, {100 * (c.ratio_ci[1] - 1):+.1f}]" if c.ratio_ci else "n/a"),
+                                    _pct(c.threshold, False)] for c, x in zip(mine, xs)],
+                    "hovertemplate": "%{y}<br>change %{customdata[1]}% (latency, candidate vs baseline), "
+                                     "95% CI %{customdata[2]}%<br>threshold %{customdata[3]}<extra>%{customdata[0]}</extra>",
+                }  # fmt: skip
+                if any(c.ratio_ci for c in mine):
+                    tr["error_x"] = {"type": "data", "symmetric": False,
+                                     "array": [100 * (c.ratio_ci[1] - c.ratio) if c.ratio_ci else 0 for c in mine],
+                                     "arrayminus": [100 * (c.ratio - c.ratio_ci[0]) if c.ratio_ci else 0 for c in mine]}  # fmt: skip
+                traces.append(tr)
+            labels = sorted({_pe(c.key) for c in cells})
+            lay = _layout("Change per cell vs earlier runs (%, latency; + is slower)", "change (%)",
+                          height=max(260, 120 + 26 * len(labels)))  # fmt: skip
+            lay["yaxis"].update({"type": "category", "categoryorder": "array", "categoryarray": labels})
+            lay["shapes"] = [{"type": "line", "x0": 0, "x1": 0, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+                              "line": {"color": "#888", "dash": "dot"}}]  # fmt: skip
+            figs.append((f"chart-regressions-{n}", {"data": traces, "layout": lay},
+                         "Each point: the cell's latency change with its 95% CI (error bar). Hover for the verdict and threshold."))  # fmt: skip
+    if not blocks:
+        return "", []
+    return (
+        '<section id="regressions"><h2>Regressions</h2><p class="muted">The latest run of each machine against its '
+        "earlier runs, as <code>harness compare</code> judges it (location: minimum of the raw samples; threshold: "
+        "auto, the run-to-run noise band; Holm-adjusted p-values). A regression needs a significant change AND a "
+        "change beyond the threshold.</p>" + "".join(blocks) + "</section>",
+        figs,
+    )
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def history_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None = None) -> tuple[str, list[Fig]]:
+    """Trends per cell and machine over many runs, with detected steps and drifts."""
+    from harness.history import build_history
+
+    if series is None:
+        series = build_history(runs)
+    if not series:
+        return "", []
+    rows = []
+    for s in series:
+        for ch in s.changes:
+            commit = (ch.commit or "")[:12]
+            prev = (ch.previous_commit or "")[:12]
+            rows.append([
+                (f"<code>{_e(s.key)}</code>", s.key), (f"<code>{_e(s.machine)}</code>", s.machine),
+                (_e(ch.kind), ch.kind), (f"<code>{_e(ch.run_id)}</code>", ch.created),
+                (f"<code>{_e(prev)}</code>..<code>{_e(commit)}</code>" if commit else _e("n/a"), commit),
+                (_e(f"{F.ms(ch.before)} → {F.ms(ch.after)} ms"), ch.before), (_e(_pct(ch.change)), ch.change),
+            ])  # fmt: skip
+    changes_html = (
+        _table(["cell", "machine", "kind", "began at run", "commits (previous..first changed)", "level (min, ms)", "change"], rows)
+        if rows else "<p>No step or drift detected.</p>"
+    )  # fmt: skip
+    figs: list[Fig] = []
+    by_machine: dict[str, list[Any]] = {}
+    for s in series:
+        by_machine.setdefault(s.machine, []).append(s)
+    for n, (machine, ss) in enumerate(by_machine.items()):
+        if n >= MAX_HISTORY_CHARTS:
+            break
+        traces = []
+        for k, s in enumerate(ss):
+            color = _COLORS[k % len(_COLORS)]
+            traces.append({
+                "type": "scatter", "mode": "lines+markers", "name": _pe(s.key), "legendgroup": f"s{k}",
+                "x": list(range(1, len(s.points) + 1)), "y": [p.value for p in s.points],
+                "line": {"color": color, "width": 1.5}, "marker": {"size": 4},
+                "customdata": [[_pe(s.key), _pe(p.run_id), _pe((p.commit or "n/a")[:12]), F.ms(p.value)] for p in s.points],
+                "hovertemplate": "%{customdata[0]}<br>run %{customdata[1]} (commit %{customdata[2]})<br>"
+                                 "min latency %{customdata[3]} ms<extra></extra>",
+            })  # fmt: skip
+            if s.changes:
+                traces.append({
+                    "type": "scatter", "mode": "markers", "name": _pe(f"change: {s.key}"), "legendgroup": f"s{k}",
+                    "showlegend": False, "x": [c.index + 1 for c in s.changes], "y": [s.points[c.index].value for c in s.changes],
+                    "marker": {"symbol": "x", "size": 14, "color": color, "line": {"width": 2}},
+                    "customdata": [[_pe(s.key), c.kind, _pe(c.run_id), _pe((c.commit or "n/a")[:12]), _pct(c.change)] for c in s.changes],
+                    "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} began at run %{customdata[2]} "
+                                     "(commit %{customdata[3]}): %{customdata[4]}<extra></extra>",
+                })  # fmt: skip
+        lay = _layout(f"History on machine {_pe(machine)}: minimum latency per run (ms)", "run (oldest = 1)",
+                      "min latency per iteration (ms)", height=460)  # fmt: skip
+        vals = [p.value for s in ss for p in s.points if p.value > 0]
+        if vals and max(vals) / min(vals) > 30:
+            lay["yaxis"]["type"] = "log"
+        figs.append((f"chart-history-{n}", {"data": traces, "layout": lay},
+                     "One line per cell; crosses mark where a detected step or drift began. Hover for the run, commit and value."))  # fmt: skip
+    noise = [s.noise for s in series if s.noise is not None]
+    noise_txt = f" Median run-to-run noise of the series: {_pct(sorted(noise)[len(noise) // 2], False)}." if noise else ""
+    return (
+        '<section id="history"><h2>History</h2><p class="muted">Each series: one cell on one machine over its runs '
+        "(time order), the minimum of each run's samples. Steps: binary segmentation with a robust noise estimate "
+        "(z &gt; 5, change &gt; 3%); slow drift: Mann-Kendall trend test (p &lt; 0.01) with the onset at the knee of a "
+        f"flat-then-linear fit.{_e(noise_txt)}</p>" + changes_html + "</section>",
+        figs,
+    )
+
+
+# ----------------------------------------------------------------------------- procurement
+
+
+def procurement_section(
+    runs: Sequence[dict[str, Any]], prices: Any = None, rank_by: str = "throughput"
+) -> tuple[str, list[Fig]]:
+    """Several machines side by side (shown when the runs come from 2+ machines)."""
+    from harness.procurement import RANK_METRICS, machines_of, procurement_entries
+
+    machines = machines_of(runs)
+    if len(machines) < 2:
+        return "", []
+    entries = procurement_entries(runs, prices, rank_by)
+    rows = []
+    for e in entries:
+        if e.samples_per_j is not None:
+            ppw = (_e(f"{F.sig(e.samples_per_j)} samples/J") + f' <span class="muted">({_e(e.energy_source)})</span>', e.samples_per_j)
+        elif e.samples_per_j_estimate is not None:
+            ppw = (_e(f"{F.sig(e.samples_per_j_estimate)} samples/J ") + '<span class="badge warn" title="estimated, not measured; never ranked">estimate</span>', "")
+        else:
+            ppw = (f'<span class="na" title="{_e(e.energy_reason or "no energy measurement")}">n/a</span>', "")
+        ppd = ((_e(f"{F.sig(e.perf_per_dollar)} {e.perf_per_dollar_unit}"), e.perf_per_dollar) if e.perf_per_dollar is not None
+               else (f'<span class="na" title="{_e("no price for this machine (--prices)" if prices else "no --prices file given")}">n/a</span>', ""))
+        rows.append([
+            (f"<code>{_e(e.workload_key)}</code>", e.workload_key), (_e(e.rank if e.rank else "–"), e.rank or ""),
+            (f"{_e(e.machine_label)}<br><code class=muted>{_e(e.machine)}</code>", e.machine_label),
+            (_e(f"{e.backend} / {e.device}"), f"{e.backend}/{e.device}"),
+            (_e(F.throughput(e.throughput_per_s) or "n/a"), e.throughput_per_s or ""),
+            (_e(F.ms(e.latency_p50_ms) or "n/a"), e.latency_p50_ms or ""), ppw, ppd,
+            (_e(F.percent(e.scaling_efficiency) or "n/a"), e.scaling_efficiency or ""), (_e(e.n_runs), e.n_runs),
+        ])  # fmt: skip
+    table = _table(["workload config", f"rank ({rank_by})", "machine", "backend / device", "throughput (samples/s)",
+                    "p50 latency (ms)", "perf per watt", "perf per dollar", "scaling efficiency", "runs"], rows)  # fmt: skip
+    traces = []
+    options = list(dict.fromkeys((e.machine, e.backend, e.device) for e in entries))
+    for k, opt in enumerate(options):
+        mine = [e for e in entries if (e.machine, e.backend, e.device) == opt and e.throughput_per_s]
+        if not mine:
+            continue
+        label = f"{mine[0].machine_label} · {opt[1]}/{opt[2]}"
+        traces.append({
+            "type": "bar", "orientation": "h", "name": _pe(label), "y": [_pe(e.workload_key) for e in mine],
+            "x": [e.throughput_per_s for e in mine], "marker": {"color": _COLORS[k % len(_COLORS)]},
+            "customdata": [[_pe(label), F.throughput(e.throughput_per_s), F.ms(e.latency_p50_ms) or "n/a", e.n_runs] for e in mine],
+            "hovertemplate": "%{y} on %{customdata[0]}<br>throughput %{customdata[1]} samples/s (median of "
+                             "%{customdata[3]} runs)<br>p50 latency %{customdata[2]} ms<extra></extra>",
+        })  # fmt: skip
+    figs: list[Fig] = []
+    if traces:
+        n_w = len({e.workload_key for e in entries})
+        lay = _layout("Throughput per workload and machine (samples/s)", "throughput (samples/s)",
+                      height=max(300, 140 + 22 * n_w * len(traces)), barmode="group")  # fmt: skip
+        lay["yaxis"]["autorange"] = "reversed"
+        figs.append(("chart-procurement", {"data": traces, "layout": lay},
+                     "One bar per machine option (machine, backend, device); hover for throughput and latency."))  # fmt: skip
+    mrows = [[(f"<code>{_e(fp)}</code>", fp), (_e(label), label)] for fp, label in machines.items()]
+    return (
+        '<section id="procurement"><h2>Procurement: machines side by side</h2><p class="muted">'
+        f"{len(machines)} machines (environment fingerprints). Values are medians over each machine's runs. "
+        "Perf per watt uses measured energy only (samples per joule); estimates are labelled and never ranked. "
+        f"Ranked within each workload configuration by <b>{_e(rank_by)}</b> "
+        f"(choices: {_e(', '.join(RANK_METRICS))}).</p>"
+        + _table(["fingerprint", "machine"], mrows) + table + "</section>",
+        figs,
+    )
+
+
+# ----------------------------------------------------------------------------- energy
+
+
+def energy_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
+    pairs = [(r, c) for r, c in C.iter_cells(list(runs)) if C.status(c) == "ok" and isinstance(C.metric(c, "energy"), Mapping)]
+    if not pairs:
+        return "", []
+    multi = len(runs) > 1
+    rows, measured, estimated = [], [], []
+    for r, c in pairs:
+        en = C.metric(c, "energy")
+        src = str(en.get("source"))
+        label = (f"{r.get('run_id')} · " if multi else "") + C.cell_id(c)
+        vals = []
+        for key in ("energy_per_sample_j", "samples_per_j", "avg_power_w", "peak_power_w", "idle_power_w", "energy_j"):
+            txt = F.metric_value(key, en.get(key))
+            vals.append((_e(txt) if txt else f'<span class="na" title="{_e(en.get("reason") or "not measured")}">n/a</span>', en.get(key) if F.is_number(en.get(key)) else ""))
+        badge = ' <span class="badge warn">estimate</span>' if src == "estimate" else ""
+        why = en.get("model") if src == "estimate" else en.get("reason")
+        rows.append([(f"<code>{_e(label)}</code>", label), (_e(src) + badge + (f'<br><span class="muted">{_e(why)}</span>' if why else ""), src)] + vals)
+        if F.is_number(en.get("energy_per_sample_j")):
+            (estimated if src == "estimate" else measured if src != "unavailable" else []).append((label, en, src))
+    traces = []
+    for name, items, pattern in (("measured", measured, ""), ("estimate", estimated, "/")):
+        if items:
+            traces.append({
+                "type": "bar", "orientation": "h", "name": name, "y": [_pe(l) for l, _, _ in items],
+                "x": [en["energy_per_sample_j"] for _, en, _ in items],
+                "marker": {"pattern": {"shape": pattern}, "color": "#2ca02c" if name == "measured" else "#bbbbbb"},
+                "customdata": [[_pe(l), F.sig(en["energy_per_sample_j"]), _pe(s), F.sig(en.get("avg_power_w")) or "n/a"] for l, en, s in items],
+                "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} J per sample (source %{customdata[2]})<br>"
+                                 "average power %{customdata[3]} W<extra></extra>",
+            })  # fmt: skip
+    figs: list[Fig] = []
+    if traces:
+        n = len(measured) + len(estimated)
+        lay = _layout("Energy per sample (J)", "energy per sample (J)", height=max(260, 120 + 26 * n))
+        lay["yaxis"]["autorange"] = "reversed"
+        figs.append(("chart-energy", {"data": traces, "layout": lay},
+                     "Measured energy (NVML counter or power sampling, RAPL) in solid bars; estimates hatched and labelled."))  # fmt: skip
+    table = _table(["cell", "source", "J/sample", "samples/J", "avg power", "peak power", "idle power", "energy"], rows)
+    return ('<section id="energy"><h2>Energy</h2><p class="muted">From <code>metrics.energy</code>; "n/a" where the '
+            "run could not measure it (hover for the reason). Estimates are labelled.</p>" + table + "</section>", figs)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- quality vs speed
+
+
+def _pareto(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
+    """Points not dominated (lower latency AND higher accuracy is better), by latency."""
+    out, best = [], -math.inf
+    for p in sorted(points, key=lambda p: (p[0], -p[1])):
+        if p[1] > best:
+            out.append(p)
+            best = p[1]
+    return out
+
+
+def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
+    pairs = [(r, c) for r, c in C.iter_cells(list(runs)) if C.status(c) == "ok" and isinstance(C.metric(c, "quality"), Mapping)]
+    if not pairs:
+        return "", []
+    rows = []
+    groups: dict[tuple[str, str], list[tuple[float, float, Any]]] = {}
+    for r, c in pairs:
+        q = C.metric(c, "quality")
+        spec = c.get("spec") or {}
+        gate = q.get("gate") if isinstance(q.get("gate"), Mapping) else {}
+        passed = gate.get("passed")
+        gate_html = ('<span class="badge st-ok">pass</span>' if passed is True else
+                     '<span class="badge st-failed">fail</span>' if passed is False else '<span class="muted">n/a</span>')
+        if gate.get("rule"):
+            gate_html += f' <span class="muted">{_e(gate.get("rule"))}</span>'
+        rows.append([
+            (f"<code>{_e(C.cell_id(c))}</code>", C.cell_id(c)), (_e(spec.get("variant")), spec.get("variant")),
+            (_e(spec.get("backend")), spec.get("backend")),
+            (_e(F.percent(q.get("accuracy"), 2) or "n/a"), q.get("accuracy") if F.is_number(q.get("accuracy")) else ""),
+            (_e(f"{100 * q['accuracy_delta']:+.2f} pp" if F.is_number(q.get("accuracy_delta")) else "n/a"), q.get("accuracy_delta") if F.is_number(q.get("accuracy_delta")) else ""),
+            (_e(F.percent(q.get("agreement"), 2) or "n/a"), q.get("agreement") if F.is_number(q.get("agreement")) else ""),
+            (gate_html, str(passed)), (_e(F.ms(C.lat(c, "p50")) or "n/a"), C.lat(c, "p50") or ""),
+            (_e(F.bytes_human(C.metric(c, "model_size_bytes")) or "n/a"), C.metric(c, "model_size_bytes") if F.is_number(C.metric(c, "model_size_bytes")) else ""),
+            (_e(F.count(C.metric(c, "nonzero_params")) or "n/a"), C.metric(c, "nonzero_params") if F.is_number(C.metric(c, "nonzero_params")) else ""),
+            (_e(F.metric_value("compile_time_s", C.metric(c, "compile_time_s")) or "n/a"), C.metric(c, "compile_time_s") if F.is_number(C.metric(c, "compile_time_s")) else ""),
+            (_e(q.get("dataset") or ""), str(q.get("dataset") or "")),
+        ])  # fmt: skip
+        p50, acc = C.lat(c, "p50"), q.get("accuracy")
+        if p50 is not None and F.is_number(acc):
+            groups.setdefault((str(spec.get("workload")), str(spec.get("device"))), []).append((p50, float(acc), (r, c)))
+    figs: list[Fig] = []
+    traces = []
+    for k, ((w, dev), pts) in enumerate(groups.items()):
+        color = _COLORS[k % len(_COLORS)]
+        name = f"{w} on {dev}"
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": _pe(name), "x": [p[0] for p in pts], "y": [100 * p[1] for p in pts],
+            "marker": {"color": color, "size": 10},
+            "customdata": [[_pe(C.cell_id(p[2][1])), F.ms(p[0]), f"{100 * p[1]:.2f}",
+                            F.ci(C.lat(p[2][1], "ci95_low"), C.lat(p[2][1], "ci95_high")) or "n/a"] for p in pts],
+            "hovertemplate": "%{customdata[0]}<br>p50 latency %{customdata[1]} ms, 95% CI %{customdata[3]} ms"
+                             "<br>accuracy %{customdata[2]}%<extra></extra>",
+        })  # fmt: skip
+        front = _pareto(pts)
+        traces.append({"type": "scatter", "mode": "lines", "name": _pe(f"Pareto frontier: {name}"), "x": [p[0] for p in front],
+                       "y": [100 * p[1] for p in front], "line": {"color": color, "dash": "dash", "shape": "hv"},
+                       "hoverinfo": "skip"})  # fmt: skip
+    if traces:
+        figs.append(("chart-quality", {"data": traces, "layout": _layout("Quality vs speed", "p50 latency (ms)", "accuracy (%)")},
+                     "Each point a variant; dashed: the Pareto frontier (nothing both faster and more accurate) per workload and device."))  # fmt: skip
+    sized = [(C.cell_id(c), C.metric(c, "model_size_bytes")) for _, c in pairs if F.is_number(C.metric(c, "model_size_bytes"))]
+    if sized:
+        figs.append(("chart-size", {"data": [{
+            "type": "bar", "orientation": "h", "y": [_pe(s[0]) for s in sized], "x": [s[1] / F.MIB for s in sized],
+            "customdata": [[_pe(s[0]), F.bytes_human(s[1])] for s in sized],
+            "hovertemplate": "%{customdata[0]}<br>model size %{customdata[1]}<extra></extra>", "name": "model size"}],
+            "layout": _layout("Model size (MiB)", "model size (MiB)", height=max(240, 120 + 26 * len(sized)))},
+            "Serialized model size per variant."))  # fmt: skip
+    table = _table(["cell", "variant", "backend", "accuracy", "Δ accuracy vs fp32", "agreement with fp32", "quality gate",
+                    "p50 (ms)", "model size", "nonzero params", "compile time", "dataset"], rows)  # fmt: skip
+    return ('<section id="quality"><h2>Quality vs speed</h2><p class="muted">Compression is only meaningful next to '
+            "what it costs in quality: accuracy, its change against the fp32 baseline, agreement with the fp32 "
+            "predictions, and the quality gate.</p>" + table + "</section>", figs)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- roofline
+
+
+def roofline_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
+    figs: list[Fig] = []
+    blocks = []
+    n = 0
+    for run in runs:
+        cal = run.get("calibration")
+        if not isinstance(cal, Mapping):
+            continue
+        for device, info in cal.items():
+            if not isinstance(info, Mapping):
+                continue
+            peaks = info.get("peak_flops_per_s") if isinstance(info.get("peak_flops_per_s"), Mapping) else {}
+            peaks = {k: v for k, v in peaks.items() if F.is_number(v) and v > 0}
+            bw = info.get("mem_bandwidth_bytes_per_s")
+            pts = [c for c in run.get("cells") or [] if C.status(c) == "ok" and (c.get("spec") or {}).get("device", "").split(":")[0] == str(device).split(":")[0]
+                   and F.is_number(C.metric(c, "arithmetic_intensity_flop_per_byte")) and F.is_number(C.metric(c, "achieved_flops_per_s"))
+                   and C.metric(c, "arithmetic_intensity_flop_per_byte") > 0 and C.metric(c, "achieved_flops_per_s") > 0]  # fmt: skip
+            if not pts or (not peaks and not F.is_number(bw)):
+                continue
+            xs = [C.metric(c, "arithmetic_intensity_flop_per_byte") for c in pts]
+            lo, hi = min(xs) / 10, max(xs) * 10
+            grid = [lo * (hi / lo) ** (i / 60) for i in range(61)]
+            traces = []
+            for k, (prec, peak) in enumerate(sorted(peaks.items())):
+                ys = [min(peak, x * bw) if F.is_number(bw) else peak for x in grid]
+                traces.append({"type": "scatter", "mode": "lines", "name": _pe(f"ceiling {prec}: {F.si(peak, 'FLOP/s')}"),
+                               "x": grid, "y": ys, "line": {"color": _COLORS[k % len(_COLORS)], "width": 1.5},
+                               "hoverinfo": "skip"})  # fmt: skip
+            if F.is_number(bw) and not peaks:
+                traces.append({"type": "scatter", "mode": "lines", "name": _pe(f"memory bandwidth {F.si(bw, 'B/s')}"),
+                               "x": grid, "y": [x * bw for x in grid], "hoverinfo": "skip"})  # fmt: skip
+            traces.append({
+                "type": "scatter", "mode": "markers", "name": "cells", "x": xs,
+                "y": [C.metric(c, "achieved_flops_per_s") for c in pts], "marker": {"size": 10, "color": "#d62728"},
+                "customdata": [[_pe(C.cell_id(c)), F.sig(C.metric(c, "arithmetic_intensity_flop_per_byte")),
+                                F.si(C.metric(c, "achieved_flops_per_s"), "FLOP/s"), F.percent(C.metric(c, "mfu"), 1) or "n/a"] for c in pts],
+                "hovertemplate": "%{customdata[0]}<br>intensity %{customdata[1]} FLOP/byte<br>achieved %{customdata[2]}"
+                                 " (MFU %{customdata[3]})<extra></extra>",
+            })  # fmt: skip
+            lay = _layout(f"Roofline: {_pe(device)} ({_pe(run.get('run_id'))})", "arithmetic intensity (FLOP/byte, log)",
+                          "achieved FLOP/s (log)", height=480)  # fmt: skip
+            lay["xaxis"]["type"] = "log"
+            lay["yaxis"]["type"] = "log"
+            figs.append((f"chart-roofline-{n}", {"data": traces, "layout": lay},
+                         "Ceilings: memory bandwidth slope and the calibrated peak FLOP/s per precision; points: cells placed by "
+                         "their arithmetic intensity and achieved FLOP/s."))  # fmt: skip
+            blocks.append(f"<p>{_e(device)} in <code>{_e(run.get('run_id'))}</code>: bandwidth "
+                          f"{_e(F.si(bw, 'B/s') or 'n/a')}, peaks {_e(', '.join(k + ' ' + str(F.si(v, 'FLOP/s')) for k, v in sorted(peaks.items())) or 'n/a')}</p>")  # fmt: skip
+            n += 1
+    if not figs:
+        return "", []
+    return ('<section id="roofline"><h2>Roofline</h2><p class="muted">From the run\'s <code>calibration</code> '
+            "(measured peaks) and each cell's counted FLOPs and arithmetic intensity.</p>" + "".join(blocks) + "</section>", figs)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def backends_section(runs: Sequence[dict[str, Any]]) -> str:
+    """torch and tensorflow (or any backends) side by side per workload/device/mode."""
+    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    backends: list[str] = []
+    for _, c in C.iter_cells(list(runs)):
+        if C.status(c) != "ok":
+            continue
+        s = c.get("spec") or {}
+        b = str(s.get("backend"))
+        if b not in backends:
+            backends.append(b)
+        key = tuple(str(s.get(k)) for k in ("workload", "device", "mode", "variant", "batch_size", "size"))
+        groups.setdefault(key, {})[b] = c
+    if len(backends) < 2:
+        return ""
+    rows = []
+    for key, byb in groups.items():
+        if len(byb) < 2:
+            continue
+        row = [(_e("/".join(key)), "/".join(key))]
+        for b in backends:
+            c = byb.get(b)
+            p50 = C.lat(c, "p50") if c else None
+            ci = F.ci(C.lat(c, "ci95_low"), C.lat(c, "ci95_high")) if c else None
+            row.append((_e(f"{F.ms(p50)} {ci or ''}") if p50 is not None else '<span class="muted">—</span>', p50 or ""))
+            thr = C.metric(c, "throughput_per_s") if c else None
+            row.append((_e(F.throughput(thr)) if F.is_number(thr) else '<span class="muted">—</span>', thr or ""))
+        rows.append(row)
+    if not rows:
+        return ""
+    heads = ["workload/device/mode/variant/batch/size"]
+    for b in backends:
+        heads += [f"{b} p50 ms [95% CI]", f"{b} samples/s"]
+    return ('<section id="backends"><h2>Backends side by side</h2><p class="muted">The same workload (same '
+            "architecture, parameters and FLOPs) on each backend.</p>" + _table(heads, rows) + "</section>")  # fmt: skip

@@ -1,0 +1,81 @@
+"""Calibration: real (tiny) measurements, the store, the run's lookup and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import calibrate
+from harness.suite import Settings, Suite, TaskSpec
+
+pytest.importorskip("torch")
+
+
+def test_measure_cpu_positive_peaks_and_bandwidth():
+    info = calibrate.measure_device("cpu", budget_s=0.05, sizes=[64, 128], copy_bytes=1 << 20, dtypes=["fp32", "bf16"])
+    assert info["peak_flops_per_s"]["fp32"] > 1e6
+    assert info["peak_flops_per_s"]["fp32"] == max(info["peak_flops_by_size"]["fp32"].values())
+    assert info["mem_bandwidth_bytes_per_s"] > 1e6
+    assert info["threads"] >= 1 and info["measured_at"]
+
+
+def test_save_merges_devices_atomically_and_finds_by_fingerprint(tmp_path: Path):
+    d = tmp_path / "cal"
+    calibrate.save(d, "fp1", "cpu", {"peak_flops_per_s": {"fp32": 1e11}, "mem_bandwidth_bytes_per_s": 1e10,
+                                     "measured_at": "t0"})
+    calibrate.save(d, "fp1", "cuda:0", {"peak_flops_per_s": {"fp32": 2e13}, "mem_bandwidth_bytes_per_s": 1e12,
+                                        "measured_at": "t1"})
+    assert [p.name for p in d.iterdir()] == ["fp1.json"]  # no temp files left behind
+    found = calibrate.find_calibration("fp1", [tmp_path / "missing", d])
+    assert set(found) == {"cpu", "cuda:0"}
+    assert found["cpu"]["peak_flops_per_s"]["fp32"] == 1e11 and found["cuda:0"]["fingerprint"] == "fp1"
+    assert calibrate.find_calibration("other", [d]) is None
+    (d / "bad.json").write_text("{not json")
+    assert calibrate.find_calibration("bad", [d]) is None
+
+
+def test_run_includes_calibration_and_sets_mfu(tmp_path: Path):
+    from harness.environment import collect_environment
+    from harness.runner import run_suite
+
+    fp = collect_environment()["fingerprint"]
+    calibrate.save(tmp_path / "calibration", fp, "cpu",
+                   {"peak_flops_per_s": {"fp32": 1e10}, "mem_bandwidth_bytes_per_s": 1e9, "measured_at": "t"})
+    spec = TaskSpec("mlp", "torch", "cpu", "fp32", "inference", 4, "tiny")
+
+    def fake_cell(s: TaskSpec, settings: Settings) -> dict:
+        return {"id": s.id, "spec": s.to_dict(), "status": "ok", "reason": None, "unavailable": {},
+                "metrics": {"achieved_flops_per_s": 2e9, "arithmetic_intensity_flop_per_byte": 4.0,
+                            "latency_ms": {"p50": 1.0}},
+                "samples_ms": [1.0]}
+
+    out = run_suite(Suite(name="t"), [spec], tmp_path, show_progress=False, cell_runner=fake_cell)
+    assert out.doc["calibration"]["cpu"]["peak_flops_per_s"]["fp32"] == 1e10
+    assert out.doc["calibration"]["cpu"]["fingerprint"] == fp
+    m = out.doc["cells"][0]["metrics"]
+    assert m["mfu"] == pytest.approx(0.2) and m["roofline_bound"] == "memory"
+    stored = json.loads(out.path.read_text())
+    assert stored["calibration"]["cpu"]["mem_bandwidth_bytes_per_s"] == 1e9
+
+
+def test_cli_calibrate_reports_positive_numbers(cli, tmp_path: Path):
+    proc = cli(["calibrate", "-d", "cpu", "--dtype", "fp32", "--budget", "0.05", "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    assert "GFLOP/s" in proc.stdout and "GB/s" in proc.stdout
+    (path,) = tmp_path.glob("*.json")
+    doc = json.loads(path.read_text())
+    cpu = doc["devices"]["cpu"]
+    assert cpu["peak_flops_per_s"]["fp32"] > 0 and cpu["mem_bandwidth_bytes_per_s"] > 0
+    assert doc["fingerprint"] == path.stem
+
+
+def test_cli_calibrate_usage_errors(cli, tmp_path: Path):
+    proc = cli(["calibrate", "-d", "gpu7", "--out", str(tmp_path)])
+    assert proc.returncode == 2 and "unknown device" in proc.stderr and "Traceback" not in proc.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = cli(["calibrate", "-d", "cuda", "--out", str(tmp_path)])
+        assert proc.returncode == 2 and "CUDA" in proc.stderr
