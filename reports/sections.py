@@ -388,8 +388,19 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
         return "", []
     rows = []
     groups: dict[tuple[str, str], list[tuple[float, float, Any]]] = {}
+    # fp32 p50 of the same workload/backend/device/mode/batch/size in the same run
+    fp32_p50: dict[tuple[Any, ...], float] = {}
+    for r, c in C.iter_cells(list(runs)):
+        sp = c.get("spec") or {}
+        if C.status(c) == "ok" and sp.get("variant") == "fp32" and C.lat(c, "p50"):
+            fp32_p50[(r.get("run_id"), sp.get("workload"), sp.get("backend"), sp.get("device"), sp.get("mode"),
+                      sp.get("batch_size"), sp.get("size"))] = C.lat(c, "p50")  # fmt: skip
     for r, c in pairs:
         q = C.metric(c, "quality")
+        sp0 = c.get("spec") or {}
+        base = fp32_p50.get((r.get("run_id"), sp0.get("workload"), sp0.get("backend"), sp0.get("device"),
+                             sp0.get("mode"), sp0.get("batch_size"), sp0.get("size")))  # fmt: skip
+        speedup = base / C.lat(c, "p50") if base and C.lat(c, "p50") else None
         spec = c.get("spec") or {}
         gate = q.get("gate") if isinstance(q.get("gate"), Mapping) else {}
         passed = gate.get("passed")
@@ -404,6 +415,8 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
             (_e(f"{100 * q['accuracy_delta']:+.2f} pp" if F.is_number(q.get("accuracy_delta")) else "n/a"), q.get("accuracy_delta") if F.is_number(q.get("accuracy_delta")) else ""),
             (_e(F.percent(q.get("agreement"), 2) or "n/a"), q.get("agreement") if F.is_number(q.get("agreement")) else ""),
             (gate_html, str(passed)), (_e(F.ms(C.lat(c, "p50")) or "n/a"), C.lat(c, "p50") or ""),
+            ((_e(f"{speedup:.2f}x") + (' <span class="badge st-failed">slower</span>' if speedup < 1 else ""))
+             if speedup else '<span class="muted">no fp32 cell</span>', speedup or ""),
             (_e(F.bytes_human(C.metric(c, "model_size_bytes")) or "n/a"), C.metric(c, "model_size_bytes") if F.is_number(C.metric(c, "model_size_bytes")) else ""),
             (_e(F.count(C.metric(c, "nonzero_params")) or "n/a"), C.metric(c, "nonzero_params") if F.is_number(C.metric(c, "nonzero_params")) else ""),
             (_e(F.metric_value("compile_time_s", C.metric(c, "compile_time_s")) or "n/a"), C.metric(c, "compile_time_s") if F.is_number(C.metric(c, "compile_time_s")) else ""),
@@ -441,10 +454,41 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
             "layout": _layout("Model size (MiB)", "model size (MiB)", height=max(240, 120 + 26 * len(sized)))},
             "Serialized model size per variant."))  # fmt: skip
     table = _table(["cell", "variant", "backend", "accuracy", "Δ accuracy vs fp32", "agreement with fp32", "quality gate",
-                    "p50 (ms)", "model size", "nonzero params", "compile time", "dataset"], rows)  # fmt: skip
+                    "p50 (ms)", "speed-up vs fp32 (p50)", "model size", "nonzero params", "compile time", "dataset"], rows)  # fmt: skip
     return ('<section id="quality"><h2>Quality vs speed</h2><p class="muted">Compression is only meaningful next to '
             "what it costs in quality: accuracy, its change against the fp32 baseline, agreement with the fp32 "
-            "predictions, and the quality gate.</p>" + table + "</section>", figs)  # fmt: skip
+            "predictions, and the quality gate. A speed-up below 1x is a slow-down: compression is not "
+            "automatically faster; the CPU flags below say which low-precision kernels this hardware has.</p>"
+            + _flags_note(runs) + table + "</section>", figs)  # fmt: skip
+
+
+_LOWP_FLAGS = {
+    "avx512_vnni": "int8 dot products (VNNI)",
+    "avx_vnni": "int8 dot products (AVX-VNNI)",
+    "avx512_bf16": "bf16 dot products",
+    "avx512_fp16": "fp16 arithmetic",
+    "amx_tile": "AMX tiles",
+    "amx_bf16": "AMX bf16",
+    "amx_int8": "AMX int8",
+}
+
+
+def _flags_note(runs: Sequence[dict[str, Any]]) -> str:
+    """Per host: which low-precision CPU features it has (they explain int8/bf16/fp16 speed)."""
+    seen: dict[str, str] = {}
+    for r in runs:
+        env = r.get("environment") or {}
+        flags = (env.get("cpu") or {}).get("flags_dl") or {}
+        if not isinstance(flags, Mapping) or not flags:
+            continue
+        has = [f"{k} ({v})" for k, v in _LOWP_FLAGS.items() if flags.get(k) is True]
+        lacks = [k for k in _LOWP_FLAGS if flags.get(k) is False]
+        host = str(env.get("host") or "?")
+        seen[host] = (f"<b>{_e(host)}</b> ({_e((env.get('cpu') or {}).get('model') or '')}): has "
+                      f"{_e(', '.join(has) or 'none of them')}; lacks {_e(', '.join(lacks) or 'none')}")
+    if not seen:
+        return ""
+    return '<p class="muted">CPU low-precision features: ' + "<br>".join(seen.values()) + "</p>"
 
 
 # ----------------------------------------------------------------------------- roofline
