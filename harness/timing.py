@@ -94,7 +94,14 @@ class Measurement:
     clock: str
     clock_overhead_s: float
     warmup_samples_s: list[float] = field(default_factory=list)
-    loop_wall_s: float | None = None  # host wall time of the timed loop (diagnostic)
+    # host perf_counter() at the start and end of the timed loop: collectors use it to
+    # cut their series to the timed region
+    loop_window_s: tuple[float, float] | None = None
+
+    @property
+    def loop_wall_s(self) -> float | None:
+        """Host wall time of the timed loop (diagnostic: minus ``timed_s`` = overhead)."""
+        return None if self.loop_window_s is None else self.loop_window_s[1] - self.loop_window_s[0]
 
     @property
     def samples_ms(self) -> list[float]:
@@ -171,7 +178,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         dt = clock.elapsed(t)
         samples.append(dt / n)
         timed += dt
-    loop_wall = time.perf_counter() - loop_t0
+    loop_t1 = time.perf_counter()
     return Measurement(
         samples_s=samples,
         iters_per_sample=n,
@@ -183,5 +190,5 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         clock=clock_name,
         clock_overhead_s=overhead,
         warmup_samples_s=warm,
-        loop_wall_s=loop_wall,
+        loop_window_s=(loop_t0, loop_t1),
     )

@@ -73,7 +73,7 @@ def _loadavg() -> float | None:
 def load_collectors(spec: TaskSpec, settings: Settings | None = None) -> list[Collector]:
     """Every registered collector that applies to this cell, bound to its spec (plus
     the run settings under ``"settings"``).
-    A collector that fails to load is reported in the cell, not fatal."""
+    A collector that fails to import raises, which fails the cell with that error."""
     out: list[Collector] = []
     bound = {**spec.to_dict(), "settings": dataclasses.asdict(settings) if settings else {}}
     for name in registry.names("collector"):
@@ -134,9 +134,8 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             step.reset_device_peak_memory()
             load_before = _loadavg()
             meas = measure(step, timing_cfg)
-            meas_end = time.perf_counter()
             load_after = _loadavg()
-        timed_window = (meas_end - meas.loop_wall_s, meas_end) if meas.loop_wall_s is not None else None
+        timed_window = meas.loop_window_s
         cell["runtime"] = backend.runtime_info()
         lat = summarize(meas.samples_ms)
         noisy = lat.pop("noisy")

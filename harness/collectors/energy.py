@@ -28,6 +28,8 @@ loop only (not model build or warm-up). ``energy_net_j`` subtracts idle power x 
 
 from __future__ import annotations
 
+import abc
+
 import threading
 import time
 from dataclasses import dataclass
@@ -62,15 +64,17 @@ class EnergyConfig(CollectorConfig):
 # --------------------------------------------------------------------------- meters
 
 
-class Meter:
-    """One energy source: ``read(now)`` returns cumulative joules since it opened."""
+class Meter(abc.ABC):
+    """One energy source (abstract): ``read(now)`` returns cumulative joules since it
+    opened. Subclasses: NVML counter, NVML power integration, RAPL, estimate."""
 
     source: str = "unavailable"
     model: str | None = None
     detail: str = ""
 
+    @abc.abstractmethod
     def read(self, now: float) -> float:
-        raise NotImplementedError
+        """Cumulative joules since the meter opened."""
 
     def power_w(self) -> float | None:
         """Last instantaneous power reading (sources that have one), watts."""

@@ -28,6 +28,8 @@ TensorFlow: LiteRT (TFLite) conversion — dynamic-range quantization for
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar, Sequence
 
 from harness.api import SkipCell, Variant
@@ -65,8 +67,9 @@ class _OrtQuantVariant(Variant):
     def metrics(self) -> dict[str, Any]:
         return dict(self._metrics)
 
+    @abc.abstractmethod
     def _quantize(self, fp32_path: str, out_path: str, workload: Any, batches: Sequence[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        """Write the int8 ONNX model for ``fp32_path`` to ``out_path`` (dynamic or static)."""
 
     def apply_torch(self, model: Any, *, device: Any = "cpu", mode: str = "inference",
                     workload: Any = None, calibration: Sequence[Sequence[Any]] | None = None,
