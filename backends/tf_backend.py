@@ -327,15 +327,74 @@ class TensorFlowBackend(Backend):
         batch_size: int,
         seed: int = 0,
     ) -> Step:
-        tf = self.tf
-        from workloads._keras_models import keras_inputs, trainable_params
-
         dev, asynchronous = self.resolve_device(device)
         strategy = self._strategy if dev == "tpu" else None
-        jit = bool(getattr(variant, "tf_jit_compile", False))
         replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
         if batch_size % replicas:
             raise SkipCell(f"batch size {batch_size} is not divisible by the {replicas} TPU replicas")
+        return self._build(workload, variant, device, mode, batch_size, seed, dev, asynchronous, strategy)
+
+    data_parallel: ClassVar[str | None] = "in-process"
+
+    def prepare_data_parallel(
+        self,
+        workload: Workload,
+        variant: Variant,
+        device: str,
+        batch_size: int,
+        world_size: int,
+        seed: int = 0,
+    ) -> Step:
+        """Synchronous data-parallel training with ``tf.distribute.MirroredStrategy`` over
+        ``world_size`` replicas in this process: GPUs 0..N-1 for ``cuda``, or N logical
+        CPU devices for ``cpu`` (each replica then runs its share of the batch on the
+        host's cores; this is how the strategy is exercised without GPUs). The global
+        batch is ``world_size * batch_size``; gradients are all-reduced every step."""
+        tf = self.tf
+        if device == "cpu":
+            cpus = tf.config.list_physical_devices("CPU")
+            try:
+                tf.config.set_logical_device_configuration(
+                    cpus[0], [tf.config.LogicalDeviceConfiguration()] * world_size)
+            except RuntimeError:  # runtime already initialised: use what exists
+                pass
+            logical = tf.config.list_logical_devices("CPU")
+            if len(logical) < world_size:
+                raise SkipCell(f"{world_size} replicas requested but TensorFlow has {len(logical)} logical "
+                               "CPU device(s) (configured before the runtime started)")
+            devices, asynchronous = [d.name for d in logical[:world_size]], False
+        elif device.startswith("cuda"):
+            reason = self._cuda_unavailable_reason()
+            if reason:
+                raise SkipCell(f"{device} requested but {reason}")
+            gpus = tf.config.list_logical_devices("GPU")
+            if len(gpus) < world_size:
+                raise SkipCell(f"{world_size} replicas requested but TensorFlow sees only {len(gpus)} GPU(s)")
+            devices, asynchronous = [d.name for d in gpus[:world_size]], True
+        else:
+            raise SkipCell(f"{device}: data-parallel cells run on cpu or cuda; a TPU already runs as one "
+                           "TPUStrategy over its cores (use -d tpu without --world-size)")
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        self._strategy = strategy
+        step = self._build(workload, variant, device, "training", batch_size * world_size, seed, "mirrored",
+                           asynchronous, strategy)
+        step._extra.update({
+            "distribution_strategy": "MirroredStrategy",
+            "replica_devices": devices,
+            "cross_device_ops": type(strategy.extended._cross_device_ops).__name__
+            if getattr(strategy.extended, "_cross_device_ops", None) is not None else None,
+        })
+        return step
+
+    def _build(self, workload: Workload, variant: Variant, device: str, mode: str, batch_size: int, seed: int,
+               dev: str, asynchronous: bool, strategy: Any) -> Step:
+        """Build the model (under ``strategy`` when given; ``batch_size`` is then the
+        global batch, split over the replicas), place the inputs and trace the step."""
+        tf = self.tf
+        from workloads._keras_models import keras_inputs, trainable_params
+
+        jit = bool(getattr(variant, "tf_jit_compile", False))
+        replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
 
         scope = strategy.scope() if strategy is not None else tf.device(dev)
         with scope:
@@ -379,7 +438,7 @@ class TensorFlowBackend(Backend):
             + (" + XLA compile" if jit else "") + " + one step), outside the timed region",
             "xla_jit_compile": jit,
         }
-        if strategy is not None:
+        if strategy is not None and dev == "tpu":
             extra["tpu_replicas"] = replicas
         self._runtime_extra = {"device": dev, "xla_jit_compile": jit, "replicas": replicas}
         return TensorFlowStep(tf, fn, ctx, dev, memory_device, asynchronous, params, model,

@@ -96,6 +96,26 @@ class TorchStep(Step):
         return {"peak_device_mem_reserved_bytes": int(self.torch.cuda.max_memory_reserved(self.device))}
 
 
+def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: Variant,
+              device: str) -> Callable[[], Any]:
+    """One training step: zero_grad, forward (under the variant's autocast),
+    cross-entropy, backward, AdamW step."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train() -> Any:
+        opt.zero_grad(set_to_none=True)
+        with variant.autocast("torch", device):
+            out = model(*inputs)
+        loss = F.cross_entropy(out.float(), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return train
+
+
 class TorchBackend(Backend):
     """PyTorch eager execution on CPU or CUDA."""
 
@@ -169,7 +189,6 @@ class TorchBackend(Backend):
         seed: int = 0,
     ) -> Step:
         import torch
-        import torch.nn.functional as F
 
         dev = self.resolve_device(device)
         if dev.type == "cuda":
@@ -196,22 +215,58 @@ class TorchBackend(Backend):
             fn: Callable[[], Any] = infer
         else:
             model.train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-            def train() -> Any:
-                opt.zero_grad(set_to_none=True)
-                with variant.autocast("torch", device):
-                    out = model(*inputs)
-                loss = F.cross_entropy(out.float(), labels)
-                loss.backward()
-                opt.step()
-                return loss
+            fn = _train_fn(torch, model, inputs, labels, variant, device)
 
             def ctx() -> contextlib.AbstractContextManager[Any]:
                 return contextlib.nullcontext()
 
-            fn = train
         return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode)
+
+    data_parallel: ClassVar[str | None] = "torchrun"
+
+    def prepare_data_parallel(
+        self,
+        workload: Workload,
+        variant: Variant,
+        device: str,
+        batch_size: int,
+        world_size: int,
+        seed: int = 0,
+    ) -> Step:
+        """One worker of a ``DistributedDataParallel`` training step. Runs inside a
+        torchrun-launched process whose process group is already initialised (gloo on
+        CPU, NCCL on CUDA); ``cuda`` means the GPU of this worker's ``LOCAL_RANK``.
+        Every worker draws its own batch (seed + rank); DDP broadcasts rank 0's initial
+        weights and all-reduces gradients in ``backward()``."""
+        import os
+
+        import torch
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("prepare_data_parallel needs an initialised process group (run it through torchrun)")
+        if dist.get_world_size() != world_size:
+            raise RuntimeError(f"process group has {dist.get_world_size()} workers, the cell asks for {world_size}")
+        rank = dist.get_rank()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            dev = self.resolve_device(f"cuda:{local_rank}")
+            torch.cuda.set_device(dev)
+        else:
+            dev = self.resolve_device(device)
+        torch.manual_seed(seed)
+        model = workload.build("torch").to(dev)
+        model = variant.apply("torch", model, device=dev, mode="training", workload=workload)
+        params = sum(p.numel() for p in model.parameters())
+        model.train()
+        ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        arrays, labels_np = workload.make_inputs(batch_size, seed=seed + 1 + rank)
+        inputs = [torch.from_numpy(a).to(dev) for a in arrays]
+        labels = torch.from_numpy(labels_np).to(dev)
+        fn = _train_fn(torch, ddp, inputs, labels, variant, device)
+        return TorchStep(torch, dev, fn, contextlib.nullcontext, params, model=ddp, inputs=inputs, labels=labels,
+                         mode="training")
 
     def runtime_info(self) -> dict[str, Any]:
         import torch

@@ -285,6 +285,26 @@ class Backend(abc.ABC):
         """Build ``workload`` on ``device``, apply ``variant``, move inputs to the
         device, and return the step. Raise :class:`SkipCell` when it cannot run here."""
 
+    # How data-parallel training cells (``world_size``) run on this backend:
+    #   "torchrun":   one process per worker, launched by torch.distributed.run; each
+    #                 process calls prepare_data_parallel after the process group is up
+    #   "in-process": one process drives every replica (a tf.distribute strategy)
+    #   None:         not supported (such cells are skipped with the reason)
+    data_parallel: ClassVar[str | None] = None
+
+    def prepare_data_parallel(
+        self,
+        workload: Workload,
+        variant: "Variant",
+        device: str,
+        batch_size: int,
+        world_size: int,
+        seed: int = 0,
+    ) -> Step:
+        """A data-parallel *training* step: ``batch_size`` samples per worker, gradients
+        averaged over ``world_size`` workers. Raise :class:`SkipCell` when it cannot run."""
+        raise SkipCell(f"backend {self.name!r} has no data-parallel training")
+
     def runtime_info(self) -> dict[str, Any]:
         """Framework facts for this cell (versions, threads, device name)."""
         return {}

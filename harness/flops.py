@@ -231,6 +231,8 @@ def apply_calibration(cell: dict[str, Any], calibration: dict[str, Any] | None) 
         m["mfu"] = None
         unavailable["mfu"] = f"calibration of {device} has no {dtype} peak"
         return
+    # data-parallel cells: one calibrated device per GPU worker (or per machine on CPU)
+    peak *= int((m.get("distributed") or {}).get("devices_for_peak") or 1)
     m["mfu"] = achieved / peak
     m["mfu_peak_flops_per_s"] = peak
     m["mfu_peak_dtype"] = dtype

@@ -173,6 +173,7 @@ def run_suite(
     """Run ``cells`` one by one, saving the result file after each."""
     doc = new_document(suite, cells, tag)
     from harness.calibrate import default_dirs, find_calibration
+    from harness.distributed import attach_scaling
     from harness.flops import apply_calibration
 
     calibration = find_calibration(doc["environment"]["fingerprint"], default_dirs(out_dir))
@@ -189,6 +190,8 @@ def run_suite(
                 cell = cell_runner(spec, suite.settings)
                 apply_calibration(cell, calibration)
                 doc["cells"].append(cell)
+                if spec.world_size is not None:
+                    attach_scaling(doc["cells"])
                 doc["not_run"] = [c.id for c in cells[i + 1 :]]
                 results.write_atomic(path, doc)
                 progress.advance(task)

@@ -12,15 +12,23 @@ A suite file::
       warmup_max_s: 3.0
       min_samples: 10
       seed: 0
+      nnodes: 1          # data-parallel cells across machines (torchrun rendezvous)
+      rdzv_endpoint: null  # HOST:PORT, needed when nnodes > 1
     matrix:              # the cartesian product of these axes is the cell list
       workload: [mlp, cnn, transformer]
       backend: [torch]
       device: [cpu]
       variant: [fp32]
       mode: [inference, training]
-      batch_size: []     # empty or missing: each workload's default for the size
+      batch_size: []     # empty or missing: each workload's default for the size;
+                         # or per workload: {mlp: [512], cnn: [64]} (others: default)
+      world_size: [1, 2] # optional: data-parallel training with 1 and 2 workers
+                         # (training cells only; batch_size is then per worker)
     exclude:             # optional: drop cells matching all given keys
       - {workload: cnn, mode: training}
+
+Files are read with ``yaml.safe_load`` and checked against :func:`suite_schema`; an
+error names the file, the line and the allowed values.
 """
 
 from __future__ import annotations
@@ -68,26 +76,52 @@ class TaskSpec:
     mode: str
     batch_size: int
     size: str
+    # data-parallel training with this many workers (torchrun processes / strategy
+    # replicas); None: an ordinary single-process cell. ``batch_size`` is then the
+    # per-worker batch, the global batch is ``world_size * batch_size``.
+    world_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from: {', '.join(MODES)}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.world_size is not None:
+            if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:
+                raise ValueError(f"world_size must be a positive integer, got {self.world_size!r}")
+            if self.mode != "training":
+                raise ValueError("world_size applies to training cells only (data-parallel training)")
 
     @property
     def id(self) -> str:
-        return (
+        base = (
             f"{self.workload}/{self.backend}/{self.device}/{self.variant}/"
             f"{self.mode}/bs{self.batch_size}/{self.size}"
         )
+        return base if self.world_size is None else f"{base}/ws{self.world_size}"
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over all workers."""
+        return self.batch_size * (self.world_size or 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The spec as stored in results; ``world_size`` only for data-parallel cells
+        (so single-process cells keep the shape every earlier result file has)."""
+        d = dataclasses.asdict(self)
+        if d["world_size"] is None:
+            del d["world_size"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TaskSpec":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                kw[f.name] = d[f.name]
+            elif f.default is dataclasses.MISSING:
+                raise KeyError(f.name)
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,11 @@ class Settings:
     energy_estimate: bool = False  # allow a labelled energy estimate where nothing is measurable
     idle_baseline_s: float = 0.5  # idle power baseline before each cell (where energy is measurable)
     tpu: str | None = None  # TPU name / grpc:// address / 'local' for -d tpu (None: TPU_NAME)
+    # data-parallel (world_size) cells with torchrun: passed through to its rendezvous
+    nnodes: int = 1  # machines taking part; world_size must be a multiple of it
+    rdzv_endpoint: str | None = None  # HOST:PORT of the rendezvous (None with nnodes 1: --standalone)
+    rdzv_id: str | None = None  # job id shared by all nodes (None: derived from the cell)
+    rdzv_backend: str = "c10d"
 
     def __post_init__(self) -> None:
         if self.tpu is not None and (not isinstance(self.tpu, str) or not self.tpu.strip()):
@@ -122,9 +161,13 @@ class Settings:
             raise ValueError(f"warmup_max_s must be >= 0, got {self.warmup_max_s}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if isinstance(self.nnodes, bool) or not isinstance(self.nnodes, int) or self.nnodes < 1:
+            raise ValueError(f"nnodes must be a positive integer, got {self.nnodes!r}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous, the same on every node)")
 
 
-AXES = ("workload", "backend", "device", "variant", "mode", "batch_size")
+AXES = ("workload", "backend", "device", "variant", "mode", "batch_size", "world_size")
 SUITE_KEYS = {"name", "description", "settings", "matrix", "exclude"}
 
 
@@ -165,38 +208,174 @@ def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def parse_suite(text: str, source: str) -> Suite:
-    """Parse suite YAML; raise ConfigError naming what is wrong."""
+SETTING_TYPES: dict[str, Any] = {
+    "size": {"type": "string"},
+    "min_time_s": {"type": "number", "exclusiveMinimum": 0},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+    "threads": {"type": ["integer", "null"], "minimum": 1},
+    "warmup_max_s": {"type": "number", "minimum": 0},
+    "min_samples": {"type": "integer", "minimum": 1},
+    "seed": {"type": "integer"},
+    "energy_estimate": {"type": "boolean"},
+    "idle_baseline_s": {"type": "number", "minimum": 0},
+    "tpu": {"type": ["string", "null"], "minLength": 1},
+    "nnodes": {"type": "integer", "minimum": 1},
+    "rdzv_endpoint": {"type": ["string", "null"], "minLength": 1},
+    "rdzv_id": {"type": ["string", "null"], "minLength": 1},
+    "rdzv_backend": {"type": "string", "minLength": 1},
+}
+
+
+def suite_schema() -> dict[str, Any]:
+    """JSON Schema of a suite file; plugin names come from the registry (entry points,
+    nothing imported), so an unknown name's error lists the installed ones."""
+
+    def axis(item: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [item, {"type": "array", "items": item}, {"type": "null"}]}
+
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "description": {"type": "string"},
+            "settings": {"type": ["object", "null"], "additionalProperties": False, "properties": SETTING_TYPES},
+            "matrix": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {
+                    "workload": axis({"enum": registry.names("workload")}),
+                    "backend": axis({"enum": registry.names("backend")}),
+                    "variant": axis({"enum": registry.names("variant")}),
+                    "device": axis({"type": "string", "pattern": DEVICE_RE.pattern}),
+                    "mode": axis({"enum": list(MODES)}),
+                    "batch_size": {"anyOf": [
+                        axis({"type": "integer", "minimum": 1})["anyOf"][0],
+                        axis({"type": "integer", "minimum": 1})["anyOf"][1],
+                        {"type": "null"},
+                        {"type": "object", "propertyNames": {"enum": registry.names("workload")},
+                         "additionalProperties": axis({"type": "integer", "minimum": 1})},
+                    ]},
+                    "world_size": axis({"type": "integer", "minimum": 1}),
+                },
+            },
+            "exclude": {
+                "type": ["array", "null"],
+                "items": {"type": "object", "minProperties": 1, "propertyNames": {"enum": list(AXES) + ["size"]}},
+            },
+        },
+    }
+
+
+def _node_at(root: Any, path: Iterable[Any]) -> Any:
+    """The YAML node at a JSON-Schema error path (for its line number)."""
+    node = root
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if str(k.value) == str(key):
+                    node = v
+                    break
+            else:
+                return node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def _key_node(root: Any, path: list[Any], key: str) -> Any:
+    parent = _node_at(root, path)
+    if isinstance(parent, yaml.MappingNode):
+        for k, _ in parent.value:
+            if str(k.value) == key:
+                return k
+    return parent
+
+
+def _schema_message(err: Any) -> tuple[str, list[Any]]:
+    """(one-line message naming the allowed values, path of the offending node)."""
+    path = list(err.absolute_path)
+    where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[") or "suite"
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = sorted(set(err.instance) - set(allowed))
+        return (f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(allowed)}", path + [extra[0]])
+    if v == "enum":
+        return f"{where}: {err.instance!r} is not valid; choose from: {', '.join(map(str, err.validator_value))}", path
+    if v == "anyOf":  # an axis: report the failing item, not the alternatives
+        best = None
+        for sub in err.context or []:
+            if list(sub.absolute_path) != path:
+                best = sub
+                break
+        if best is not None:
+            return _schema_message(best)
+        if isinstance(err.instance, dict):
+            deeper = [e for e in (err.context or []) if e.validator != "type"]
+            if deeper:
+                return _schema_message(deeper[0])
+            return f"{where}: must be a value or a list of values, not a mapping", path
+        sub_errs = [s for s in (err.context or []) if s.validator in ("enum", "type", "pattern", "minimum")]
+        if sub_errs:
+            return _schema_message(sub_errs[0])
+    if v == "pattern" and path and "device" in map(str, path):
+        return f"{where}: unknown device {err.instance!r}; choose from: {VALID_DEVICES}", path
+    if v == "propertyNames":
+        allowed = (err.validator_value or {}).get("enum") or []
+        bad = sorted(str(k) for k in err.instance if k not in allowed)
+        return f"{where}: unknown key {bad[0] if bad else '?'!r}; choose from: {', '.join(map(str, allowed))}", path
+    if v == "type":
+        want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+        return f"{where}: {err.instance!r} is not of type {want}", path
+    if v in ("minimum", "exclusiveMinimum"):
+        op = ">=" if v == "minimum" else ">"
+        return f"{where}: must be {op} {err.validator_value}, got {err.instance!r}", path
+    return f"{where}: {err.message}", path
+
+
+def validate_suite_yaml(text: str, source: str) -> Any:
+    """Parse ``text`` with the safe loader and check it against :func:`suite_schema`;
+    raise ConfigError ``FILE:LINE: what is wrong; allowed values``."""
     try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}{line}: invalid YAML ({problem})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a suite must be a YAML mapping with keys {sorted(SUITE_KEYS)}")
-    unknown = set(data) - SUITE_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
+        raise ConfigError(f"{source}:1: a suite must be a YAML mapping with keys {sorted(SUITE_KEYS)}")
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(suite_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        msg, path = _schema_message(errors[0])
+        if errors[0].validator == "additionalProperties" and path:
+            node = _key_node(root, path[:-1], str(path[-1]))
+        else:
+            node = _node_at(root, path)
+        line = node.start_mark.line + 1 if node is not None else 1
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}:{line}: {msg}{more}")
+    return data
+
+
+def parse_suite(text: str, source: str) -> Suite:
+    """Parse and validate suite YAML; raise ConfigError naming file, line and what is
+    allowed."""
+    data = validate_suite_yaml(text, source)
     settings_raw = data.get("settings") or {}
-    if not isinstance(settings_raw, dict):
-        raise ConfigError(f"{source}: 'settings' must be a mapping")
-    allowed = {f.name for f in dataclasses.fields(Settings)}
-    bad = set(settings_raw) - allowed
-    if bad:
-        raise ConfigError(f"{source}: unknown setting(s) {sorted(bad)}; allowed: {sorted(allowed)}")
     try:
         settings = Settings(**settings_raw)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: {e}") from None
-    matrix_raw = data.get("matrix") or {}
-    if not isinstance(matrix_raw, dict):
-        raise ConfigError(f"{source}: 'matrix' must be a mapping of axis -> list")
-    bad = set(matrix_raw) - set(AXES)
-    if bad:
-        raise ConfigError(f"{source}: unknown matrix axis {sorted(bad)}; allowed: {list(AXES)}")
-    matrix = {k: _as_list(v) for k, v in matrix_raw.items()}
+        raise ConfigError(f"{source}: settings: {e}") from None
+    matrix = {k: (v if isinstance(v, dict) else _as_list(v)) for k, v in (data.get("matrix") or {}).items()}
     exclude = data.get("exclude") or []
-    if not isinstance(exclude, list) or not all(isinstance(e, dict) for e in exclude):
-        raise ConfigError(f"{source}: 'exclude' must be a list of mappings")
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         description=str(data.get("description") or ""),
@@ -262,11 +441,24 @@ def expand(suite: Suite) -> list[TaskSpec]:
     for mode in modes:
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
+    raw_bs = m.get("batch_size")
+    per_workload_bs = raw_bs if isinstance(raw_bs, Mapping) else {}
     batch_sizes: list[int] = []
-    for b in _as_list(m.get("batch_size")):
+    for b in [x for v in per_workload_bs.values() for x in _as_list(v)] if per_workload_bs else _as_list(raw_bs):
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ConfigError(f"batch size must be a positive integer, got {b!r}")
-        batch_sizes.append(b)
+        if not per_workload_bs:
+            batch_sizes.append(b)
+    world_sizes: list[int | None] = []
+    for ws in _as_list(m.get("world_size")):
+        if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
+            raise ConfigError(f"world size must be a positive integer, got {ws!r}")
+        if ws % suite.settings.nnodes:
+            raise ConfigError(f"world size {ws} is not a multiple of nnodes {suite.settings.nnodes} "
+                              "(every node runs world_size / nnodes workers)")
+        world_sizes.append(ws)
+    if world_sizes and "training" not in modes:
+        raise ConfigError("world_size applies to data-parallel training: add --mode training")
     size = suite.settings.size
     cells: list[TaskSpec] = []
     seen: set[TaskSpec] = set()
@@ -279,15 +471,18 @@ def expand(suite: Suite) -> list[TaskSpec]:
             raise ConfigError(
                 f"unknown size {size!r} for workload {w!r}; choose from: {', '.join(wcls.presets)}"
             )
-        bss = batch_sizes or [int(wcls.default_batch_size.get(size, 8))]
+        bss = ([int(b) for b in _as_list(per_workload_bs.get(w))] if per_workload_bs else batch_sizes) or [
+            int(wcls.default_batch_size.get(size, 8))]
         for b, d, v, mode, bs in itertools.product(
             _dedupe(backends), _dedupe(devices), _dedupe(variants), _dedupe(modes), _dedupe(bss)
         ):
-            spec = TaskSpec(workload=w, backend=b, device=d, variant=v, mode=mode, batch_size=bs, size=size)
-            if spec in seen or _excluded(spec, suite.exclude):
-                continue
-            seen.add(spec)
-            cells.append(spec)
+            for ws in (_dedupe(world_sizes) if mode == "training" and world_sizes else [None]):
+                spec = TaskSpec(workload=w, backend=b, device=d, variant=v, mode=mode, batch_size=bs,
+                                size=size, world_size=ws)
+                if spec in seen or _excluded(spec, suite.exclude):
+                    continue
+                seen.add(spec)
+                cells.append(spec)
     if not cells:
         raise ConfigError(f"suite {suite.name!r} expands to no cells (check 'exclude')")
     return cells

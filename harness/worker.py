@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from harness import registry
 from harness.api import BackendConfig, SkipCell
-from harness.api import Collector
+from harness.api import Backend, Collector, Variant, Workload
 from harness.stats import summarize
 from harness.suite import Settings, TaskSpec
 from harness.timing import TimingConfig, measure
@@ -96,30 +96,90 @@ def analyses() -> list[Analysis]:
     return list(ANALYSES)
 
 
-def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
-    """Build, warm up and time one cell in this process; never raises."""
+def resolve_cell(spec: TaskSpec, settings: Settings) -> tuple[Workload, Variant, Backend]:
+    """The cell's workload, variant and set-up backend (registry -> classes -> objects),
+    before anything is built on the device. Raises :class:`SkipCell` with the reason
+    when the cell cannot run here. Shared by the worker and the pytest plugin
+    (:mod:`harness.pytest_plugin`), so both build a cell the same way."""
+    wcls = _load("workload", spec.workload)
+    if spec.mode not in wcls.modes:
+        raise SkipCell(
+            f"workload {spec.workload!r} does not support mode {spec.mode!r} "
+            f"(supports: {', '.join(wcls.modes)})"
+        )
+    workload = wcls(size=spec.size)
+    bcls = _load("backend", spec.backend)
+    installed, why = bcls.is_installed()
+    if not installed:
+        raise SkipCell(f"backend {spec.backend!r} unavailable: {why}")
+    if not workload.supports_backend(spec.backend):
+        raise SkipCell(f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}")
+    variant = _load("variant", spec.variant)()
+    if not variant.supports_backend(spec.backend):
+        raise SkipCell(f"variant {spec.variant!r} is not supported on backend {spec.backend!r}")
+    backend = bcls(backend_config(bcls, settings))
+    backend.setup()
+    return workload, variant, backend
+
+
+def data_parallel_analysis(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """FLOPs of a data-parallel cell: the analytic count of the global batch (the FLOP
+    counter and the quality model are not run: they would execute the DDP model outside
+    the workers' lock-step loop). The single-process cell of the same spec has them."""
+    why = ("not computed for data-parallel cells (it would run the model outside the workers' lock-step "
+           "loop); see the single-process cell of the same workload")
+    p50_ms = metrics["latency_ms"]["p50"]
+    out = {
+        "flops": metrics["flops_analytic"],
+        "flops_source": "analytic",
+        "flops_source_reason": "FlopCounterMode " + why,
+        "flops_scope": "forward + backward (optimizer step excluded), all workers",
+        "achieved_flops_per_s": metrics["flops_analytic"] / (p50_ms / 1e3),
+        "achieved_flops_per_s_analytic": metrics["flops_analytic"] / (p50_ms / 1e3),
+        "bytes_moved_estimate": None,
+        "arithmetic_intensity_flop_per_byte": None,
+        "mfu": None,
+    }
+    missing = {
+        "bytes_moved_estimate": "byte count " + why,
+        "arithmetic_intensity_flop_per_byte": "byte count " + why,
+        "quality": "quality is evaluated on inference cells only",
+        "mfu": "needs the run's calibration; set by the runner (run `harness calibrate` first)",
+    }
+    return out, missing
+
+
+def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, Any]:
+    """Build, warm up and time one cell in this process; never raises.
+
+    Data-parallel cells (``spec.world_size``): with a torchrun backend this process
+    only launches torchrun (see :mod:`harness.distributed`), whose workers call back
+    here with ``dp`` (their process-group context); an in-process backend builds the
+    strategy step here."""
     cell = empty_cell(spec)
     t0 = time.perf_counter()
     step = None
     try:
-        wcls = _load("workload", spec.workload)
-        if spec.mode not in wcls.modes:
-            raise SkipCell(
-                f"workload {spec.workload!r} does not support mode {spec.mode!r} "
-                f"(supports: {', '.join(wcls.modes)})"
-            )
-        workload = wcls(size=spec.size)
-        bcls = _load("backend", spec.backend)
-        installed, why = bcls.is_installed()
-        if not installed:
-            raise SkipCell(f"backend {spec.backend!r} unavailable: {why}")
-        if not workload.supports_backend(spec.backend):
-            raise SkipCell(f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}")
-        variant = _load("variant", spec.variant)()
-        if not variant.supports_backend(spec.backend):
-            raise SkipCell(f"variant {spec.variant!r} is not supported on backend {spec.backend!r}")
-        backend = bcls(backend_config(bcls, settings))
-        backend.setup()
+        workload, variant, backend = resolve_cell(spec, settings)
+        if spec.world_size is not None and dp is None:
+            engine = type(backend).data_parallel
+            if engine is None:
+                raise SkipCell(f"backend {spec.backend!r} has no data-parallel training (world_size cells)")
+            local_workers = spec.world_size // settings.nnodes
+            cores = os.cpu_count() or 1
+            if spec.device == "cpu" and local_workers > cores:
+                raise SkipCell(f"{local_workers} CPU workers on {cores} cores would oversubscribe the CPU "
+                               "(the scaling it measured would be contention, not data parallelism)")
+            if engine == "torchrun":
+                from harness.distributed import launch_torchrun
+
+                return launch_torchrun(spec, settings, empty_cell)
+            if settings.nnodes > 1:
+                raise SkipCell(f"backend {spec.backend!r} runs data-parallel cells in one process ({engine}); "
+                               "nnodes > 1 needs torchrun (-b torch)")
+            from harness.distributed import InProcessContext
+
+            dp = InProcessContext(spec.world_size)
 
         collectors = load_collectors(spec, settings)
         timing_cfg = TimingConfig(
@@ -130,25 +190,42 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
             for col in collectors:
                 stack.enter_context(col.track())
-            step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size, seed=settings.seed)
+            if spec.world_size is not None:
+                step = backend.prepare_data_parallel(workload, variant, spec.device, spec.batch_size,
+                                                     spec.world_size, seed=settings.seed)
+            else:
+                step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size,
+                                       seed=settings.seed)
             step.reset_device_peak_memory()
             load_before = _loadavg()
-            meas = measure(step, timing_cfg)
+            meas = dp.measure(step, timing_cfg) if dp is not None else measure(step, timing_cfg)
             load_after = _loadavg()
         timed_window = meas.loop_window_s
         cell["runtime"] = backend.runtime_info()
         lat = summarize(meas.samples_ms)
         noisy = lat.pop("noisy")
+        gbs = spec.global_batch_size  # samples per step over all workers
         metrics: dict[str, Any] = {
             "latency_ms": lat,
             "noisy": noisy,
-            "throughput_per_s": spec.batch_size * 1e3 / lat["p50"],
-            "throughput_ci95_per_s": [spec.batch_size * 1e3 / lat["ci95_high"], spec.batch_size * 1e3 / lat["ci95_low"]],
+            "throughput_per_s": gbs * 1e3 / lat["p50"],
+            "throughput_ci95_per_s": [gbs * 1e3 / lat["ci95_high"], gbs * 1e3 / lat["ci95_low"]],
             "first_iter_ms": meas.first_iter_s * 1e3,
             "params": int(step.params if step.params is not None else workload.analytic_params()),
             "params_analytic": int(workload.analytic_params()),
-            "flops_analytic": int(workload.analytic_flops_for(spec.batch_size, spec.mode)),
+            "flops_analytic": int(workload.analytic_flops_for(gbs, spec.mode)),
         }
+        if spec.world_size is not None:
+            metrics["distributed"] = {
+                "world_size": spec.world_size,
+                "per_worker_batch_size": spec.batch_size,
+                "global_batch_size": gbs,
+                # devices whose calibrated peak adds up for MFU: one GPU per worker; on
+                # CPU the workers share each machine's cores
+                "devices_for_peak": spec.world_size if spec.device.startswith("cuda") else max(
+                    1, int(dp.describe().get("nnodes", 1))),
+                **dp.describe(),
+            }
         metrics.update(variant.metrics())
         cell["unavailable"].update(variant.unavailable())
         for col in collectors:
@@ -157,11 +234,16 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
             cell["unavailable"].update(col.unavailable())
             for key, value in col.cell_fields().items():
                 cell.setdefault(key, value)
-        for analysis in analyses():
-            extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
-                                      backend=backend, metrics=metrics, measurement=meas)
+        if spec.world_size is not None:
+            extra, missing = data_parallel_analysis(metrics)
             metrics.update(extra)
             cell["unavailable"].update(missing)
+        else:
+            for analysis in analyses():
+                extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
+                                          backend=backend, metrics=metrics, measurement=meas)
+                metrics.update(extra)
+                cell["unavailable"].update(missing)
         peak, source = step.device_peak_memory()
         metrics["peak_device_mem_bytes"] = peak
         if peak is None:
@@ -169,6 +251,12 @@ def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         else:
             metrics["peak_device_mem_source"] = source
         metrics.update(step.extra_metrics())
+        if "distributed" in metrics:
+            if metrics.get("cross_device_ops"):
+                metrics["distributed"]["comm_backend"] = f"{metrics['cross_device_ops']} (tf.distribute)"
+            metrics["distributed"]["host_memory_scope"] = (
+                "peak_host_mem_bytes is worker 0's process" if metrics["distributed"]["engine"].startswith("torchrun")
+                else "peak_host_mem_bytes is the one process driving every replica")
         cell["metrics"] = metrics
         cell["timing"] = meas.timing_record()
         # host load around the timed loop: a loadavg above the core count means other

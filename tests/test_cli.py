@@ -47,19 +47,41 @@ def test_no_verb_prints_help_and_exits_2(cli):
     assert proc.returncode == 2 and "usage: harness" in proc.stdout
 
 
-def test_bad_suite_files(cli, tmp_path):
-    bad_yaml = tmp_path / "bad.yaml"
-    bad_yaml.write_text("matrix: [unclosed\n")
-    _usage_error(cli(["run", "--suite", str(bad_yaml)]), "invalid YAML")
-    unknown_key = tmp_path / "k.yaml"
-    unknown_key.write_text("name: x\nmatrixx: {}\n")
-    _usage_error(cli(["run", "--suite", str(unknown_key)]), "unknown key(s) ['matrixx']")
-    bad_setting = tmp_path / "s.yaml"
-    bad_setting.write_text("settings: {min_time_s: -2}\nmatrix: {workload: [mlp]}\n")
-    _usage_error(cli(["run", "--suite", str(bad_setting)]), "min_time_s must be > 0")
-    bad_bs = tmp_path / "b.yaml"
-    bad_bs.write_text("matrix: {workload: [mlp], batch_size: [0]}\n")
-    _usage_error(cli(["run", "--suite", str(bad_bs)]), "batch size must be a positive integer")
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("matrix: [unclosed\n", [":2: invalid YAML"]),
+        ("name: x\nmatrixx: {}\n", [":2: suite: unknown key 'matrixx'", "allowed: description, exclude, matrix"]),
+        ("name: x\nsettings:\n  size: tiny\n  min_time_s: -2\n", [":4: settings.min_time_s: must be > 0"]),
+        ("name: x\nsettings:\n  min_tme_s: 1\n", [":3: settings: unknown key 'min_tme_s'", "min_time_s"]),
+        ("matrix:\n  workload: [mlp]\n  batch_size: [8, 0]\n", [":3: matrix.batch_size[1]: must be >= 1"]),
+        ("matrix:\n  workload:\n    - mlp\n    - mlpp\n",
+         [":4: matrix.workload[1]: 'mlpp' is not valid; choose from: cnn, mlp, transformer"]),
+        ("matrix:\n  workload: [mlp]\n  device: [gpu]\n", [":3: matrix.device[0]: unknown device 'gpu'",
+                                                              "cpu, cuda, cuda:N, tpu"]),
+        ("matrix:\n  mode: [serve]\n", [":2: matrix.mode[0]: 'serve' is not valid; choose from: inference, training"]),
+        ("matrix:\n  world_size: [two]\n", [":2: matrix.world_size[0]: 'two' is not of type integer"]),
+        ("exclude:\n  - {wrkload: mlp}\n", [":2: exclude[0]", "'wrkload'", "workload"]),
+        ("- just\n- a list\n", [":1: a suite must be a YAML mapping"]),
+        ("name: x\nmatrix:\n  batch_size: {mlpp: [8]}\n", [":3: matrix.batch_size", "'mlpp'"]),
+    ],
+)
+def test_malformed_suite_file_names_file_line_and_allowed_values(cli, tmp_path, text, needles):
+    f = tmp_path / "suite.yaml"
+    f.write_text(text)
+    proc = cli(["run", "--suite", str(f)])
+    _usage_error(proc, str(f), *needles)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_suite_file_uses_the_safe_loader(cli, tmp_path):
+    f = tmp_path / "evil.yaml"
+    f.write_text("name: !!python/object/apply:os.system ['echo pwned > " + str(tmp_path / "pwned") + "']\n")
+    _usage_error(cli(["run", "--suite", str(f)]), "invalid YAML")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_suite_file(cli, tmp_path):
     _usage_error(cli(["run", "--suite", str(tmp_path / "missing.yaml")]), "cannot read suite file")
 
 

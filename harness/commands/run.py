@@ -20,6 +20,14 @@ def add_parser(sub: Any) -> None:
     run.add_argument("-v", "--variant", action="append", default=[], help="variant (repeatable)")
     run.add_argument("--mode", action="append", default=[], choices=("inference", "training"), help="repeatable")
     run.add_argument("--batch-size", action="append", default=[], type=positive_int, help="repeatable")
+    run.add_argument("--world-size", action="append", default=[], type=_world_sizes, metavar="N[,N...]",
+                     help="data-parallel training with N workers (torchrun for -b torch, MirroredStrategy for "
+                          "-b tensorflow); a list such as 1,2,4 sweeps it and adds scaling efficiency vs 1")
+    run.add_argument("--nnodes", type=positive_int, default=None,
+                     help="machines in a multi-node torchrun job (run the same command on each; needs --rdzv-endpoint)")
+    run.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="torchrun rendezvous endpoint")
+    run.add_argument("--rdzv-id", default=None, help="torchrun rendezvous job id (the same on every node)")
+    run.add_argument("--rdzv-backend", default=None, help="torchrun rendezvous backend (default c10d)")
     run.add_argument("--size", default=None, help="size preset: tiny, small, base")
     run.add_argument("--min-time", type=positive_float, default=None, help="minimum timed seconds per cell")
     run.add_argument("--timeout", type=positive_float, default=None, help="per-cell timeout in seconds")
@@ -33,6 +41,11 @@ def add_parser(sub: Any) -> None:
                      help="TPU for -d tpu (-b tensorflow): name, grpc:// address or 'local' (default: $TPU_NAME)")
     run.add_argument("--energy-estimate", action="store_true", default=None,
                      help="where energy cannot be measured, record a labelled estimate (TDP x utilisation)")
+
+
+def _world_sizes(text: str) -> list[int]:
+    """argparse type: ``N`` or ``N,M,...`` (positive integers)."""
+    return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or [positive_int(text)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 "variant": args.variant,
                 "mode": args.mode,
                 "batch_size": args.batch_size,
+                "world_size": [n for group in args.world_size for n in group],
             },
             settings={
                 "size": args.size,
@@ -60,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
                 "threads": args.threads,
                 "energy_estimate": args.energy_estimate,
                 "tpu": args.tpu,
+                "nnodes": args.nnodes,
+                "rdzv_endpoint": args.rdzv_endpoint,
+                "rdzv_id": args.rdzv_id,
+                "rdzv_backend": args.rdzv_backend,
             },
         )
         cells = expand(suite)

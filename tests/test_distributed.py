@@ -1,0 +1,226 @@
+"""Data-parallel training cells: real 2-process gloo DDP through torchrun, a real
+2-replica MirroredStrategy on logical CPU devices, scaling efficiency, a failing
+worker, multi-node rendezvous on localhost, and the lock-step timing loop."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.distributed import attach_scaling, lockstep_measure, threads_per_worker, torchrun_command
+from harness.suite import ConfigError, Settings, Suite, TaskSpec, expand
+from harness.timing import TimingConfig
+from tests.conftest import ROOT, only_result
+
+
+def _by_ws(doc):
+    return {c["spec"].get("world_size"): c for c in doc["cells"]}
+
+
+def _check_scaling(cells):
+    one, two = cells[1], cells[2]
+    for c in (one, two):
+        assert c["status"] == "ok", c.get("reason")
+        # throughput is recomputable from the raw samples: global batch / p50 step time
+        d = c["metrics"]["distributed"]
+        assert d["global_batch_size"] == d["per_worker_batch_size"] * c["spec"]["world_size"]
+        p50 = statistics.median(c["samples_ms"])
+        assert c["metrics"]["throughput_per_s"] == pytest.approx(d["global_batch_size"] * 1e3 / p50, rel=1e-9)
+    d2 = two["metrics"]["distributed"]
+    thr1, thr2 = one["metrics"]["throughput_per_s"], two["metrics"]["throughput_per_s"]
+    assert d2["speedup_vs_1"] == pytest.approx(thr2 / thr1)
+    assert d2["scaling_efficiency"] == pytest.approx(thr2 / (2 * thr1))
+    assert d2["scaling_baseline_cell"] == one["id"]
+    assert one["metrics"]["distributed"]["scaling_efficiency"] == pytest.approx(1.0)
+    return d2
+
+
+def test_torchrun_gloo_ddp_two_workers_report_scaling_efficiency(cli, tmp_path):
+    proc = cli(["run", "-w", "mlp", "--size", "tiny", "--mode", "training", "--world-size", "1,2",
+                "--min-time", "0.1", "--out", str(tmp_path), "--no-progress"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = only_result(tmp_path)
+    assert [c["id"] for c in doc["cells"]] == ["mlp/torch/cpu/fp32/training/bs8/tiny/ws1",
+                                               "mlp/torch/cpu/fp32/training/bs8/tiny/ws2"]
+    d2 = _check_scaling(_by_ws(doc))
+    assert d2["engine"].startswith("torchrun") and d2["comm_backend"] == "gloo"
+    assert d2["workers_per_node"] == 2 and d2["nnodes"] == 1
+    assert len(d2["per_worker_p50_ms"]) == 2
+    # each sample is the slowest worker's step: never below any worker's median
+    two = _by_ws(doc)[2]
+    assert max(two["samples_ms"]) >= max(d2["per_worker_p50_ms"])
+    assert two["metrics"]["flops"] == two["metrics"]["flops_analytic"]  # analytic FLOPs of the global batch
+    assert "quality" in two["unavailable"]
+
+
+def test_mirrored_strategy_two_logical_cpu_replicas(cli, tmp_path):
+    pytest.importorskip("tensorflow")
+    proc = cli(["run", "-w", "mlp", "-b", "tensorflow", "--size", "tiny", "--mode", "training",
+                "--world-size", "1,2", "--min-time", "0.1", "--out", str(tmp_path), "--no-progress"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = _by_ws(only_result(tmp_path))
+    d2 = _check_scaling(cells)
+    assert d2["engine"] == "tf.distribute.MirroredStrategy"
+    assert cells[2]["metrics"]["distribution_strategy"] == "MirroredStrategy"
+    assert len(cells[2]["metrics"]["replica_devices"]) == 2
+
+
+def test_one_failing_worker_fails_the_cell_with_its_error_and_the_sweep_goes_on(plugin_site, cli, tmp_path):
+    proc = cli(["run", "-w", "toy_rank_fail", "-w", "toy", "--size", "tiny", "--mode", "training",
+                "--world-size", "2", "--min-time", "0.05", "--timeout", "120", "--out", str(tmp_path),
+                "--no-progress"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    doc = only_result(tmp_path)
+    cells = {c["spec"]["workload"]: c for c in doc["cells"]}
+    bad = cells["toy_rank_fail"]
+    assert bad["status"] == "failed"
+    assert "fails on worker 1 only" in bad["reason"]
+    assert bad["error"]["torchrun_returncode"] != 0
+    assert "build_torch" in bad["error"]["traceback"]  # worker 1's own traceback
+    assert "torch.distributed" in bad["error"]["stderr_tail"]  # and torchrun's output
+    assert bad["duration_s"] < 100  # torchrun stopped worker 0; it did not wait for a timeout
+    assert cells["toy"]["status"] == "ok"
+    # alone in its run, the ws2 cell has no 1-worker baseline: null with the reason
+    assert cells["toy"]["metrics"]["distributed"]["scaling_efficiency"] is None
+    assert "world_size 1" in cells["toy"]["unavailable"]["distributed.scaling_efficiency"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_node_rendezvous_arguments_reach_torchrun(plugin_site, tmp_path):
+    """Two 'nodes' on localhost: the same command on each, a shared c10d rendezvous.
+    The node that runs rank 0 records the cell; the other says where it is."""
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        out = tmp_path / f"node{node}"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", "-w", "toy", "--size", "tiny", "--mode", "training",
+             "--world-size", "2", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t1",
+             "--min-time", "0.05", "--timeout", "150", "--out", str(out), "--no-progress"],
+            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=200)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    cells = [only_result(tmp_path / f"node{n}")["cells"][0] for n in (0, 1)]
+    statuses = sorted(c["status"] for c in cells)
+    assert statuses == ["ok", "skipped"], cells
+    ok = next(c for c in cells if c["status"] == "ok")
+    skipped = next(c for c in cells if c["status"] == "skipped")
+    assert ok["metrics"]["distributed"]["nnodes"] == 2
+    assert ok["metrics"]["distributed"]["workers_per_node"] == 1
+    assert "rank 0" in skipped["reason"]
+
+
+def test_torchrun_command_standalone_and_rendezvous():
+    spec = TaskSpec("mlp", "torch", "cpu", "fp32", "training", 8, "tiny", world_size=4)
+    cmd = torchrun_command(spec, Settings(), Path("r.json"), Path("out"), python="py")
+    assert cmd[:3] == ["py", "-m", "torch.distributed.run"]
+    assert "--nproc-per-node=4" in cmd and "--standalone" in cmd
+    cmd = torchrun_command(spec, Settings(nnodes=2, rdzv_endpoint="head:29400", rdzv_id="job7"),
+                           Path("r.json"), Path("out"), python="py")
+    assert "--standalone" not in cmd
+    assert {"--nproc-per-node=2", "--nnodes=2", "--rdzv-endpoint=head:29400", "--rdzv-id=job7",
+            "--rdzv-backend=c10d"} <= set(cmd)
+    assert cmd[-3:] == ["harness.distributed", "r.json", "out"]
+    # workers share the cores unless --threads says otherwise
+    assert threads_per_worker(spec, Settings(), cpu_count=16) == 4
+    assert threads_per_worker(spec, Settings(threads=3), cpu_count=16) == 3
+    assert threads_per_worker(spec, Settings(), cpu_count=2) == 1
+
+
+def test_world_size_axis_expands_training_cells_only_and_validates():
+    suite = Suite(name="t", settings=Settings(size="tiny"),
+                  matrix={"workload": ["mlp"], "mode": ["inference", "training"], "world_size": [1, 2]})
+    ids = [c.id for c in expand(suite)]
+    assert ids == ["mlp/torch/cpu/fp32/inference/bs8/tiny", "mlp/torch/cpu/fp32/training/bs8/tiny/ws1",
+                   "mlp/torch/cpu/fp32/training/bs8/tiny/ws2"]
+    with pytest.raises(ConfigError, match="add --mode training"):
+        expand(Suite(name="t", settings=Settings(size="tiny"), matrix={"workload": ["mlp"], "world_size": [2]}))
+    with pytest.raises(ConfigError, match="not a multiple of nnodes"):
+        expand(Suite(name="t", settings=Settings(size="tiny", nnodes=2, rdzv_endpoint="h:1"),
+                     matrix={"workload": ["mlp"], "mode": ["training"], "world_size": [3]}))
+    with pytest.raises(ValueError, match="rdzv_endpoint"):
+        Settings(nnodes=2)
+    # old result files (no world_size key) still load as single-process specs
+    d = TaskSpec("mlp", "torch", "cpu", "fp32", "training", 8, "tiny").to_dict()
+    assert "world_size" not in d and TaskSpec.from_dict(d).world_size is None
+
+
+def test_world_size_without_training_is_a_usage_error(cli, tmp_path):
+    proc = cli(["run", "-w", "mlp", "--world-size", "2", "--out", str(tmp_path)])
+    assert proc.returncode == 2
+    assert "add --mode training" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _FakeStep:
+    def __init__(self, times, clock):
+        self.times, self.clock, self.calls = list(times), clock, 0
+
+    def run(self, n):
+        for _ in range(n):
+            self.clock.t += self.times[min(self.calls, len(self.times) - 1)]
+            self.calls += 1
+
+    def sync(self):
+        pass
+
+
+class _Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_lockstep_measure_uses_shared_decisions_and_slowest_worker_samples():
+    clock = _Clock()
+    step = _FakeStep([0.010] * 1000, clock)
+    shared_warmup = []
+
+    def all_max(x):  # the other worker is always 2 ms slower in warm-up
+        shared_warmup.append(x + 0.002)
+        return x + 0.002
+
+    def gather(local):  # the other worker's timed steps: alternately faster and slower
+        other = [t + (0.003 if i % 2 else -0.001) for i, t in enumerate(local)]
+        return [local, other]
+
+    barriers = []
+    cfg = TimingConfig(min_time_s=0.5, min_samples=5, warmup_min_s=0.05, warmup_max_s=1.0)
+    meas, details = lockstep_measure(step, cfg, all_max, gather, lambda: barriers.append(1), now=clock)
+    assert meas.warmup_samples_s == shared_warmup  # decisions come from the all-reduced times
+    assert meas.warmup_stable
+    # steps timed = min_time / shared warm-up median (12 ms), the same on every worker
+    assert details["steps_timed"] == len(meas.samples_s) == 42
+    expected = [max(0.010, 0.010 + (0.003 if i % 2 else -0.001)) for i in range(42)]
+    assert meas.samples_s == pytest.approx(expected)
+    assert len(barriers) == 2
+    assert details["per_worker_p50_ms"][0] == pytest.approx(10.0)
+
+
+def test_attach_scaling_needs_the_matching_one_worker_cell():
+    def cell(ws, thr, bs=8):
+        spec = {"workload": "mlp", "backend": "torch", "device": "cpu", "variant": "fp32", "mode": "training",
+                "batch_size": bs, "size": "tiny", "world_size": ws}
+        return {"id": f"x/ws{ws}/bs{bs}", "status": "ok", "spec": spec, "unavailable": {},
+                "metrics": {"throughput_per_s": thr, "distributed": {}}}
+
+    cells = [cell(1, 100.0), cell(4, 300.0), cell(2, 150.0, bs=16)]
+    attach_scaling(cells)
+    assert cells[1]["metrics"]["distributed"]["scaling_efficiency"] == pytest.approx(0.75)
+    assert cells[1]["metrics"]["distributed"]["speedup_vs_1"] == pytest.approx(3.0)
+    # a different batch size is a different experiment: no baseline
+    assert cells[2]["metrics"]["distributed"]["scaling_efficiency"] is None
+    assert "sweep --world-size 1,N" in cells[2]["unavailable"]["distributed.scaling_efficiency"]
+    json.dumps(cells)  # plain JSON
