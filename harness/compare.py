@@ -155,6 +155,7 @@ def cell_key(cell: Mapping[str, Any]) -> str:
     return "/".join(
         [str(s.get(k, "?")) for k in ("workload", "backend", "device", "variant", "mode")]
         + [f"bs{s.get('batch_size', '?')}", str(s.get("size", "?"))]
+        + ([f"ws{s['world_size']}"] if s.get("world_size") else [])
     )
 
 

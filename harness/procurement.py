@@ -171,7 +171,8 @@ def procurement_entries(
             if not isinstance(cell, Mapping) or cell.get("status") != "ok":
                 continue
             s = cell.get("spec") or {}
-            wkey = f"{s.get('workload')}/{s.get('variant')}/{s.get('mode')}/bs{s.get('batch_size')}/{s.get('size')}"
+            wkey = f"{s.get('workload')}/{s.get('variant')}/{s.get('mode')}/bs{s.get('batch_size')}/{s.get('size')}" + (
+                f"/ws{s['world_size']}" if s.get("world_size") else "")
             k = (wkey, fp, str(s.get("backend")), str(s.get("device")))
             a = acc.setdefault(k, {"host": host, "label": _machine_label(doc), "thr": [], "lat": [], "spj": [],
                                    "spj_est": [], "src": set(), "reason": None, "scal": [], "runs": set()})  # fmt: skip

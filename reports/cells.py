@@ -30,6 +30,7 @@ def cell_id(cell: dict[str, Any]) -> str:
     return "/".join(
         [str(s.get(k, "?")) for k in ("workload", "backend", "device", "variant", "mode")]
         + [f"bs{s.get('batch_size', '?')}", str(s.get("size", "?"))]
+        + ([f"ws{s['world_size']}"] if s.get("world_size") else [])
     )
 
 

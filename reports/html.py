@@ -373,8 +373,10 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
         _td(_e(spec.get("backend")), spec.get("backend")),
         _td(_e(spec.get("device")), spec.get("device")),
         _td(_e(spec.get("variant")), spec.get("variant")),
-        _td(_e(spec.get("mode")), spec.get("mode")),
-        _td(_e(spec.get("batch_size")), spec.get("batch_size"), "num"),
+        _td(_e(spec.get("mode")) + (f' <span class="muted">x{_e(spec["world_size"])} workers</span>'
+                                    if spec.get("world_size") else ""), spec.get("mode")),
+        _td(_e(spec.get("batch_size")) + (' <span class="muted">/worker</span>' if spec.get("world_size") else ""),
+            spec.get("batch_size"), "num"),
         _td(_e(spec.get("size")), spec.get("size")),
         _td(_status_badge(st), st),
         p50_td,
@@ -889,6 +891,7 @@ def render_html(
 
     series = build_history(runs)  # once: the history and regressions sections share it
     for section_html, section_figs in (
+        S.scaling_section(runs),
         S.energy_section(runs),
         S.quality_section(runs),
         S.roofline_section(runs),

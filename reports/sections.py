@@ -392,7 +392,7 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
     fp32_p50: dict[tuple[Any, ...], float] = {}
     for r, c in C.iter_cells(list(runs)):
         sp = c.get("spec") or {}
-        if C.status(c) == "ok" and sp.get("variant") == "fp32" and C.lat(c, "p50"):
+        if C.status(c) == "ok" and sp.get("variant") == "fp32" and C.lat(c, "p50") and not sp.get("world_size"):
             fp32_p50[(r.get("run_id"), sp.get("workload"), sp.get("backend"), sp.get("device"), sp.get("mode"),
                       sp.get("batch_size"), sp.get("size"))] = C.lat(c, "p50")  # fmt: skip
     for r, c in pairs:
@@ -563,7 +563,8 @@ def backends_section(runs: Sequence[dict[str, Any]]) -> str:
         b = str(s.get("backend"))
         if b not in backends:
             backends.append(b)
-        key = tuple(str(s.get(k)) for k in ("workload", "device", "mode", "variant", "batch_size", "size"))
+        key = tuple(str(s.get(k)) for k in ("workload", "device", "mode", "variant", "batch_size", "size")) + (
+            (f"ws{s['world_size']}",) if s.get("world_size") else ())
         groups.setdefault(key, {})[b] = c
     if len(backends) < 2:
         return ""
@@ -587,3 +588,75 @@ def backends_section(runs: Sequence[dict[str, Any]]) -> str:
         heads += [f"{b} p50 ms [95% CI]", f"{b} samples/s"]
     return ('<section id="backends"><h2>Backends side by side</h2><p class="muted">The same workload (same '
             "architecture, parameters and FLOPs) on each backend.</p>" + _table(heads, rows) + "</section>")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- scaling
+
+
+def scaling_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
+    """Data-parallel cells (``spec.world_size``): global throughput, speed-up and
+    scaling efficiency against the same run's 1-worker cell, and a throughput vs
+    workers chart with the ideal linear line of each group."""
+    pairs = [(r, c) for r, c in C.iter_cells(list(runs))
+             if C.status(c) == "ok" and (c.get("spec") or {}).get("world_size")]
+    if not pairs:
+        return "", []
+    multi = len(runs) > 1
+    rows = []
+    groups: dict[str, list[tuple[int, float, float | None]]] = {}
+    for r, c in pairs:
+        s = c.get("spec") or {}
+        d = C.metric(c, "distributed") or {}
+        if not isinstance(d, Mapping):
+            d = {}
+        ws = int(s.get("world_size"))
+        group = "/".join(str(s.get(k)) for k in ("workload", "backend", "device", "variant", "batch_size", "size"))
+        label = (f"{r.get('run_id')} · " if multi else "") + group
+        thr = C.metric(c, "throughput_per_s")
+        eff, spd = d.get("scaling_efficiency"), d.get("speedup_vs_1")
+        why = (c.get("unavailable") or {}).get("distributed.scaling_efficiency") or "not measured"
+        na = f'<span class="na" title="{_e(why)}">n/a</span>'
+        rows.append([
+            (f"<code>{_e(label)}</code>", label),
+            (_e(ws), ws),
+            (_e(d.get("engine")) + (f'<br><span class="muted">{_e(d.get("comm_backend"))}</span>'
+                                    if d.get("comm_backend") else ""), str(d.get("engine"))),
+            (_e(d.get("global_batch_size")), d.get("global_batch_size") or ""),
+            (_e(F.ms(C.lat(c, "p50"))), C.lat(c, "p50") or ""),
+            (_e(F.throughput(thr)) if F.is_number(thr) else na, thr if F.is_number(thr) else ""),
+            (_e(f"{spd:.2f}x") if F.is_number(spd) else na, spd if F.is_number(spd) else ""),
+            (_e(_pct(eff, signed=False)) if F.is_number(eff) else na, eff if F.is_number(eff) else ""),
+        ])
+        if F.is_number(thr):
+            groups.setdefault(label, []).append((ws, float(thr), eff if F.is_number(eff) else None))
+    traces = []
+    for i, (label, pts) in enumerate(groups.items()):
+        pts.sort()
+        color = _COLORS[i % len(_COLORS)]
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": _pe(label), "x": [p[0] for p in pts],
+            "y": [p[1] for p in pts], "line": {"color": color},
+            "customdata": [[_pe(label), p[0], F.sig(p[1]), _pct(p[2], signed=False)] for p in pts],
+            "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} workers: %{customdata[2]} samples/s"
+                             "<br>scaling efficiency %{customdata[3]}<extra></extra>",
+        })
+        one = next((p for p in pts if p[0] == 1), None)
+        if one is not None and len(pts) > 1:
+            xs = [p[0] for p in pts]
+            traces.append({
+                "type": "scatter", "mode": "lines", "name": _pe(f"ideal: {label}"), "x": xs,
+                "y": [one[1] * x for x in xs], "line": {"color": color, "dash": "dot"}, "hoverinfo": "skip",
+            })
+    figs: list[Fig] = []
+    if traces:
+        lay = _layout("Global throughput vs data-parallel workers", "workers (world size)", "samples/s")
+        lay["xaxis"]["dtick"] = 1
+        figs.append(("chart-scaling", {"data": traces, "layout": lay},
+                     "Solid: measured global throughput (world size x per-worker batch per p50 step). Dotted: "
+                     "ideal linear scaling from the same run's 1-worker cell."))  # fmt: skip
+    table = _table(["group (workload/backend/device/variant/per-worker batch/size)", "workers", "engine",
+                    "global batch", "p50 step", "samples/s", "speed-up vs 1", "scaling efficiency"], rows)
+    return ('<section id="scaling"><h2>Data-parallel scaling</h2><p class="muted">Weak scaling: every worker '
+            "keeps its batch, so the global batch grows with the workers. Scaling efficiency = throughput(N) / "
+            "(N x throughput(1)), against the 1-worker cell of the same run; n/a where the run has none (hover for "
+            "the reason).</p>" + table + "</section>", figs)

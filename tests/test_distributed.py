@@ -57,6 +57,13 @@ def test_torchrun_gloo_ddp_two_workers_report_scaling_efficiency(cli, tmp_path):
     assert max(two["samples_ms"]) >= max(d2["per_worker_p50_ms"])
     assert two["metrics"]["flops"] == two["metrics"]["flops_analytic"]  # analytic FLOPs of the global batch
     assert "quality" in two["unavailable"]
+    # the report shows the scaling table and chart with the stored efficiency
+    html = tmp_path / "r.html"
+    rep = cli(["report", str(tmp_path), "-o", str(html)])
+    assert rep.returncode == 0, rep.stderr
+    text = html.read_text()
+    assert 'id="scaling"' in text and "chart-scaling" in text
+    assert f"{d2['scaling_efficiency'] * 100:.1f}%" in text
 
 
 def test_mirrored_strategy_two_logical_cpu_replicas(cli, tmp_path):
