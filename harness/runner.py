@@ -182,6 +182,7 @@ def run_suite(
     path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
     interrupted = False
     progress = _progress(show_progress)
+    restore = _terminate_as_interrupt()
     try:
         with progress:
             task = progress.add_task("starting", total=len(cells))
@@ -200,12 +201,30 @@ def run_suite(
                     on_cell(cell)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        restore()
     doc["finished"] = _now_iso()
     doc["complete"] = not interrupted
     doc["interrupted"] = interrupted
     results.write_atomic(path, doc)
     counts = {s: sum(1 for c in doc["cells"] if c["status"] == s) for s in results.STATUSES}
     return RunOutcome(path=path, doc=doc, interrupted=interrupted, counts=counts)
+
+
+def _terminate_as_interrupt() -> Callable[[], None]:
+    """SIGTERM (a cancelled CI job, ``kill``) stops the run like Ctrl-C: the running
+    worker's process group is killed and the finished cells are kept. Returns the
+    function restoring the previous handler (a no-op outside the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _cell_line(cell: dict[str, Any]) -> str:

@@ -231,3 +231,53 @@ def test_attach_scaling_needs_the_matching_one_worker_cell():
     assert cells[2]["metrics"]["distributed"]["scaling_efficiency"] is None
     assert "sweep --world-size 1,N" in cells[2]["unavailable"]["distributed.scaling_efficiency"]
     json.dumps(cells)  # plain JSON
+
+
+def _pids_with_env(marker: str) -> list[int]:
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes():
+                pids.append(int(env.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_during_a_ddp_cell_keeps_finished_cells_and_leaves_no_workers(plugin_site, tmp_path, sig):
+    import os
+    import signal
+    import time
+    import uuid
+
+    marker = f"DLH_TEST_MARK={uuid.uuid4().hex}"
+    env = dict(os.environ)
+    env["DLH_TEST_MARK"] = marker.split("=", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "-w", "toy", "-w", "toy_hang", "--size", "tiny", "--mode",
+         "training", "--world-size", "2", "--min-time", "0.05", "--out", str(tmp_path), "--no-progress",
+         "--timeout", "300"],
+        cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the toy cell finishes; toy_hang's two workers then hang while building: interrupt them
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        files = list(tmp_path.glob("*.json"))
+        if files:
+            try:
+                if len(json.loads(files[0].read_text())["cells"]) == 1:
+                    break
+            except json.JSONDecodeError:
+                pass
+        time.sleep(0.2)
+    while time.time() < deadline and len(_pids_with_env(marker)) < 5:  # harness, worker, torchrun, 2 workers
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    doc = only_result(tmp_path)
+    assert [(c["spec"]["workload"], c["status"]) for c in doc["cells"]] == [("toy", "ok")]
+    assert doc["interrupted"] is True and doc["not_run"] == ["toy_hang/torch/cpu/fp32/training/bs4/tiny/ws2"]
+    time.sleep(1.0)  # PR_SET_PDEATHSIG is delivered asynchronously
+    assert _pids_with_env(marker) == []
