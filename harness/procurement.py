@@ -13,7 +13,8 @@ gives:
 * performance per dollar from a user price file (``--prices prices.yaml``):
   an hourly price gives samples per dollar (= throughput * 3600 / price per hour),
   a purchase price gives samples/s per 1000 currency units of purchase price;
-* scaling efficiency when a cell recorded ``metrics.scaling_efficiency``;
+* scaling efficiency of data-parallel cells (``metrics.distributed.scaling_efficiency``,
+  see docs/distributed.md), one row per world size;
 * a rank per workload configuration by the metric the user picks.
 
 Price file (YAML), keyed by host name or fingerprint::
@@ -195,7 +196,8 @@ def procurement_entries(
                     a["spj_est"].append(v)
                 elif en.get("reason"):
                     a["reason"] = str(en.get("reason"))
-            sc = _num(m.get("scaling_efficiency"))
+            dist = m.get("distributed") if isinstance(m.get("distributed"), Mapping) else {}
+            sc = _num(dist.get("scaling_efficiency", m.get("scaling_efficiency")))
             if sc is not None:
                 a["scal"].append(sc)
     entries = []

@@ -86,7 +86,7 @@ def test_bad_price_files(data: Any, msg: str) -> None:
 
 
 def test_scaling_efficiency_when_present_and_unknown_rank_metric() -> None:
-    docs = [machine_doc("a", "fa", 1.0, None, extra={"scaling_efficiency": 0.87})]
+    docs = [machine_doc("a", "fa", 1.0, None, extra={"distributed": {"world_size": 2, "scaling_efficiency": 0.87}})]
     assert procurement_entries(docs)[0].scaling_efficiency == pytest.approx(0.87)
     assert procurement_entries(fleet()[3:])[0].scaling_efficiency is None
     with pytest.raises(ValueError, match="choose from"):
