@@ -335,6 +335,7 @@ class TensorFlowBackend(Backend):
         return self._build(workload, variant, device, mode, batch_size, seed, dev, asynchronous, strategy)
 
     data_parallel: ClassVar[str | None] = "in-process"
+    data_parallel_description: ClassVar[str] = "tf.distribute.MirroredStrategy (GPUs, or logical CPU devices)"
 
     def prepare_data_parallel(
         self,

@@ -223,6 +223,7 @@ class TorchBackend(Backend):
         return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode)
 
     data_parallel: ClassVar[str | None] = "torchrun"
+    data_parallel_description: ClassVar[str] = "torchrun + DistributedDataParallel (gloo on cpu, NCCL on cuda)"
 
     def prepare_data_parallel(
         self,

@@ -291,6 +291,7 @@ class Backend(abc.ABC):
     #   "in-process": one process drives every replica (a tf.distribute strategy)
     #   None:         not supported (such cells are skipped with the reason)
     data_parallel: ClassVar[str | None] = None
+    data_parallel_description: ClassVar[str] = ""  # shown by `harness list backends`
 
     def prepare_data_parallel(
         self,

@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
             extra = f"  sizes: {', '.join(cls.presets)}; modes: {', '.join(cls.modes)}"
         if singular == "backend":
             ok, why = cls.is_installed()
-            extra = "" if ok else f"  [yellow](not installed: {escape(why)})[/]"
+            dp = getattr(cls, "data_parallel", None)
+            engine = getattr(cls, "data_parallel_description", "") or dp
+            extra = f"; data-parallel (--world-size): {engine if dp else 'no'}"
+            extra += "" if ok else f"  [yellow](not installed: {escape(why)})[/]"
         out.print(f"[bold]{name}[/]  {escape(desc)}{extra}", highlight=False)
     return EXIT_OK
 
