@@ -13,7 +13,7 @@ Two engines, both the frameworks' own (no launcher of ours beyond wiring):
   every replica; logical CPU devices stand in for GPUs on a CPU-only machine).
 
 Metrics of a data-parallel cell: ``latency_ms`` is the global step time (per step, the
-slowest worker's time), ``throughput_per_s`` is ``world_size * batch_size`` samples per
+mean over workers: each waits for the others at the all-reduce), ``throughput_per_s`` is ``world_size * batch_size`` samples per
 p50 step, and ``metrics.distributed`` holds the world size, per-worker and global batch,
 engine and communication backend, per-worker medians and, once the run has the
 matching ``world_size: 1`` cell, ``speedup_vs_1`` and ``scaling_efficiency``
@@ -60,8 +60,12 @@ def lockstep_measure(
     all-reduced (max) before the stability test, and the timed step count is derived
     from them. In the timed loop each step is timed alone (``sync`` + host clock; a
     data-parallel step is milliseconds, far above the clock's cost) with no extra
-    collective; afterwards the per-step times are gathered and each sample is the
-    slowest worker's time for that step. Returns (measurement, details)."""
+    collective; afterwards the per-step times are gathered and each sample is the mean
+    over workers of that step's time. In a synchronous step every worker waits for the
+    slowest one at the gradient all-reduce, so each worker's time already includes a
+    straggler; taking the max instead would count the workers' drift twice (the
+    samples would add up to more than the loop's wall time; bench/ddp_timing.py
+    measures it). Returns (measurement, details)."""
     step.sync()
     warm: list[float] = []
     stable = False
@@ -90,7 +94,7 @@ def lockstep_measure(
     barrier()
     loop_t1 = time.perf_counter()
     per_rank = gather(local)
-    samples = [max(col) for col in zip(*per_rank)]
+    samples = [sum(col) / len(col) for col in zip(*per_rank)]
     meas = Measurement(
         samples_s=samples,
         iters_per_sample=1,
@@ -99,13 +103,14 @@ def lockstep_measure(
         warmup_stable=stable,
         first_iter_s=warm[0],
         timed_s=sum(samples),
-        clock="perf_counter after sync, slowest worker per step",
+        clock="perf_counter after sync, mean over workers per step",
         clock_overhead_s=HostClock(now).overhead(),
         warmup_samples_s=warm,
         loop_window_s=(loop_t0, loop_t1),
     )
     details = {
         "per_worker_p50_ms": [statistics.median(r) * 1e3 for r in per_rank],
+        "per_step_spread_p50_ms": statistics.median(max(col) - min(col) for col in zip(*per_rank)) * 1e3,
         "wall_per_step_ms": (loop_t1 - loop_t0) / n * 1e3,
         "steps_timed": n,
     }
