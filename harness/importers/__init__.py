@@ -1,0 +1,18 @@
+"""Importers: other tools' benchmark results -> dl-harness result documents.
+
+Each importer module converts one foreign format into a result document of the current
+``SCHEMA_VERSION`` (validated by :mod:`harness.schema`), so ``harness report`` and
+``harness compare`` read it like a run of our own. Importers never invent data: what
+the foreign file does not hold is ``null`` with the reason in the cell's
+``unavailable`` map, and every imported document keeps its provenance under
+``imported``.
+"""
+
+from __future__ import annotations
+
+
+class ImportFormatError(ValueError):
+    """A file that cannot be imported: one clear line for the user (exit code 2)."""
+
+
+FORMATS: tuple[str, ...] = ("pytest-benchmark",)

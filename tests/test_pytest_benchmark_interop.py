@@ -1,0 +1,330 @@
+"""pytest-benchmark interop: the ``harness_workload`` fixture (pytest11 plugin) and
+``harness import pytest-benchmark``.
+
+Real pytest-benchmark sessions run in subprocesses on a generated test file (tiny MLP,
+few rounds); their JSON is imported through the CLI, then validated, mapped back to the
+harness spec, compared and reported. Nothing here depends on how fast anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+BENCH_TESTS = textwrap.dedent(
+    '''
+    import sys
+
+    import pytest
+
+
+    def test_plugin_is_light_and_registered(request):
+        # runs first: nothing heavy is imported by the plugin itself
+        assert request.config.pluginmanager.hasplugin("dl_harness")
+        assert "torch" not in sys.modules
+        assert "numpy" not in sys.modules
+
+
+    def test_mlp_inference(benchmark, harness_workload):
+        cell = harness_workload("mlp", size="tiny", mode="inference")
+        assert cell.spec.workload == "mlp" and cell.spec.mode == "inference"
+        benchmark(cell.step)
+
+
+    def test_mlp_training(benchmark, harness_workload):
+        cell = harness_workload("mlp", size="tiny", mode="training", batch_size=4)
+        benchmark.pedantic(cell.step, rounds=4, iterations=2, warmup_rounds=1)
+
+
+    def test_plain_python(benchmark):
+        benchmark(sum, range(200))
+
+
+    def test_two_cells_need_record_false(benchmark, harness_workload):
+        first = harness_workload("mlp", size="tiny")
+        with pytest.raises(ValueError, match="record=False"):
+            harness_workload("mlp", size="tiny", mode="training")
+        other = harness_workload("mlp", size="tiny", mode="training", record=False)
+        benchmark.pedantic(first.step, rounds=2, iterations=1)
+        assert benchmark.extra_info["dl_harness"]["spec"]["mode"] == "inference"
+        assert other.spec.mode == "training"
+
+
+    def test_unknown_names_are_errors(harness_workload):
+        with pytest.raises(ValueError, match="choose from"):
+            harness_workload("no-such-workload")
+        with pytest.raises(ValueError, match="choose from"):
+            harness_workload("mlp", variant="no-such-variant")
+
+
+    def test_cell_that_cannot_run_here_skips(harness_workload):
+        harness_workload("mlp", device="cuda:99")
+        raise AssertionError("not reached: cuda:99 cannot exist")
+    '''
+)
+
+BENCH_OPTS = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.05", "--benchmark-warmup=off"]
+
+
+def _pytest_session(workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "test_bench_harness.py").write_text(BENCH_TESTS)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(workdir),
+         "test_bench_harness.py", *BENCH_OPTS, *extra],
+        capture_output=True, text=True, timeout=300, cwd=str(workdir), check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two real pytest-benchmark sessions: A writes --benchmark-json and a summary-only
+    --benchmark-save; B writes --benchmark-json and a --benchmark-save-data save."""
+    base = tmp_path_factory.mktemp("pb")
+    store = base / "store"
+    out: dict[str, Any] = {"base": base}
+    for name, save_data in (("a", False), ("b", True)):
+        extra = [f"--benchmark-json={base / f'{name}.json'}", f"--benchmark-save={name}",
+                 f"--benchmark-storage=file://{store}"] + (["--benchmark-save-data"] if save_data else [])  # fmt: skip
+        proc = _pytest_session(base / f"work_{name}", *extra)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out[name] = proc
+        saved = sorted(store.rglob(f"*_{name}.json"))
+        assert len(saved) == 1, saved
+        out[f"{name}_saved"] = saved[0]
+    return out
+
+
+def _by_fullname(path: Path) -> dict[str, dict[str, Any]]:
+    doc = json.loads(path.read_text())
+    return {b["fullname"].split("::")[-1]: b for b in doc["benchmarks"]}
+
+
+def _import(files: list[Path], out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["import", "pytest-benchmark", *map(str, files), "-o", str(out), *extra])
+
+
+def _result_paths(proc: subprocess.CompletedProcess[str]) -> list[Path]:
+    return [Path(line.split("result: ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("result: ")]
+
+
+def _cells_by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(c["imported"]["fullname"]).split("::")[-1]: c for c in doc["cells"]}
+
+
+# ----------------------------------------------------------------------------- the fixture
+
+
+def test_session_ran_fixture_tests_and_skipped_the_impossible_cell(sessions: dict[str, Any]) -> None:
+    out = sessions["a"].stdout
+    assert "6 passed, 1 skipped" in out, out[-2000:]
+    assert "harness cell cannot run here: cuda:99 requested but" in out
+
+
+def test_fixture_records_the_cell_spec_in_extra_info(sessions: dict[str, Any]) -> None:
+    from harness import registry
+
+    benches = _by_fullname(sessions["base"] / "a.json")
+    mlp = registry.load("workload", "mlp")("tiny")
+    rec = benches["test_mlp_inference"]["extra_info"]["dl_harness"]
+    assert rec["spec"]["workload"] == "mlp" and rec["spec"]["backend"] == "torch"
+    assert rec["spec"]["device"] == "cpu" and rec["spec"]["variant"] == "fp32"
+    assert rec["spec"]["mode"] == "inference" and rec["spec"]["size"] == "tiny"
+    assert rec["spec"]["batch_size"] == mlp.batch_size_for("tiny")  # default batch size of the preset
+    assert rec["params"] == rec["params_analytic"] == mlp.analytic_params()
+    assert rec["flops_analytic"] == mlp.analytic_flops(rec["spec"]["batch_size"])
+    assert rec["runtime"]["torch"].startswith("2.")
+    train = benches["test_mlp_training"]["extra_info"]["dl_harness"]
+    assert train["spec"]["mode"] == "training" and train["spec"]["batch_size"] == 4
+    assert train["flops_analytic"] == 3 * mlp.analytic_flops(4)
+    assert "dl_harness" not in benches["test_plain_python"]["extra_info"]
+
+
+def test_plugin_module_imports_nothing_heavy() -> None:
+    code = "import sys, harness.pytest_plugin; bad = [m for m in ('torch', 'numpy', 'tensorflow') if m in sys.modules]; print(bad)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[str, Any], tmp_path: Path) -> None:
+    from harness.importers.pytest_benchmark import schema_accepts_null_params
+    from harness.results import load_result
+
+    src = sessions["base"] / "a.json"
+    proc = _import([src], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = _result_paths(proc)
+    doc = load_result(path)  # version check + schema validation
+    assert doc["environment"]["host"] and doc["environment"]["cpu"]["model"]
+    benches = _by_fullname(src)
+    cells = _cells_by_name(doc)
+    assert set(cells) == set(benches)
+
+    for name in ("test_mlp_inference", "test_mlp_training"):
+        bench, cell = benches[name], cells[name]
+        assert cell["status"] == "ok"
+        assert cell["spec"] == bench["extra_info"]["dl_harness"]["spec"]
+        assert cell["id"] == bench["extra_info"]["dl_harness"]["cell_id"]
+        data = bench["stats"]["data"]
+        assert cell["samples_ms"] == [x * 1000.0 for x in data]  # one sample per round, ms per call
+        assert cell["timing"]["iters_per_sample"] == bench["stats"]["iterations"]
+        lat = cell["metrics"]["latency_ms"]
+        assert lat["min"] == pytest.approx(bench["stats"]["min"] * 1e3, rel=1e-12)
+        assert lat["p50"] == pytest.approx(bench["stats"]["median"] * 1e3, rel=1e-9)
+        assert lat["mean"] == pytest.approx(bench["stats"]["mean"] * 1e3, rel=1e-9)
+        bs = cell["spec"]["batch_size"]
+        assert cell["metrics"]["throughput_per_s"] == pytest.approx(bs * 1e3 / lat["p50"])
+        assert cell["metrics"]["params"] == bench["extra_info"]["dl_harness"]["params"]
+        # not measured by pytest-benchmark: null with the reason, never 0
+        assert cell["metrics"]["peak_host_mem_bytes"] is None
+        assert "pytest-benchmark" in cell["unavailable"]["peak_host_mem_bytes"]
+        assert cell["runtime"]["threads"] >= 1
+    train = cells["test_mlp_training"]
+    assert len(train["samples_ms"]) == 4 and train["timing"]["iters_per_sample"] == 2  # pedantic rounds x iterations
+
+    plain = cells["test_plain_python"]
+    assert plain["spec"]["backend"] == "pytest-benchmark" and plain["spec"]["batch_size"] == 1
+    assert plain["spec"]["workload"] == benches["test_plain_python"]["fullname"]
+    assert plain["samples_ms"] == [x * 1000.0 for x in benches["test_plain_python"]["stats"]["data"]]
+    assert plain["unavailable"]["params"]
+    if schema_accepts_null_params():
+        assert plain["status"] == "ok" and plain["metrics"]["params"] is None
+    else:
+        assert plain["status"] == "skipped" and "parameter count" in plain["reason"]
+
+
+def test_summary_only_save_imports_as_skipped_and_save_data_as_ok(sessions: dict[str, Any], tmp_path: Path) -> None:
+    from harness.results import load_result
+
+    summary_only, with_data = sessions["a_saved"], sessions["b_saved"]
+    assert "data" not in json.loads(summary_only.read_text())["benchmarks"][0]["stats"]
+    proc = _import([summary_only, with_data], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    p_summary, p_data = _result_paths(proc)
+    cells = _cells_by_name(load_result(p_summary))
+    bench = _by_fullname(summary_only)["test_mlp_inference"]
+    cell = cells["test_mlp_inference"]
+    assert cell["status"] == "skipped" and "--benchmark-save-data" in cell["reason"]
+    assert cell["samples_ms"] == [] and cell["metrics"] == {}  # nothing invented
+    assert cell["imported"]["stats_s"]["min"] == bench["stats"]["min"]  # the summary is kept as reported
+    assert cell["spec"] == bench["extra_info"]["dl_harness"]["spec"]
+    cells_b = _cells_by_name(load_result(p_data))
+    raw = _by_fullname(with_data)["test_mlp_inference"]["stats"]["data"]
+    assert cells_b["test_mlp_inference"]["status"] == "ok"
+    assert cells_b["test_mlp_inference"]["samples_ms"] == [x * 1000.0 for x in raw]
+
+
+def test_compare_and_report_work_on_imports(sessions: dict[str, Any], tmp_path: Path) -> None:
+    base_dir, cand_dir = tmp_path / "base", tmp_path / "cand"
+    assert _import([sessions["base"] / "a.json"], base_dir).returncode == 0
+    assert _import([sessions["base"] / "b.json"], cand_dir).returncode == 0
+    cmp = run_cli(["compare", str(base_dir), str(cand_dir), "--format", "json"])
+    assert cmp.returncode in (0, 1), cmp.stderr
+    verdicts = {c["key"]: c["verdict"] for c in json.loads(cmp.stdout)["cells"]}
+    key = "mlp/torch/cpu/fp32/training/bs4/tiny"
+    assert verdicts[key] not in ("only_baseline", "only_candidate", "not_comparable")
+    html = tmp_path / "report.html"
+    rep = run_cli(["report", str(base_dir), str(cand_dir), "-o", str(html)])
+    assert rep.returncode == 0, rep.stderr
+    text = html.read_text()
+    assert "mlp" in text and "pytest-benchmark" in text
+
+
+def test_reimport_is_skipped_unless_forced(sessions: dict[str, Any], tmp_path: Path) -> None:
+    src = sessions["base"] / "b.json"
+    assert _import([src], tmp_path).returncode == 0
+    again = _import([src], tmp_path)
+    assert again.returncode == 0 and "already imported" in again.stdout
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    forced = _import([src], tmp_path, "--force", "--tag", "t2")
+    assert forced.returncode == 0
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    (path,) = _result_paths(forced)
+    assert json.loads(path.read_text())["tag"] == "t2"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no such file"),
+        ("{not json", "not JSON"),
+        ('{"a": 1}', "not a pytest-benchmark JSON file"),
+        ('{"schema_version": 1, "cells": []}', "already a dl-harness result"),
+        ('{"machine_info": {}, "benchmarks": []}', "holds no benchmarks"),
+        (('{"machine_info": {}, "benchmarks": [{"name": "t", "stats": {"data": ["x"], "iterations": 1}}], '
+          '"datetime": "2026-01-01T00:00:00+00:00"}'), "non-negative seconds"),
+        (('{"machine_info": {}, "benchmarks": [{"name": "t", "extra_info": {"dl_harness": {"spec": {"workload": "mlp"}}}, '
+          '"stats": {"data": [0.001], "iterations": 1}}], "datetime": "2026-01-01T00:00:00+00:00"}'), "not a valid cell spec"),
+    ],
+)  # fmt: skip
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, content: str | None, expected: str) -> None:
+    f = tmp_path / "in.json"
+    if content is not None:
+        f.write_text(content)
+    out = tmp_path / "out"
+    proc = _import([f], out)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not list(out.glob("*.json"))  # nothing written
+
+
+def test_unknown_format_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli(["import", "junit", str(tmp_path / "x.json")])
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- conversion units
+
+
+def _pb_doc(bench: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "machine_info": {"node": "box", "system": "Linux", "release": "6", "machine": "x86_64", "python_version": "3.11.7",
+                         "cpu": {"brand_raw": "Some CPU", "count": 4, "flags": ["avx2", "avx512f"]}},
+        "commit_info": {"id": "abc", "dirty": False},
+        "benchmarks": [bench],
+        "datetime": "2026-11-23T12:00:00+00:00",
+        "version": "5.3.1",
+    }  # fmt: skip
+
+
+def test_foreign_cell_with_null_params_when_the_schema_allows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.importers import pytest_benchmark as pb
+
+    bench = {"name": "test_f", "fullname": "t.py::test_f", "extra_info": {}, "options": {"timer": "perf_counter"},
+             "stats": {"data": [0.002, 0.001, 0.003], "iterations": 5, "rounds": 3, "min": 0.001}}  # fmt: skip
+    monkeypatch.setattr(pb, "schema_accepts_null_params", lambda: True)
+    cell = pb.convert_benchmark(bench, "2026-11-23T12:00:00Z", "cpu", "x.json")
+    assert cell["status"] == "ok" and cell["metrics"]["params"] is None and cell["unavailable"]["params"]
+    assert cell["samples_ms"] == [2.0, 1.0, 3.0] and cell["timing"]["iters_per_sample"] == 5
+    assert cell["metrics"]["latency_ms"]["p50"] == 2.0
+    assert cell["metrics"]["throughput_per_s"] == pytest.approx(500.0)  # 1 item / 2 ms
+    assert cell["imported"]["assumed"]["mode"]  # the schema-required mode is labelled as assumed
+
+
+def test_environment_and_provenance_come_from_machine_and_commit_info() -> None:
+    from harness.importers import pytest_benchmark as pb
+
+    bench = {"name": "test_f", "fullname": "t.py::test_f", "stats": {"data": [0.001, 0.002], "iterations": 1}}
+    doc = pb.convert(_pb_doc(bench), "x.json", tag="n", device="cuda", sha256="f" * 64)
+    env = doc["environment"]
+    assert env["host"] == "box" and env["python"] == "3.11.7" and env["cpu"]["model"] == "Some CPU"
+    assert env["cpu"]["logical_cores"] == 4 and env["cpu"]["flags_dl"]["avx2"] and not env["cpu"]["flags_dl"]["avx"]
+    assert env["memory_bytes"] is None and env["gpus_reason"]
+    assert doc["cells"][0]["spec"]["device"] == "cuda:0"  # --device, normalized
+    assert doc["imported"]["commit_info"]["id"] == "abc" and doc["imported"]["sha256"] == "f" * 64
+    assert doc["created"] == "2026-11-23T12:00:00Z" and doc["run_id"].startswith("20261123T120000Z-box-")
+    with pytest.raises(ValueError, match="unknown device"):
+        pb.convert(_pb_doc(bench), "x.json", device="gpu")
