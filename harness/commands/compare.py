@@ -1,4 +1,4 @@
-"""``harness compare BASELINE CANDIDATE``: statistically tested per-cell deltas; exit 1
+"""``harness compare BASELINE CANDIDATE`` (or ``--baseline [NAME] CANDIDATE``): statistically tested per-cell deltas; exit 1
 on a regression (the CI contract), 0 otherwise, 2 on usage errors.
 
 BASELINE and CANDIDATE are each a result file or a directory of result files; several
@@ -23,11 +23,17 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
         help="compare a candidate run against a baseline (exit 1 on a regression)",
+        usage="harness compare BASELINE CANDIDATE [options]\n       harness compare --baseline [NAME] CANDIDATE [options]",
         description="Per-cell deltas with confidence intervals and significance. A cell regresses only "
         "when the change is significant (Holm-adjusted) AND exceeds its threshold.",
     )
-    p.add_argument("baseline", help="baseline result file, or a directory of repeated runs")
-    p.add_argument("candidate", help="candidate result file, or a directory of repeated runs")
+    p.add_argument("sides", nargs="*", metavar="BASELINE CANDIDATE",
+                   help="baseline and candidate: each a result file or a directory of repeated runs "
+                        "(with --baseline: only the CANDIDATE)")  # fmt: skip
+    p.add_argument("--baseline", dest="baseline_name", nargs="?", const="default", default=None, metavar="NAME",
+                   help="use the stored baseline NAME (default: default; see 'harness baseline') as BASELINE; "
+                        "write NAME right after --baseline or as --baseline=NAME")  # fmt: skip
+    p.add_argument("--store", default=None, help="baseline store for --baseline (default: $HARNESS_BASELINE_DIR or ./baselines)")
     p.add_argument("--threshold", default=None, help="PCT (e.g. 5 or 5%%) or 'auto' (noise-derived; the default)")
     p.add_argument("--metric", default="latency_ms",
                    help="latency_ms (default, from raw samples), throughput_per_s, or a metric path "
@@ -58,6 +64,32 @@ def _load_side(path: str, what: str) -> list[dict[str, Any]]:
     return loaded.runs
 
 
+def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """(baseline documents, candidate path) from BASELINE CANDIDATE or --baseline [NAME] CANDIDATE."""
+    sides = list(args.sides)
+    name = args.baseline_name
+    if name is None:
+        if len(sides) != 2:
+            raise UsageError("give BASELINE and CANDIDATE (result files or directories), or --baseline [NAME] CANDIDATE")
+        return _load_side(sides[0], "baseline"), sides[1]
+    if not sides and Path(name).exists():  # `--baseline CANDIDATE`: argparse took the candidate as NAME
+        sides, name = [name], "default"
+    if len(sides) != 1:
+        raise UsageError("with --baseline give only the CANDIDATE (the baseline comes from the store)"
+                         if sides else "--baseline needs a CANDIDATE result file or directory")  # fmt: skip
+    from harness.baseline import BaselineError, get_baseline, load_baseline_runs
+
+    try:
+        stored = get_baseline(name, args.store)
+        runs = load_baseline_runs(stored)
+    except BaselineError as e:
+        raise UsageError(str(e)) from None
+    m = stored.manifest
+    commits = ", ".join(c[:12] for c in m.get("git_commits") or []) or "unknown"
+    print(f"baseline {name!r}: {len(runs)} run(s) set {m.get('set_at')}, git {commits} ({stored.path})", file=sys.stderr)
+    return runs, sides[0]
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.compare import CompareError, CompareSettings, compare_docs, parse_threshold, settings_from_config
 
@@ -86,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     except CompareError as e:
         raise UsageError(str(e)) from None
 
-    base = _load_side(args.baseline, "baseline")
-    cand = _load_side(args.candidate, "candidate")
+    base, candidate = _sides(args)
+    cand = _load_side(candidate, "candidate")
     result = compare_docs(base, cand, settings)
     if not any(c.verdict not in ("only_baseline", "only_candidate") for c in result.cells):
         print("warning: the two sides have no cell in common", file=sys.stderr)

@@ -1,0 +1,160 @@
+"""``harness export``: CSV and Parquet tables read back and checked against the result
+files they came from (a real smoke run for the shape, small documents for edge cases)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.export import ExportError, cell_rows, export
+from tests.conftest import run_cli
+from tests.test_store import make_cell, make_doc, write
+
+
+def _read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _num(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def test_csv_of_a_real_run_matches_the_result_file(smoke_run: dict[str, Any], tmp_path: Path) -> None:
+    assert smoke_run["files"], smoke_run["proc"].stderr
+    doc = smoke_run["doc"]
+    out = tmp_path / "cells.csv"
+    proc = run_cli(["export", "--format", "csv", "-o", str(out), str(smoke_run["out"])])
+    assert proc.returncode == 0, proc.stderr
+    assert f"exported {len(doc['cells'])} rows" in proc.stderr
+    rows = _read_csv(out.read_text())
+    assert [r["cell_id"] for r in rows] == [c["id"] for c in doc["cells"]]
+    for row, cell in zip(rows, doc["cells"]):
+        assert row["run_id"] == doc["run_id"] and row["created"] == doc["created"] and row["tag"] == "e2e"
+        assert row["host"] == doc["environment"]["host"]
+        assert row["git_commit"] == (doc["harness"].get("git_commit") or "")
+        for f in ("workload", "backend", "device", "variant", "mode", "size"):
+            assert row[f] == cell["spec"][f]
+        assert int(row["batch_size"]) == cell["spec"]["batch_size"] and row["world_size"] == ""
+        assert row["status"] == cell["status"] and int(row["n_samples"]) == len(cell["samples_ms"])
+        m = cell["metrics"]
+        if cell["status"] != "ok":
+            continue
+        for k in ("p50", "p90", "p99", "mean", "std", "min", "max", "ci95_low", "ci95_high"):
+            assert _num(row[f"latency_ms.{k}"]) == m["latency_ms"][k], k  # exact: shortest round-trip text
+        assert _num(row["throughput_per_s"]) == m["throughput_per_s"]
+        assert int(row["peak_host_mem_bytes"]) == m["peak_host_mem_bytes"] and int(row["params"]) == m["params"]
+        assert _num(row["throughput_ci95_per_s.0"]) == m["throughput_ci95_per_s"][0]
+        # not measured here: empty, never 0, and the reason in its own column
+        assert m["peak_device_mem_bytes"] is None and row["peak_device_mem_bytes"] == ""
+        assert row["unavailable.peak_device_mem_bytes"] == cell["unavailable"]["peak_device_mem_bytes"]
+        assert row["energy.source"] == m["energy"]["source"]
+        if m["energy"]["energy_j"] is None:
+            assert row["energy.energy_j"] == "" and row["energy.reason"] == m["energy"]["reason"]
+        else:
+            assert _num(row["energy.energy_j"]) == m["energy"]["energy_j"]
+        assert int(row["timing.iters_per_sample"]) == cell["timing"]["iters_per_sample"]
+
+
+def test_samples_long_format_is_every_raw_sample_in_order(smoke_run: dict[str, Any]) -> None:
+    doc = smoke_run["doc"]
+    proc = run_cli(["export", "--samples", "--mode", "training", str(smoke_run["files"][0])])
+    assert proc.returncode == 0, proc.stderr
+    rows = _read_csv(proc.stdout)
+    cells = [c for c in doc["cells"] if c["spec"]["mode"] == "training"]
+    assert len(rows) == sum(len(c["samples_ms"]) for c in cells)
+    for cell in cells:
+        mine = [r for r in rows if r["cell_id"] == cell["id"]]
+        assert [float(r["latency_ms"]) for r in mine] == cell["samples_ms"]
+        assert [int(r["sample_index"]) for r in mine] == list(range(len(cell["samples_ms"])))
+        assert {r["mode"] for r in mine} == {"training"} and {r["run_id"] for r in mine} == {doc["run_id"]}
+
+
+def _edge_docs() -> list[dict[str, Any]]:
+    ddp = make_cell("mlp", "training", 8, world_size=2, precision="tf32")
+    odd = make_cell("cnn")
+    odd["metrics"]["status"] = "metric named like a column"
+    return [
+        make_doc("20261101T000000Z-a-000001", "2026-11-01T00:00:00Z", "a", "nightly",
+                 cells=[make_cell(), ddp, make_cell("cnn", status="skipped"), make_cell("transformer", status="failed")]),
+        make_doc("20261120T000000Z-b-000002", "2026-11-20T00:00:00Z", "b", "pr-7", cells=[odd]),
+    ]  # fmt: skip
+
+
+def test_edge_cases_extra_spec_fields_failures_and_name_clashes() -> None:
+    buf = io.StringIO()
+    rows = list(cell_rows(_edge_docs()))
+    from harness.export import columns_of, write_csv
+
+    cols = columns_of(rows)
+    write_csv(rows, cols, buf)
+    back = {(r["run_id"][-1], r["cell_id"]): r for r in _read_csv(buf.getvalue())}
+    ddp = back[("1", "mlp/torch/cpu/fp32/training/bs8/tiny")]
+    assert ddp["world_size"] == "2" and ddp["spec.precision"] == "tf32"
+    assert back[("1", "mlp/torch/cpu/fp32/inference/bs8/tiny")]["world_size"] == ""
+    skipped = back[("1", "cnn/torch/cpu/fp32/inference/bs8/tiny")]
+    assert skipped["status"] == "skipped" and skipped["reason"] == "skipped because of a test"
+    assert skipped["latency_ms.p50"] == "" and skipped["n_samples"] == "0"
+    failed = back[("1", "transformer/torch/cpu/fp32/inference/bs8/tiny")]
+    assert (failed["error_type"], failed["error_message"]) == ("RuntimeError", "boom")
+    odd = back[("2", "cnn/torch/cpu/fp32/inference/bs8/tiny")]
+    assert odd["status"] == "ok" and odd["metrics.status"] == "metric named like a column"
+    assert cols.index("run_id") == 0 and cols.index("latency_ms.p50") < cols.index("unavailable.energy")
+
+
+def test_parquet_reads_back_with_types(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = _edge_docs()
+    out = tmp_path / "cells.parquet"
+    assert export(docs, "parquet", out) == 5
+    table = pq.read_table(out)
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types["latency_ms.p50"] == "double" and types["batch_size"] == "int64"
+    assert types["world_size"] == "int64" and types["noisy"] == "bool" and types["reason"] == "string"
+    rows = table.to_pylist()
+    first = docs[0]["cells"][0]
+    assert rows[0]["latency_ms.p50"] == first["metrics"]["latency_ms"]["p50"]
+    assert rows[0]["peak_device_mem_bytes"] is None and rows[1]["world_size"] == 2 and rows[0]["world_size"] is None
+    assert rows[2]["reason"] == "skipped because of a test"
+    samples = tmp_path / "samples.parquet"
+    n = export(docs, "parquet", samples, samples=True)
+    assert n == sum(len(c["samples_ms"]) for d in docs for c in d["cells"])
+    assert pq.read_table(samples).column("latency_ms").to_pylist()[:5] == first["samples_ms"]
+
+
+def test_missing_pyarrow_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ExportError, match=r"parquet export needs pyarrow: pip install pyarrow==\S+ \(or use --format csv\)"):
+        export(_edge_docs(), "parquet", tmp_path / "x.parquet")
+
+
+def test_cli_filters_and_usage_errors(tmp_path: Path) -> None:
+    d = write(tmp_path / "r", _edge_docs())
+    proc = run_cli(["export", str(d), "--host", "a", "--status", "ok", "--since", "2026-10-01", "--until", "2026-11-01"])
+    assert proc.returncode == 0, proc.stderr
+    rows = _read_csv(proc.stdout)
+    assert sorted(r["cell_id"] for r in rows) == ["mlp/torch/cpu/fp32/inference/bs8/tiny", "mlp/torch/cpu/fp32/training/bs8/tiny"]
+    for args, msg in (
+        ([str(d), "--format", "parquet"], "give an output file with -o"),
+        ([str(d), "-w", "nope"], "no run/cell matches the filters"),
+        ([str(tmp_path / "missing")], "no such result file or directory"),
+        ([str(d), "--since", "last week"], "--since: not an ISO-8601 date"),
+    ):
+        p = run_cli(["export", *args])
+        assert p.returncode == 2, (args, p.stderr)
+        assert msg in p.stderr and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_relative_since() -> None:
+    from harness.commands.export import when
+
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+    assert when("36h", now) == "2026-11-22T00:00:00Z" and when("2w", now) == "2026-11-09T12:00:00Z"
+    assert when("2026-11-01", now) == "2026-11-01" and when(None, now) is None
