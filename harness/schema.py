@@ -62,7 +62,7 @@ CELL_SCHEMA: dict[str, Any] = {
                             "latency_ms": LATENCY_SCHEMA,
                             "throughput_per_s": {"type": "number", "exclusiveMinimum": 0},
                             "peak_host_mem_bytes": {"type": ["integer", "null"]},
-                            "params": {"type": "integer", "minimum": 0},
+                            "params": {"type": ["integer", "null"], "minimum": 0},  # null (+ reason) when there is no model, e.g. an imported benchmark
                         },
                     },
                     "samples_ms": {"minItems": 1},

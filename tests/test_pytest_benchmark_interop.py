@@ -159,7 +159,6 @@ def test_plugin_module_imports_nothing_heavy() -> None:
 
 
 def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[str, Any], tmp_path: Path) -> None:
-    from harness.importers.pytest_benchmark import schema_accepts_null_params
     from harness.results import load_result
 
     src = sessions["base"] / "a.json"
@@ -199,10 +198,7 @@ def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[s
     assert plain["spec"]["workload"] == benches["test_plain_python"]["fullname"]
     assert plain["samples_ms"] == [x * 1000.0 for x in benches["test_plain_python"]["stats"]["data"]]
     assert plain["unavailable"]["params"]
-    if schema_accepts_null_params():
-        assert plain["status"] == "ok" and plain["metrics"]["params"] is None
-    else:
-        assert plain["status"] == "skipped" and "parameter count" in plain["reason"]
+    assert plain["status"] == "ok" and plain["metrics"]["params"] is None
 
 
 def test_summary_only_save_imports_as_skipped_and_save_data_as_ok(sessions: dict[str, Any], tmp_path: Path) -> None:
@@ -300,12 +296,11 @@ def _pb_doc(bench: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_foreign_cell_with_null_params_when_the_schema_allows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_foreign_cell_has_null_params_with_the_reason() -> None:
     from harness.importers import pytest_benchmark as pb
 
     bench = {"name": "test_f", "fullname": "t.py::test_f", "extra_info": {}, "options": {"timer": "perf_counter"},
              "stats": {"data": [0.002, 0.001, 0.003], "iterations": 5, "rounds": 3, "min": 0.001}}  # fmt: skip
-    monkeypatch.setattr(pb, "schema_accepts_null_params", lambda: True)
     cell = pb.convert_benchmark(bench, "2026-11-23T12:00:00Z", "cpu", "x.json")
     assert cell["status"] == "ok" and cell["metrics"]["params"] is None and cell["unavailable"]["params"]
     assert cell["samples_ms"] == [2.0, 1.0, 3.0] and cell["timing"]["iters_per_sample"] == 5

@@ -30,9 +30,7 @@ Cell identity:
   machine_info describes only the CPU), variant and size ``-``, batch size 1 (one call
   is one item, so throughput is calls per second) and mode ``inference`` because the
   schema needs one of its two modes (recorded under ``imported.assumed``). Its
-  ``params`` is ``null`` with the reason; where the installed result schema does not yet
-  accept a null ``params`` in an ``ok`` cell, the cell is stored as ``skipped`` with
-  that reason (its samples are kept) instead of writing a made-up parameter count.
+  ``params`` is ``null`` with the reason (there is no model to count).
 
 Memory, energy and first-call latency are not in pytest-benchmark's data: they are
 ``null`` with the reason in ``unavailable``.
@@ -40,7 +38,6 @@ Memory, energy and first-call latency are not in pytest-benchmark's data: they a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -121,27 +118,6 @@ def spec_from_record(d: Mapping[str, Any]) -> Any:
     if not isinstance(d, Mapping):
         raise TypeError(f"a spec must be an object, got {type(d).__name__}")
     return TaskSpec.from_dict(d)
-
-
-@functools.lru_cache(maxsize=1)
-def schema_accepts_null_params() -> bool:
-    """Whether the installed result schema accepts ``params: null`` in an ``ok`` cell
-    (a probe against :mod:`harness.schema`, so the importer follows the schema)."""
-    from harness.schema import validation_errors
-
-    def probe(params: Any) -> list[str]:
-        lat = {k: 1.0 for k in ("p50", "p90", "p99", "mean", "std", "min", "max", "ci95_low", "ci95_high")}
-        cell = {
-            "spec": {"workload": "w", "backend": "b", "device": "cpu", "variant": "v", "mode": "inference",
-                     "batch_size": 1, "size": "s"},
-            "status": "ok", "reason": None, "samples_ms": [1.0],
-            "metrics": {"latency_ms": lat, "throughput_per_s": 1.0, "peak_host_mem_bytes": None, "params": params},
-        }  # fmt: skip
-        doc = {"schema_version": 1, "run_id": "probe", "environment": {"host": "h", "os": {}, "python": "3", "cpu": {}},
-               "cells": [cell], "suite": {}, "harness": {"version": "0"}}  # fmt: skip
-        return validation_errors(doc)
-
-    return not probe(None) and not probe(1)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -335,13 +311,6 @@ def convert_benchmark(bench: Mapping[str, Any], created: str, device: str, sourc
         "peak_device_mem_bytes": None,
     })  # fmt: skip
     cell["metrics"] = metrics
-    if metrics.get("params") is None and not schema_accepts_null_params():
-        cell["status"] = "skipped"
-        cell["reason"] = (
-            f"imported with raw samples but without a parameter count ({unavailable['params']}); this "
-            "dl-harness's result schema requires one for ok cells, so the cell is kept as skipped"
-        )
-        cell["metrics"] = {}
     return cell
 
 
