@@ -7,6 +7,11 @@ rewrites the file after every finished cell, so an interrupted or killed run kee
 what it finished (``complete: false``).
 
 Schema history (bump ``SCHEMA_VERSION`` and add a migration for every change):
+  v2 (issue 7): optional ``spec.world_size`` and ``metrics.distributed`` (data-parallel
+              cells); ``metrics.params`` may be null in an ok cell (with the reason in
+              ``unavailable``: imported benchmarks without a model). v1 files are
+              valid v2 files; the migration only bumps the number. A v1-only reader
+              refuses v2 files with "upgrade dl-harness" instead of misreading them.
   v1 (0.1.0): schema_version, run_id, created, finished, complete, interrupted, tag,
               harness{version, git_commit, git_dirty}, environment, suite, cells[]
               with spec, status, reason, error, metrics, unavailable, timing,
@@ -28,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-SCHEMA_VERSION = 1  # see the schema history in the module docstring
+SCHEMA_VERSION = 2  # see the schema history in the module docstring
 
 STATUSES = ("ok", "skipped", "failed")
 
@@ -113,7 +118,12 @@ def _migrate_v0(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0}
+def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["schema_version"] = 2  # v2 only added optional fields and relaxed params
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0, 1: _migrate_v1}
 
 
 def migrate(doc: dict[str, Any], source: str = "<doc>") -> dict[str, Any]:
