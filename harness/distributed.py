@@ -23,6 +23,7 @@ matching ``world_size: 1`` cell, ``speedup_vs_1`` and ``scaling_efficiency``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -128,12 +129,28 @@ def nproc_per_node(spec: TaskSpec, settings: Settings) -> int:
 
 
 def threads_per_worker(spec: TaskSpec, settings: Settings, cpu_count: int | None = None) -> int:
-    """Intra-op threads of each worker: ``threads`` when set, else this machine's cores
-    shared evenly by its workers (so N workers never oversubscribe the CPU)."""
+    """Intra-op threads of each worker: ``threads`` when set, else ``worker_threads``
+    (the runner sets it so every world size of a sweep gets the same threads per
+    worker), else this machine's cores shared evenly by the cell's workers."""
     if settings.threads is not None:
         return settings.threads
+    if settings.worker_threads is not None:
+        return settings.worker_threads
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     return max(1, cores // nproc_per_node(spec, settings))
+
+
+def sweep_worker_threads(cells: list[TaskSpec], settings: Settings, cpu_count: int | None = None) -> int | None:
+    """Threads per CPU worker for a run: the cores divided by the largest number of
+    workers any CPU data-parallel cell puts on a node, so a world-size sweep adds
+    workers with equal resources (as each GPU worker gets one GPU) instead of comparing
+    N single-thread workers with one worker using every core. None when the run has
+    no CPU data-parallel cell or ``threads`` is set."""
+    local = [int(c.world_size) // settings.nnodes for c in cells if c.world_size and c.device == "cpu"]
+    if not local or settings.threads is not None:
+        return None
+    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, cores // max(local))
 
 
 def torchrun_command(spec: TaskSpec, settings: Settings, request: Path, out_dir: Path,
@@ -144,7 +161,10 @@ def torchrun_command(spec: TaskSpec, settings: Settings, request: Path, out_dir:
     if settings.nnodes == 1 and not settings.rdzv_endpoint:
         cmd += ["--standalone"]
     else:
-        rdzv_id = settings.rdzv_id or f"dlh-{spec.workload}-{spec.variant}-bs{spec.batch_size}-ws{spec.world_size}"
+        # one rendezvous per cell, even with a user-given id: a node that skipped a cell
+        # must never join another cell's job
+        digest = hashlib.sha1(spec.id.encode()).hexdigest()[:12]
+        rdzv_id = f"{settings.rdzv_id or 'dlh'}-{digest}"
         cmd += [f"--nnodes={settings.nnodes}", f"--rdzv-backend={settings.rdzv_backend}",
                 f"--rdzv-endpoint={settings.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
     return cmd + ["-m", "harness.distributed", str(request), str(out_dir)]
@@ -155,7 +175,10 @@ def launch_torchrun(spec: TaskSpec, settings: Settings, base_cell: Callable[[Tas
     from harness.runner import worker_env
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dlh-ddp-") as td:
+    # inside the runner's cell directory when there is one: the runner removes it even
+    # when it has to kill this process (Ctrl-C, timeout)
+    base = os.environ.get("DLH_CELL_DIR")
+    with tempfile.TemporaryDirectory(prefix="dlh-ddp-", dir=base if base and os.path.isdir(base) else None) as td:
         req, out = Path(td, "request.json"), Path(td, "ranks")
         out.mkdir()
         req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
@@ -163,9 +186,10 @@ def launch_torchrun(spec: TaskSpec, settings: Settings, base_cell: Callable[[Tas
         env["OMP_NUM_THREADS"] = str(threads_per_worker(spec, settings))
         env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         cmd = torchrun_command(spec, settings, req, out)
-        # our own deadline, a little before the runner's, so torchrun can stop its
-        # workers (they run in their own sessions) and the cell keeps the output tail
-        deadline = max(1.0, settings.timeout_s * 0.95 - TORCHRUN_GRACE_S)
+        # the cell's timeout is enforced here (the runner waits TORCHRUN_GRACE_S longer
+        # for data-parallel cells), so torchrun can stop its workers (they run in their
+        # own sessions) and the cell keeps the output tail
+        deadline = settings.timeout_s
         # torchrun's output (the workers' tracebacks included) goes to this worker's own
         # output, whose tail the runner keeps with a failed cell
         sys.stdout.flush()
@@ -220,7 +244,11 @@ def _pick_cell(spec: TaskSpec, settings: Settings, ranks: dict[int, dict[str, An
     if 0 in ranks and ranks[0].get("status") == "skipped":
         return ranks[0]
     cell = base_cell(spec)
-    cell["reason"] = f"torchrun exited with status {rc} without a result from rank 0"
+    if 0 in ranks:
+        cell["reason"] = (f"rank 0 finished ({ranks[0].get('status')}) but torchrun exited with status {rc}: "
+                          "another worker failed without a result (see the output tail)")
+    else:
+        cell["reason"] = f"torchrun exited with status {rc} without a result from rank 0"
     cell["error"] = {"type": "WorkerCrash", "message": cell["reason"], "stderr_tail": tail, "returncode": rc}
     return cell
 
@@ -310,6 +338,8 @@ def rank_main(argv: list[str] | None = None) -> int:
         print("usage: torchrun ... -m harness.distributed REQUEST.json OUT_DIR", file=sys.stderr)
         return 2
     _die_with_parent()
+    if os.getppid() == 1:  # torchrun died before PR_SET_PDEATHSIG took effect
+        return 1
     request = json.loads(Path(args[0]).read_text())
     spec = TaskSpec.from_dict(request["spec"])
     settings = Settings(**request["settings"])
@@ -352,6 +382,9 @@ def _default(o: Any) -> Any:
 # ----------------------------------------------------------------------------- scaling
 
 
+SUPERLINEAR = 1.05  # efficiency above this is flagged (cache effects rarely explain more)
+
+
 def scaling_key(spec: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(spec.get(k)) for k in ("workload", "backend", "device", "variant", "mode", "batch_size", "size"))
 
@@ -385,6 +418,15 @@ def attach_scaling(cells: list[dict[str, Any]]) -> None:
         d["speedup_vs_1"] = thr / thr1
         d["scaling_efficiency"] = thr / (ws * thr1)
         d["scaling_baseline_cell"] = b.get("id")
+        noisy = [x.get("id") for x in (b, c) if (x.get("metrics") or {}).get("noisy")]
+        d.pop("scaling_warning", None)
+        if d["scaling_efficiency"] > SUPERLINEAR:
+            d["scaling_warning"] = (
+                f"superlinear ({d['scaling_efficiency']:.0%}): more than N times one worker's throughput usually "
+                "means the 1-worker cell was slowed (CPU contention: compare timing.loadavg_1m_* with the core "
+                "count; noise), not that workers help each other")
+        elif noisy:
+            d["scaling_warning"] = f"noisy timing in {', '.join(map(str, noisy))}: the efficiency is uncertain"
         d["scaling_method"] = "throughput_per_s(N) / (N x throughput_per_s(1)), p50-based, same run"
         unavailable.pop("distributed.scaling_efficiency", None)
         unavailable.pop("distributed.speedup_vs_1", None)

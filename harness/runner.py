@@ -30,6 +30,7 @@ from harness.suite import Settings, Suite, TaskSpec
 from harness.worker import empty_cell
 
 STDERR_TAIL_CHARS = 4000
+DP_GRACE_S = 60.0  # extra time the runner allows a data-parallel cell to stop torchrun
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,17 +87,22 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
         req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
         req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
         t0 = time.perf_counter()
+        env = worker_env()
+        env["DLH_CELL_DIR"] = td  # scratch space removed by us even if the worker is killed
+        # a data-parallel cell enforces its timeout itself (so torchrun can stop its
+        # workers and the output is kept); this is the backstop
+        limit = settings.timeout_s + (DP_GRACE_S if spec.world_size is not None else 0.0)
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
                 [python, "-m", "harness.worker", str(req), str(res)],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                env=worker_env(),
+                env=env,
                 start_new_session=True,  # terminal Ctrl-C reaches the parent only
             )
             try:
-                rc = proc.wait(timeout=settings.timeout_s)
+                rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 cell = empty_cell(spec)
@@ -179,6 +185,12 @@ def run_suite(
     calibration = find_calibration(doc["environment"]["fingerprint"], default_dirs(out_dir))
     if calibration:  # measured peaks of this machine: MFU and the report's roofline
         doc["calibration"] = calibration
+    from harness.distributed import sweep_worker_threads
+
+    wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
+    if wt is not None:  # every world size of the sweep gets the same threads per CPU worker
+        suite = dataclasses.replace(suite, settings=dataclasses.replace(suite.settings, worker_threads=wt))
+        doc["suite"] = suite.to_record(len(cells))
     path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
     interrupted = False
     progress = _progress(show_progress)

@@ -143,6 +143,9 @@ class Settings:
     rdzv_endpoint: str | None = None  # HOST:PORT of the rendezvous (None with nnodes 1: --standalone)
     rdzv_id: str | None = None  # job id shared by all nodes (None: derived from the cell)
     rdzv_backend: str = "c10d"
+    # intra-op threads per CPU data-parallel worker (None: set by the runner to the
+    # cores / the largest number of workers per node in the run; recorded)
+    worker_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.tpu is not None and (not isinstance(self.tpu, str) or not self.tpu.strip()):
@@ -163,6 +166,10 @@ class Settings:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if isinstance(self.nnodes, bool) or not isinstance(self.nnodes, int) or self.nnodes < 1:
             raise ValueError(f"nnodes must be a positive integer, got {self.nnodes!r}")
+        if not isinstance(self.rdzv_backend, str) or not self.rdzv_backend.strip():
+            raise ValueError(f"rdzv_backend must be a non-empty name, got {self.rdzv_backend!r}")
+        if self.worker_threads is not None and (isinstance(self.worker_threads, bool) or self.worker_threads < 1):
+            raise ValueError(f"worker_threads must be >= 1, got {self.worker_threads!r}")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous, the same on every node)")
 
@@ -223,6 +230,7 @@ SETTING_TYPES: dict[str, Any] = {
     "rdzv_endpoint": {"type": ["string", "null"], "minLength": 1},
     "rdzv_id": {"type": ["string", "null"], "minLength": 1},
     "rdzv_backend": {"type": "string", "minLength": 1},
+    "worker_threads": {"type": ["integer", "null"], "minimum": 1},
 }
 
 
@@ -261,7 +269,19 @@ def suite_schema() -> dict[str, Any]:
             },
             "exclude": {
                 "type": ["array", "null"],
-                "items": {"type": "object", "minProperties": 1, "propertyNames": {"enum": list(AXES) + ["size"]}},
+                "items": {
+                    "type": "object", "minProperties": 1, "additionalProperties": False,
+                    "properties": {
+                        "workload": {"enum": registry.names("workload")},
+                        "backend": {"enum": registry.names("backend")},
+                        "variant": {"enum": registry.names("variant")},
+                        "device": {"type": "string", "pattern": DEVICE_RE.pattern},
+                        "mode": {"enum": list(MODES)},
+                        "batch_size": {"type": "integer", "minimum": 1},
+                        "world_size": {"type": "integer", "minimum": 1},
+                        "size": {"type": "string"},
+                    },
+                },
             },
         },
     }
@@ -295,16 +315,20 @@ def _key_node(root: Any, path: list[Any], key: str) -> Any:
 
 
 def _schema_message(err: Any) -> tuple[str, list[Any]]:
-    """(one-line message naming the allowed values, path of the offending node)."""
+    """(one-line message naming the allowed values, path of the offending node; a path
+    ending in ``KEY_MARK, key`` points at a mapping key rather than a value)."""
     path = list(err.absolute_path)
     where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[") or "suite"
     v = err.validator
     if v == "additionalProperties":
         allowed = sorted((err.schema.get("properties") or {}).keys())
         extra = sorted(set(err.instance) - set(allowed))
-        return (f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(allowed)}", path + [extra[0]])
+        return (f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(allowed)}", path + [KEY_MARK, extra[0]])
     if v == "enum":
-        return f"{where}: {err.instance!r} is not valid; choose from: {', '.join(map(str, err.validator_value))}", path
+        msg = f"{where}: {err.instance!r} is not valid; choose from: {', '.join(map(str, err.validator_value))}"
+        if "propertyNames" in list(err.absolute_schema_path):  # a bad key: point at it
+            return msg, path + [KEY_MARK, str(err.instance)]
+        return msg, path
     if v == "anyOf":  # an axis: report the failing item, not the alternatives
         best = None
         for sub in err.context or []:
@@ -326,7 +350,8 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
     if v == "propertyNames":
         allowed = (err.validator_value or {}).get("enum") or []
         bad = sorted(str(k) for k in err.instance if k not in allowed)
-        return f"{where}: unknown key {bad[0] if bad else '?'!r}; choose from: {', '.join(map(str, allowed))}", path
+        key = bad[0] if bad else "?"
+        return f"{where}: unknown key {key!r}; choose from: {', '.join(map(str, allowed))}", path + [KEY_MARK, key]
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
         return f"{where}: {err.instance!r} is not of type {want}", path
@@ -351,29 +376,53 @@ def validate_suite_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}:1: a suite must be a YAML mapping with keys {sorted(SUITE_KEYS)}")
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(suite_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        msg, path = _schema_message(errors[0])
-        if errors[0].validator == "additionalProperties" and path:
-            node = _key_node(root, path[:-1], str(path[-1]))
-        else:
-            node = _node_at(root, path)
-        line = node.start_mark.line + 1 if node is not None else 1
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    # YAML's 2.0 is not an integer here (jsonschema would accept it as one)
+    strict = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+            "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)),
+    )
+    found = []
+    for err in strict(suite_schema()).iter_errors(data):
+        msg, path = _schema_message(err)
+        found.append((_line(root, path), msg))
+    if found:
+        found.sort(key=lambda t: t[0])  # the first problem in the file
+        line, msg = found[0]
+        more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
         raise ConfigError(f"{source}:{line}: {msg}{more}")
-    return data
+    return root, data
+
+
+KEY_MARK = object()  # in an error path: the next element is a mapping key to point at
+
+
+def _line(root: Any, path: list[Any]) -> int:
+    """1-based line of the node an error path points at."""
+    if KEY_MARK in path:
+        i = path.index(KEY_MARK)
+        node = _key_node(root, path[:i], str(path[i + 1]))
+    else:
+        node = _node_at(root, path)
+    return node.start_mark.line + 1 if node is not None else 1
 
 
 def parse_suite(text: str, source: str) -> Suite:
     """Parse and validate suite YAML; raise ConfigError naming file, line and what is
     allowed."""
-    data = validate_suite_yaml(text, source)
+    root, data = validate_suite_yaml(text, source)
     settings_raw = data.get("settings") or {}
     try:
         settings = Settings(**settings_raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: settings: {e}") from None
+    except (TypeError, ValueError) as e:  # a rule across fields: point at the field it names
+        field_name = next((k for k in settings_raw if str(e).startswith(str(k))), None)
+        line = _line(root, ["settings", KEY_MARK, field_name] if field_name else ["settings"])
+        raise ConfigError(f"{source}:{line}: settings: {e}") from None
+    for i, ws in enumerate(_as_list((data.get("matrix") or {}).get("world_size"))):
+        if ws % settings.nnodes:
+            line = _line(root, ["matrix", "world_size"] + ([i] if isinstance(data["matrix"]["world_size"], list) else []))
+            raise ConfigError(f"{source}:{line}: matrix.world_size: {ws} is not a multiple of nnodes "
+                              f"{settings.nnodes} (every node runs world_size / nnodes workers)")
     matrix = {k: (v if isinstance(v, dict) else _as_list(v)) for k, v in (data.get("matrix") or {}).items()}
     exclude = data.get("exclude") or []
     return Suite(
@@ -477,6 +526,9 @@ def expand(suite: Suite) -> list[TaskSpec]:
             _dedupe(backends), _dedupe(devices), _dedupe(variants), _dedupe(modes), _dedupe(bss)
         ):
             for ws in (_dedupe(world_sizes) if mode == "training" and world_sizes else [None]):
+                if ws is not None and d.startswith("cuda:") and d != "cuda:0":
+                    raise ConfigError(f"device {d} with world_size: data-parallel workers use GPUs 0..N-1 of each "
+                                      "node (set CUDA_VISIBLE_DEVICES to choose them); give -d cuda")
                 spec = TaskSpec(workload=w, backend=b, device=d, variant=v, mode=mode, batch_size=bs,
                                 size=size, world_size=ws)
                 if spec in seen or _excluded(spec, suite.exclude):

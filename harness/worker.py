@@ -170,6 +170,11 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
             if spec.device == "cpu" and local_workers > cores:
                 raise SkipCell(f"{local_workers} CPU workers on {cores} cores would oversubscribe the CPU "
                                "(the scaling it measured would be contention, not data parallelism)")
+            if spec.device.startswith("cuda") and hasattr(backend, "resolve_device"):
+                try:  # one GPU per worker on each node: GPUs 0..local_workers-1 must exist
+                    backend.resolve_device(f"cuda:{local_workers - 1}")
+                except SkipCell as e:
+                    raise SkipCell(f"{local_workers} data-parallel GPU worker(s) per node need as many GPUs: {e}") from None
             if engine == "torchrun":
                 from harness.distributed import launch_torchrun
 

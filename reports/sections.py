@@ -625,7 +625,9 @@ def scaling_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
             (_e(F.ms(C.lat(c, "p50"))), C.lat(c, "p50") or ""),
             (_e(F.throughput(thr)) if F.is_number(thr) else na, thr if F.is_number(thr) else ""),
             (_e(f"{spd:.2f}x") if F.is_number(spd) else na, spd if F.is_number(spd) else ""),
-            (_e(_pct(eff, signed=False)) if F.is_number(eff) else na, eff if F.is_number(eff) else ""),
+            ((_e(_pct(eff, signed=False)) + (f' <span class="badge warn" title="{_e(d.get("scaling_warning"))}">'
+                                              "check</span>" if d.get("scaling_warning") else ""))
+             if F.is_number(eff) else na, eff if F.is_number(eff) else ""),
         ])
         if F.is_number(thr):
             groups.setdefault(label, []).append((ws, float(thr), eff if F.is_number(eff) else None))

@@ -64,6 +64,12 @@ def test_no_verb_prints_help_and_exits_2(cli):
         ("exclude:\n  - {wrkload: mlp}\n", [":2: exclude[0]", "'wrkload'", "workload"]),
         ("- just\n- a list\n", [":1: a suite must be a YAML mapping"]),
         ("name: x\nmatrix:\n  batch_size: {mlpp: [8]}\n", [":3: matrix.batch_size", "'mlpp'"]),
+        ("matrix:\n  batch_size:\n    mlp: [8]\n    cnn: [4]\n    cnnn: [2]\n", [":5: matrix.batch_size", "'cnnn'"]),
+        ("exclude:\n  - {workload: mlp}\n  - {variant: int8}\n", [":3: exclude[1].variant: 'int8' is not valid",
+                                                                 "int8-dynamic"]),
+        ("matrix:\n  mode: [training]\n  world_size: [2.0]\n", [":3: matrix.world_size[0]: 2.0 is not of type integer"]),
+        ("settings:\n  size: tiny\n  nnodes: 2\n", [":3: settings: nnodes > 1 needs rdzv_endpoint"]),
+        ("settings:\n  threads: 0\n  rdzv_id: ''\n", [":2: settings.threads: must be >= 1", "1 more problem"]),
     ],
 )
 def test_malformed_suite_file_names_file_line_and_allowed_values(cli, tmp_path, text, needles):

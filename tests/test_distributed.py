@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.distributed import attach_scaling, lockstep_measure, threads_per_worker, torchrun_command
+from harness.distributed import (attach_scaling, lockstep_measure, sweep_worker_threads, threads_per_worker,
+                                 torchrun_command)
 from harness.suite import ConfigError, Settings, Suite, TaskSpec, expand
 from harness.timing import TimingConfig
 from tests.conftest import ROOT, only_result
@@ -51,6 +52,12 @@ def test_torchrun_gloo_ddp_two_workers_report_scaling_efficiency(cli, tmp_path):
     d2 = _check_scaling(_by_ws(doc))
     assert d2["engine"].startswith("torchrun") and d2["comm_backend"] == "gloo"
     assert d2["workers_per_node"] == 2 and d2["nnodes"] == 1
+    # equal resources per worker across the sweep: cores / the largest world size
+    import os
+
+    want = max(1, (os.cpu_count() or 1) // 2)
+    assert doc["suite"]["settings"]["worker_threads"] == want
+    assert [_by_ws(doc)[n]["metrics"]["distributed"]["threads_per_worker"] for n in (1, 2)] == [want, want]
     assert len(d2["per_worker_p50_ms"]) == 2
     two = _by_ws(doc)[2]
     # the samples add up to the timed loop's wall time (nothing between steps escapes)
@@ -138,13 +145,24 @@ def test_torchrun_command_standalone_and_rendezvous():
     cmd = torchrun_command(spec, Settings(nnodes=2, rdzv_endpoint="head:29400", rdzv_id="job7"),
                            Path("r.json"), Path("out"), python="py")
     assert "--standalone" not in cmd
-    assert {"--nproc-per-node=2", "--nnodes=2", "--rdzv-endpoint=head:29400", "--rdzv-id=job7",
-            "--rdzv-backend=c10d"} <= set(cmd)
+    assert {"--nproc-per-node=2", "--nnodes=2", "--rdzv-endpoint=head:29400", "--rdzv-backend=c10d"} <= set(cmd)
     assert cmd[-3:] == ["harness.distributed", "r.json", "out"]
-    # workers share the cores unless --threads says otherwise
+    # every cell gets its own rendezvous, even under one user-given id
+    other = TaskSpec("mlp", "torch", "cpu", "fp32", "training", 16, "tiny", world_size=4)
+    ids = {c for spec_ in (spec, other) for c in torchrun_command(
+        spec_, Settings(nnodes=2, rdzv_endpoint="h:1", rdzv_id="job7"), Path("r"), Path("o"))
+        if c.startswith("--rdzv-id=")}
+    assert len(ids) == 2 and all(i.startswith("--rdzv-id=job7-") for i in ids)
+    # workers share the cores unless --threads (or the run's worker_threads) says otherwise
     assert threads_per_worker(spec, Settings(), cpu_count=16) == 4
     assert threads_per_worker(spec, Settings(threads=3), cpu_count=16) == 3
+    assert threads_per_worker(spec, Settings(worker_threads=2), cpu_count=16) == 2
     assert threads_per_worker(spec, Settings(), cpu_count=2) == 1
+    sweep = [TaskSpec("mlp", "torch", "cpu", "fp32", "training", 8, "tiny", world_size=w) for w in (1, 2, 4)]
+    assert sweep_worker_threads(sweep, Settings(), cpu_count=16) == 4  # 16 cores / 4 workers, for all three
+    assert sweep_worker_threads(sweep, Settings(threads=8), cpu_count=16) is None
+    gpu = [TaskSpec("mlp", "torch", "cuda:0", "fp32", "training", 8, "tiny", world_size=8)]
+    assert sweep_worker_threads(gpu, Settings(), cpu_count=16) is None
 
 
 def test_world_size_axis_expands_training_cells_only_and_validates():
@@ -160,6 +178,9 @@ def test_world_size_axis_expands_training_cells_only_and_validates():
                      matrix={"workload": ["mlp"], "mode": ["training"], "world_size": [3]}))
     with pytest.raises(ValueError, match="rdzv_endpoint"):
         Settings(nnodes=2)
+    with pytest.raises(ConfigError, match="GPUs 0..N-1"):
+        expand(Suite(name="t", settings=Settings(size="tiny"),
+                     matrix={"workload": ["mlp"], "mode": ["training"], "device": ["cuda:1"], "world_size": [2]}))
     # old result files (no world_size key) still load as single-process specs
     d = TaskSpec("mlp", "torch", "cpu", "fp32", "training", 8, "tiny").to_dict()
     assert "world_size" not in d and TaskSpec.from_dict(d).world_size is None
@@ -225,10 +246,14 @@ def test_attach_scaling_needs_the_matching_one_worker_cell():
         return {"id": f"x/ws{ws}/bs{bs}", "status": "ok", "spec": spec, "unavailable": {},
                 "metrics": {"throughput_per_s": thr, "distributed": {}}}
 
-    cells = [cell(1, 100.0), cell(4, 300.0), cell(2, 150.0, bs=16)]
+    cells = [cell(1, 100.0), cell(4, 300.0), cell(2, 150.0, bs=16), cell(2, 250.0)]
     attach_scaling(cells)
     assert cells[1]["metrics"]["distributed"]["scaling_efficiency"] == pytest.approx(0.75)
     assert cells[1]["metrics"]["distributed"]["speedup_vs_1"] == pytest.approx(3.0)
+    assert "scaling_warning" not in cells[1]["metrics"]["distributed"]
+    # superlinear scaling is flagged, not presented as a plain fact
+    assert cells[3]["metrics"]["distributed"]["scaling_efficiency"] == pytest.approx(1.25)
+    assert "superlinear" in cells[3]["metrics"]["distributed"]["scaling_warning"]
     # a different batch size is a different experiment: no baseline
     assert cells[2]["metrics"]["distributed"]["scaling_efficiency"] is None
     assert "sweep --world-size 1,N" in cells[2]["unavailable"]["distributed.scaling_efficiency"]
@@ -253,6 +278,9 @@ def test_interrupt_during_a_ddp_cell_keeps_finished_cells_and_leaves_no_workers(
     import time
     import uuid
 
+    import tempfile
+
+    scratch_before = set(Path(tempfile.gettempdir()).glob("dlh-*"))
     marker = f"DLH_TEST_MARK={uuid.uuid4().hex}"
     env = dict(os.environ)
     env["DLH_TEST_MARK"] = marker.split("=", 1)[1]
@@ -283,3 +311,4 @@ def test_interrupt_during_a_ddp_cell_keeps_finished_cells_and_leaves_no_workers(
     assert doc["interrupted"] is True and doc["not_run"] == ["toy_hang/torch/cpu/fp32/training/bs4/tiny/ws2"]
     time.sleep(1.0)  # PR_SET_PDEATHSIG is delivered asynchronously
     assert _pids_with_env(marker) == []
+    assert set(Path(tempfile.gettempdir()).glob("dlh-*")) - scratch_before == set()  # no scratch left

@@ -246,3 +246,42 @@ def test_worker_cell_records_energy_flops_and_timeseries():
     ts = cell["timeseries"]
     assert len(ts["t_s"]) == len(ts["cpu_percent"]) >= 1 and ts["gpu_util_percent"] is None
     assert ts["timed_window_s"][1] > ts["timed_window_s"][0]
+
+
+def test_data_parallel_gpu_cell_meters_worker_0s_gpu_with_its_per_worker_batch():
+    rig = Rig(idle_w={0: 50.0, 1: 20.0}, busy_w={0: 250.0, 1: 60.0})
+    col = EnergyCollector(CFG, nvml_module=gpu_module(rig), clock=rig.clock, sleep=rig.sleep,
+                          env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    e = run_cell(col, rig, {**CUDA0, "world_size": 2, "mode": "training"})
+    assert e["energy_j"] == pytest.approx(500.0, rel=1e-3)  # GPU 0 only
+    assert e["energy_per_sample_j"] == pytest.approx(500.0 / (40 * 8), rel=1e-3)  # its own batch of 8
+    assert "GPU 0 only" in e["data_parallel_scope"]
+
+
+def test_data_parallel_cpu_cell_counts_every_local_workers_samples(tmp_path: Path):
+    root = tmp_path / "powercap"
+    zone(root, "intel-rapl:0", "package-0", 0)
+    state = {"t": 0.0, "uj": 0}
+
+    def clock() -> float:
+        return state["t"]
+
+    def sleep(s: float) -> None:  # a constant 30 W package
+        state["t"] += s
+        state["uj"] += int(30.0 * s * 1e6)
+        (root / "intel-rapl:0" / "energy_uj").write_text(str(state["uj"]))
+
+    for nnodes, workers_here in ((1, 4), (2, 2)):
+        col = EnergyCollector(EnergyConfig(interval_s=3600, idle_s=0.5, powercap_root=str(root)), clock=clock,
+                              sleep=sleep)
+        col.bind({"device": "cpu", "batch_size": 4, "world_size": 4, "settings": {"nnodes": nnodes}})
+        col.start()
+        a = clock()
+        sleep(1.0)
+        b = clock()
+        col.stop()
+        col.observe(SimpleNamespace(samples_s=[0.1] * 10, iters_per_sample=1), (a, b))
+        e = col.metrics()["energy"]
+        # the package is shared by this node's workers: 10 steps x 4 samples x workers on the node
+        assert e["energy_per_sample_j"] == pytest.approx(30.0 / (10 * 4 * workers_here), rel=1e-3)
+        assert f"its {workers_here} data-parallel worker" in e["data_parallel_scope"]

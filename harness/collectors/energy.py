@@ -460,7 +460,9 @@ class EnergyCollector(Collector):
             out["energy_net_j"] = e - out["idle_power_w"] * dur
         if m.channels():  # per-zone joules over the whole tracked span (idle included)
             out["channels_j_tracked"] = m.channels()
-        batch = int(self._spec.get("batch_size") or 0)
+        batch, scope = self._samples_per_step()
+        if scope:
+            out["data_parallel_scope"] = scope
         if self._steps:
             out["energy_per_step_j"] = e / self._steps
             if batch:
@@ -475,3 +477,20 @@ class EnergyCollector(Collector):
         if self._meter is None:
             return {"energy": self._reason or "collector did not run"}
         return {}
+
+    def _samples_per_step(self) -> tuple[int, str | None]:
+        """Samples one metered step processes, and for data-parallel cells what the
+        meter covers: a GPU meter sees worker 0's device only (its per-worker batch); a
+        CPU meter (RAPL, or the estimate) sees the node's package(s), i.e. every worker
+        on this node."""
+        batch = int(self._spec.get("batch_size") or 0)
+        ws = self._spec.get("world_size")
+        if not ws:
+            return batch, None
+        if _cuda_index(str(self._spec.get("device", "cpu"))) is not None:
+            return batch, (f"GPU 0 only (worker 0's device) of {ws} data-parallel workers: energy and power are "
+                           "that GPU's; per-sample figures use its per-worker batch")
+        nnodes = int((self._spec.get("settings") or {}).get("nnodes") or 1)
+        local = max(1, int(ws) // nnodes)
+        return batch * local, (f"this node's CPU package(s), shared by its {local} data-parallel worker(s): "
+                               "per-sample figures use their combined batch")
