@@ -418,7 +418,7 @@ def attach_scaling(cells: list[dict[str, Any]]) -> None:
         d["speedup_vs_1"] = thr / thr1
         d["scaling_efficiency"] = thr / (ws * thr1)
         d["scaling_baseline_cell"] = b.get("id")
-        noisy = [x.get("id") for x in (b, c) if (x.get("metrics") or {}).get("noisy")]
+        noisy = list(dict.fromkeys(x.get("id") for x in (b, c) if (x.get("metrics") or {}).get("noisy")))
         d.pop("scaling_warning", None)
         if d["scaling_efficiency"] > SUPERLINEAR:
             d["scaling_warning"] = (

@@ -14,14 +14,40 @@ def _pct(x: float | None) -> str:
     return f"{x * 100:+.1f}%" if F.is_number(x) else "n/a"
 
 
+def _scaling_markdown(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Data-parallel cells: workers, global throughput, speed-up and efficiency."""
+    rows = []
+    for run in runs:
+        for c in run.get("cells") or []:
+            spec = c.get("spec") or {}
+            if c.get("status") != "ok" or not spec.get("world_size"):
+                continue
+            m = c.get("metrics") or {}
+            d = m.get("distributed") if isinstance(m.get("distributed"), dict) else {}
+            eff = d.get("scaling_efficiency")
+            eff_txt = f"{eff * 100:.1f}%" if F.is_number(eff) else "n/a"
+            warning = str(d.get("scaling_warning") or "")
+            if warning:
+                eff_txt += " (check: superlinear)" if warning.startswith("superlinear") else " (check: noisy timing)"
+            spd = d.get("speedup_vs_1")
+            rows.append(f"| {md_escape(c.get('id') or '')} | {spec['world_size']} | "
+                        f"{md_escape(F.throughput(m.get('throughput_per_s')) or 'n/a')} | "
+                        f"{f'{spd:.2f}x' if F.is_number(spd) else 'n/a'} | {eff_txt} |")
+    if not rows:
+        return []
+    return ["", "#### Data-parallel scaling (global throughput; efficiency vs the same run's 1-worker cell)", "",
+            "| cell | workers | samples/s | speed-up | efficiency |", "|---|--:|--:|--:|--:|", *rows]
+
+
 def markdown_extra(runs: Sequence[dict[str, Any]], prices: Any = None, rank_by: str = "throughput") -> str:
-    """Extra Markdown sections; empty when there is nothing to add (a single run)."""
+    """Extra Markdown sections; empty when there is nothing to add (a single run
+    without data-parallel cells)."""
     from harness.compare import compare_docs
     from harness.history import build_history
     from harness.procurement import machines_of, procurement_entries
     from reports.sections import _by_machine, regression_baseline
 
-    out: list[str] = []
+    out: list[str] = _scaling_markdown(runs)
     series = build_history(runs)
     for machine, mruns in _by_machine(runs).items():
         if len(mruns) < 2:

@@ -72,6 +72,9 @@ def test_torchrun_gloo_ddp_two_workers_report_scaling_efficiency(cli, tmp_path):
     text = html.read_text()
     assert 'id="scaling"' in text and "chart-scaling" in text
     assert f"{d2['scaling_efficiency'] * 100:.1f}%" in text
+    md = cli(["report", str(tmp_path), "--format", "markdown"])
+    assert "#### Data-parallel scaling" in md.stdout
+    assert f"| {two['id']} | 2 |" in md.stdout and f"{d2['scaling_efficiency'] * 100:.1f}%" in md.stdout
 
 
 def test_mirrored_strategy_two_logical_cpu_replicas(cli, tmp_path):
