@@ -262,7 +262,8 @@ class ResultFilter:
 
     Run level: ``host`` (environment.host), ``tag``, ``since`` (created >= since) and
     ``until`` (created < until; a bare date includes that whole day), both ISO-8601
-    UTC. Cell level: the spec fields, ``batch_size`` and ``status``. A run with no
+    UTC. Cell level: the spec fields, ``batch_size``, ``world_size`` (0: single-process
+    cells) and ``status``. A run with no
     cell left after the cell filters is dropped.
     """
 
@@ -273,6 +274,8 @@ class ResultFilter:
     mode: tuple[str, ...] = ()
     size: tuple[str, ...] = ()
     batch_size: tuple[int, ...] = ()
+    # data-parallel workers; 0 selects single-process cells (no world_size in the spec)
+    world_size: tuple[int, ...] = ()
     status: tuple[str, ...] = ()
     host: tuple[str, ...] = ()
     tag: tuple[str, ...] = ()
@@ -288,6 +291,10 @@ class ResultFilter:
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.batch_size
         ):
             raise ValueError(f"batch_size must be a tuple of integers >= 1, got {self.batch_size!r}")
+        if not isinstance(self.world_size, tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.world_size
+        ):
+            raise ValueError(f"world_size must be a tuple of integers >= 0, got {self.world_size!r}")
         bad = [s for s in self.status if s not in STATUSES]
         if bad:
             raise ValueError(f"status {bad[0]!r} is not one of {', '.join(STATUSES)}")
@@ -299,7 +306,7 @@ class ResultFilter:
     @property
     def cell_level(self) -> bool:
         """True when some constraint applies to cells (not only to whole runs)."""
-        return bool(self.status or self.batch_size or any(getattr(self, f) for f in _CELL_FIELDS))
+        return bool(self.status or self.batch_size or self.world_size or any(getattr(self, f) for f in _CELL_FIELDS))
 
     def match_run(self, doc: dict[str, Any]) -> bool:
         """Whether the run's header (host, tag, created) passes the run-level filters."""
@@ -329,6 +336,8 @@ class ResultFilter:
             if allowed and spec.get(f) not in allowed:
                 return False
         if self.batch_size and spec.get("batch_size") not in self.batch_size:
+            return False
+        if self.world_size and (spec.get("world_size") or 0) not in self.world_size:
             return False
         if self.status and cell.get("status") not in self.status:
             return False

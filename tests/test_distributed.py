@@ -65,6 +65,7 @@ def test_torchrun_gloo_ddp_two_workers_report_scaling_efficiency(cli, tmp_path):
     assert sum(two["samples_ms"]) >= d2["wall_per_step_ms"] * d2["steps_timed"] * 0.5
     assert two["metrics"]["flops"] == two["metrics"]["flops_analytic"]  # analytic FLOPs of the global batch
     assert "quality" in two["unavailable"]
+    assert "data-parallel" in two["metrics"]["utilisation"]["data_parallel_scope"]  # what worker 0 saw
     # the report shows the scaling table and chart with the stored efficiency
     html = tmp_path / "r.html"
     rep = cli(["report", str(tmp_path), "-o", str(html)])

@@ -231,3 +231,17 @@ def test_an_edited_schema_is_recompiled(monkeypatch: pytest.MonkeyPatch) -> None
     assert validation_errors(doc) == []
     monkeypatch.setitem(SPEC_SCHEMA["properties"], "size", {"enum": ["small", "base"]})
     assert any("cells/0/spec/size" in e for e in validation_errors(doc))
+
+
+def test_world_size_filter_selects_data_parallel_or_single_process_cells(tmp_path: Path) -> None:
+    single = make_cell("mlp", "training", 8)
+    dp = make_cell("mlp", "training", 8)
+    dp["spec"] = {**dp["spec"], "world_size": 2}
+    d = write(tmp_path / "r", [make_doc(cells=[single, dp])])
+    ws = lambda *n: [c["spec"].get("world_size") for r in query([d], ResultFilter(world_size=n)).runs  # noqa: E731
+                     for c in r["cells"]]
+    assert ws(2) == [2]
+    assert ws(0) == [None]  # 0: cells without world_size
+    assert ws(0, 2) == [None, 2]
+    with pytest.raises(ValueError):
+        ResultFilter(world_size=(-1,))

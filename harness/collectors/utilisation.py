@@ -171,6 +171,13 @@ class UtilisationCollector(Collector):
             out["gpu_util_percent_mean"] = self._mean_in_window("gpu_util_percent")
             out["sm_clock_mhz_mean"] = self._mean_in_window("sm_clock_mhz")
         out["scope"] = "timed loop" if self._window else None
+        ws = self._spec.get("world_size")
+        if ws:  # worker 0's collector: its own process and (on CUDA) its own GPU
+            out["data_parallel_scope"] = (
+                f"{ws} data-parallel workers: process_cpu_percent is the measuring process (worker 0's under "
+                "torchrun, every replica's under an in-process strategy)"
+                + ("; gpu_util_percent and sm_clock_mhz are GPU 0 only" if self._gpu is not None else "")
+                + "; cpu_percent is the whole node")
         return {"utilisation": out}
 
     def cell_fields(self) -> dict[str, Any]:

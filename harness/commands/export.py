@@ -40,6 +40,8 @@ def add_parser(sub: Any) -> None:
     f.add_argument("--mode", action="append", default=[], choices=("inference", "training"))
     f.add_argument("--size", action="append", default=[])
     f.add_argument("--batch-size", action="append", default=[], type=positive_int)
+    f.add_argument("--world-size", action="append", default=[], type=int, metavar="N",
+                   help="data-parallel workers (0: single-process cells)")
     f.add_argument("--status", action="append", default=[], choices=("ok", "skipped", "failed"))
     f.add_argument("--host", action="append", default=[], help="environment host name")
     f.add_argument("--tag", action="append", default=[], help="run tag (harness run --tag)")
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         flt = ResultFilter(
             workload=tuple(args.workload), backend=tuple(args.backend), device=tuple(args.device),
             variant=tuple(args.variant), mode=tuple(args.mode), size=tuple(args.size),
-            batch_size=tuple(args.batch_size), status=tuple(args.status), host=tuple(args.host),
+            batch_size=tuple(args.batch_size), world_size=tuple(args.world_size), status=tuple(args.status),
+            host=tuple(args.host),
             tag=tuple(args.tag), since=when(args.since), until=when(args.until),
         )  # fmt: skip
     except ValueError as e:
