@@ -13,7 +13,7 @@ ORDER = 20
 
 def add_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run a suite and write results/<run_id>.json")
-    run.add_argument("--suite", default=None, help="built-in suite name (quick, smoke) or a YAML file")
+    run.add_argument("--suite", default=None, help="built-in suite (smoke, quick, nightly, procurement: harness list suites) or a YAML file")
     run.add_argument("-w", "--workload", action="append", default=[], help="workload (repeatable)")
     run.add_argument("-b", "--backend", action="append", default=[], help="backend (repeatable)")
     run.add_argument("-d", "--device", action="append", default=[], help="cpu, cuda, cuda:N, tpu (repeatable)")
