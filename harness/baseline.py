@@ -105,10 +105,13 @@ def _sha256(path: Path) -> str:
 
 
 def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store: str | Path | None = None,
-                 note: str | None = None, now: float | None = None) -> Baseline:  # fmt: skip
+                 note: str | None = None, now: float | None = None, allow_mixed: bool = False) -> Baseline:  # fmt: skip
     """Copy the result files under ``sources`` (files or directories) into the store as
     baseline ``name``, replacing any previous one atomically. Raises BaselineError when
-    an input is missing, does not load, has no ``ok`` cell, or the same run is given twice."""
+    an input is missing, does not load, has no ``ok`` cell, the same run is given twice,
+    or (unless ``allow_mixed``) the runs come from different suites or machines: the
+    runs of a baseline are repetitions, and pooling unlike runs would inflate the noise
+    estimate that the gate relies on."""
     check_name(name)
     srcs = [Path(s) for s in sources]
     if not srcs:
@@ -136,6 +139,14 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
             raise BaselineError(f"refusing to set baseline {name!r}: run {rid} is given twice ({seen[rid]} and {f})")
         seen[rid] = f
         runs.append((f, doc))
+    if not allow_mixed:
+        for what, get in (("suites", lambda d: (d.get("suite") or {}).get("name")),
+                          ("machines (fingerprints)", lambda d: (d.get("environment") or {}).get("fingerprint"))):
+            kinds = sorted({str(get(d)) for _, d in runs})
+            if len(kinds) > 1:
+                raise BaselineError(
+                    f"refusing to set baseline {name!r}: the runs come from different {what} ({', '.join(kinds)}); "
+                    "a baseline is repeated runs of one suite on one machine (--allow-mixed to override)")
 
     root = store_dir(store)
     try:
@@ -187,12 +198,21 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
             "ok_cell_count": len(ok_ids),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        mode = 0o777 & ~_umask()  # mkdtemp makes 0700: a shared store must stay readable
+        os.chmod(tmp, mode)
+        os.chmod(tmp / RUNS, mode)
         final = root / name
         old = None
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
             os.replace(final, old / name)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None:  # put the previous baseline back: a failed set changes nothing
+                os.replace(old / name, final)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
@@ -202,6 +222,12 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Baseline(name=name, path=final, manifest=manifest)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _safe_file_name(run_id: str) -> str:
@@ -231,12 +257,25 @@ def get_baseline(name: str = DEFAULT_NAME, store: str | Path | None = None) -> B
 
 
 def load_baseline_runs(baseline: Baseline) -> list[dict[str, Any]]:
-    """The baseline's result documents; BaselineError if none can be read."""
+    """The baseline's result documents. BaselineError when any stored run is missing,
+    unreadable or differs from the checksum recorded when it was set: a gate must not
+    quietly compare against part of its baseline."""
+    for entry in baseline.manifest.get("runs") or []:
+        f = baseline.path / str(entry.get("file"))
+        want = entry.get("sha256")
+        try:
+            got = _sha256(f)
+        except OSError as e:
+            raise BaselineError(f"baseline {baseline.name!r}: stored run {f} is unreadable ({e.strerror or e}); "
+                                "set the baseline again") from None
+        if want and got != want:
+            raise BaselineError(f"baseline {baseline.name!r}: stored run {f} changed since the baseline was set "
+                                "(sha256 mismatch); set the baseline again")
     files = baseline.run_files()
     loaded = load_results(files)
-    if not loaded.runs:
+    if loaded.errors or not loaded.runs:
         why = f": {loaded.errors[0]}" if loaded.errors else ""
-        raise BaselineError(f"baseline {baseline.name!r} in {baseline.path} has no readable result file{why}")
+        raise BaselineError(f"baseline {baseline.name!r} in {baseline.path} has an unreadable result file{why}")
     return loaded.runs
 
 

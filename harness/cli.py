@@ -7,6 +7,7 @@ Exit codes (documented in the README):
   0    success: every cell ok or skipped with a reason; no regression
   1    some cells failed (the rest are saved), or a regression was found
   2    usage or configuration error (one clear line, no traceback)
+  3    internal error: a bug in the harness or a plugin (traceback printed; report it)
   130  interrupted with Ctrl-C (finished cells are saved)
 """
 
@@ -22,7 +23,7 @@ from typing import Sequence
 
 from harness import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130, 3
 
 
 class UsageError(Exception):
@@ -97,3 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - a bug: its own exit code, never read as "regression"
+        traceback.print_exc()
+        print(f"harness {args.verb}: internal error: {type(e).__name__}: {e} (please report it with the "
+              "traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -207,10 +207,14 @@ def observations(docs: Sequence[Mapping[str, Any]], metric: str, stat: str) -> d
     use_samples = metric in ("latency_ms", "throughput_per_s")
     out: dict[str, list[Observation]] = {}
     for doc in docs:
+        seen: set[str] = set()
         for cell in doc.get("cells") or []:
             if not isinstance(cell, Mapping):
                 continue
             key = cell_key(cell)
+            if key in seen:  # a cell repeated inside one run is not another run: first one counts
+                continue
+            seen.add(key)
             status = str(cell.get("status"))
             spec = cell.get("spec") or {}
             runtime = cell.get("runtime") if isinstance(cell.get("runtime"), Mapping) else {}
@@ -316,6 +320,13 @@ class Comparison:
     warnings: list[str]
     baseline_runs: list[str]
     candidate_runs: list[str]
+
+    @property
+    def lost(self) -> list[CellComparison]:
+        """Cells measured in the baseline that the candidate no longer measures (absent,
+        skipped or failed): a gate that ignored them would pass a run that lost its GPU."""
+        return [c for c in self.cells
+                if c.verdict in ("only_baseline", "not_comparable") and c.n_baseline > 0 and c.n_candidate == 0]
 
     @property
     def regressions(self) -> list[CellComparison]:
@@ -436,6 +447,8 @@ def compare_docs(
         cc = CellComparison(key=key, workload=workload, verdict="unchanged")
         if not b_all or not c_all:
             cc.verdict = "only_candidate" if not b_all else "only_baseline"
+            cc.n_baseline = sum(1 for o in b_all if o.value is not None and o.value > 0)
+            cc.n_candidate = sum(1 for o in c_all if o.value is not None and o.value > 0)
             results.append(cc)
             continue
         b = [o for o in b_all if o.value is not None and o.value > 0]

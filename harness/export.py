@@ -223,7 +223,10 @@ def write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: 
             "parquet export needs pyarrow: pip install pyarrow==26.0.1 (or use --format csv)"
         ) from None
     table = pa.table({c: _arrow_column(c, [r.get(c) for r in rows]) for c in columns})
-    pq.write_table(table, str(path), compression="zstd")
+    try:
+        pq.write_table(table, str(path), compression="zstd")
+    except OSError as e:  # pyarrow's own errors (ArrowIOError) are OSErrors too
+        raise ExportError(f"cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def export(docs: Sequence[dict[str, Any]], fmt: str, output: str | Path | None, samples: bool = False) -> int:

@@ -194,9 +194,12 @@ class LoadedResults:
     errors: list[str] = field(default_factory=list)  # one line per skipped file
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, directories expanded to their ``*.json`` files (sorted)."""
+def expand_paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Files as given, directories expanded to their ``*.json`` files (sorted). One
+    path (a ``str`` or ``Path``) is accepted as well as an iterable of them."""
     out: list[Path] = []
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -206,7 +209,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_results(paths: Iterable[str | Path]) -> LoadedResults:
+def load_results(paths: Iterable[str | Path] | str | Path) -> LoadedResults:
     """Load many result files; a bad file is reported in ``errors`` and skipped.
 
     The cyclic garbage collector is paused while loading: parsed result documents are
@@ -344,7 +347,7 @@ class ResultFilter:
         return True
 
 
-def query(paths: Iterable[str | Path], flt: ResultFilter | None = None) -> LoadedResults:
+def query(paths: Iterable[str | Path] | str | Path, flt: ResultFilter | None = None) -> LoadedResults:
     """Load the result files under ``paths`` and keep the runs/cells ``flt`` selects.
 
     Kept runs are the loaded documents with ``cells`` narrowed to the matching ones

@@ -247,3 +247,42 @@ def test_documented_sequence_on_the_smoke_suite(smoke_run: dict[str, Any], secon
     assert (tmp_path / "report" / "nightly.html").stat().st_size > 10_000
     show = run_cli(["baseline", "show", "--name", "smoke"], env=env)
     assert show.returncode == 0 and show.stdout.count("/torch/cpu/fp32/") == 6
+
+
+def test_a_damaged_baseline_is_refused_not_used_in_part(tmp_path: Path, env: dict[str, str]) -> None:
+    src = write(tmp_path / "results", timed_runs(3, 1.0, seed=5))
+    b = set_baseline([src], name="nightly", store=tmp_path / "store")
+    cand = write(tmp_path / "cand", timed_runs(2, 1.0, seed=6))
+    assert run_cli(["compare", "--baseline", "nightly", str(cand)], env=env).returncode == 0
+    victim = sorted((b.path / "runs").glob("*.json"))[0]
+    victim.write_text(victim.read_text()[:200])  # truncated on disk
+    proc = run_cli(["compare", "--baseline", "nightly", str(cand)], env=env)
+    assert proc.returncode == 2 and "set the baseline again" in proc.stderr and "Traceback" not in proc.stderr
+    victim.unlink()
+    proc = run_cli(["compare", "--baseline", "nightly", str(cand)], env=env)
+    assert proc.returncode == 2 and "unreadable" in proc.stderr
+
+
+def test_runs_of_different_machines_or_suites_are_not_one_baseline(tmp_path: Path) -> None:
+    a = timed_runs(2, 1.0, seed=7, host="a")
+    b = timed_runs(2, 1.0, seed=8, host="b")  # make_doc gives each host its own fingerprint
+    src = write(tmp_path / "mixed", a + b)
+    with pytest.raises(BaselineError, match="different machines"):
+        set_baseline([src], name="n", store=tmp_path / "store")
+    other_suite = timed_runs(1, 1.0, seed=9, host="a")
+    other_suite[0]["suite"] = {"name": "quick"}
+    with pytest.raises(BaselineError, match="different suites"):
+        set_baseline([write(tmp_path / "s", a + other_suite)], name="n", store=tmp_path / "store")
+    assert list_baselines(tmp_path / "store") == []
+    assert set_baseline([src], name="n", store=tmp_path / "store", allow_mixed=True).manifest["runs"]
+
+
+def test_a_shared_store_stays_readable(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    b = set_baseline([write(tmp_path / "r", timed_runs(1, 1.0, seed=10))], name="n", store=tmp_path / "store")
+    mask = os.umask(0)
+    os.umask(mask)
+    for d in (b.path, b.path / "runs"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~mask

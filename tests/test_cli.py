@@ -157,3 +157,18 @@ def test_module_entry_point_matches_console_script(cli):
     if script.exists():
         proc2 = subprocess.run([str(script), "--version"], capture_output=True, text=True)
         assert proc2.stdout == proc.stdout
+
+
+def test_an_internal_error_has_its_own_exit_code(monkeypatch, capsys):
+    """A bug (an unexpected exception) exits 3 with the traceback: never 1, which CI
+    reads as "regression" or "failed cells"."""
+    from harness import cli
+    from harness.commands import env as env_cmd
+
+    def boom(args):
+        raise RuntimeError("unexpected state")
+
+    monkeypatch.setattr(env_cmd, "run", boom)
+    assert cli.main(["env"]) == cli.EXIT_INTERNAL == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: RuntimeError: unexpected state" in err

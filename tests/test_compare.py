@@ -238,3 +238,31 @@ def test_one_contaminated_run_per_side_neither_alarms_nor_hides_a_slowdown() -> 
     assert ab.verdict == "regression" and ab.change == pytest.approx(0.10, abs=0.01), ab
     assert ab.test.startswith("trimmed") and any("trimmed" in n for n in ab.notes)
     assert ab.run_noise < 0.02  # the winsorized noise, not inflated by the contaminated runs
+
+
+def test_fail_on_missing_catches_cells_the_candidate_no_longer_measures(tmp_path: Path) -> None:
+    base_docs = runs(2, 1.0, seed=11, workloads=("mlp", "cnn", "transformer"))
+    cand_docs = runs(2, 1.0, seed=12, workloads=("mlp", "cnn", "transformer"))
+    for d in cand_docs:  # cnn now skipped (e.g. the runner lost its GPU), transformer gone
+        cnn = d["cells"][1]
+        d["cells"][1] = {**cnn, "status": "skipped", "reason": "no CUDA device visible", "metrics": {},
+                         "samples_ms": []}
+        del d["cells"][2]
+    res = compare_docs(base_docs, cand_docs)
+    assert sorted(c.key.split("/")[0] for c in res.lost) == ["cnn", "transformer"]
+    assert not res.regressions
+    base, cand = _write(tmp_path / "b", base_docs), _write(tmp_path / "c", cand_docs)
+    plain = run_cli(["compare", str(base), str(cand)])
+    assert plain.returncode == 0 and "warning: 2 cell(s) measured in the baseline" in plain.stderr
+    strict = run_cli(["compare", str(base), str(cand), "--fail-on-missing"])
+    assert strict.returncode == 1 and "error: 2 cell(s)" in strict.stderr
+    # a cell that only the candidate has is not "lost"
+    assert run_cli(["compare", str(cand), str(base), "--fail-on-missing"]).returncode == 0
+
+
+def test_a_cell_repeated_inside_one_run_counts_once() -> None:
+    base = runs(1, 1.0, seed=21)
+    cand = runs(1, 1.0, seed=22)
+    cand[0]["cells"].append(dict(cand[0]["cells"][0]))  # the same cell twice in one run
+    (c,) = compare_docs(base, cand).cells
+    assert c.n_candidate == 1

@@ -192,6 +192,11 @@ def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[s
         assert cell["runtime"]["threads"] >= 1
     train = cells["test_mlp_training"]
     assert len(train["samples_ms"]) == 4 and train["timing"]["iters_per_sample"] == 2  # pedantic rounds x iterations
+    # a second benchmark of the same cell: kept (with its samples) but skipped, so a run
+    # never holds one cell twice (compare would count it as another run)
+    dup = cells["test_two_cells_need_record_false"]
+    assert dup["id"] == cells["test_mlp_inference"]["id"]
+    assert dup["status"] == "skipped" and "same cell as" in dup["reason"] and dup["samples_ms"]
 
     plain = cells["test_plain_python"]
     assert plain["spec"]["backend"] == "pytest-benchmark" and plain["spec"]["batch_size"] == 1

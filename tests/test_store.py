@@ -245,3 +245,11 @@ def test_world_size_filter_selects_data_parallel_or_single_process_cells(tmp_pat
     assert ws(0, 2) == [None, 2]
     with pytest.raises(ValueError):
         ResultFilter(world_size=(-1,))
+
+
+def test_query_and_load_accept_one_path(tmp_path: Path) -> None:
+    d = write(tmp_path / "r", [make_doc()])
+    for one in (str(d), d):
+        res = query(one, ResultFilter(workload=("mlp",)))
+        assert [len(r["cells"]) for r in res.runs] == [1] and res.errors == []
+        assert len(load_results(one).runs) == 1

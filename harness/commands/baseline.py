@@ -37,6 +37,8 @@ def add_parser(sub: Any) -> None:
                          "Refused when a file does not load or holds no ok cell.")  # fmt: skip
     s.add_argument("results", nargs="+", metavar="RESULT", help="result file or directory of repeated runs")
     s.add_argument("--note", default=None, help="free text stored in the manifest (why this baseline)")
+    s.add_argument("--allow-mixed", action="store_true",
+                   help="accept runs of different suites or machines as one baseline (not recommended)")
     common(s)
     sh = verbs.add_parser("show", help="print a baseline's manifest and its cells")
     sh.add_argument("--json", action="store_true", help="print the manifest and cells as JSON")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace) -> int:
     from harness.baseline import set_baseline
 
-    b = set_baseline(args.results, name=args.name, store=args.store, note=args.note)
+    b = set_baseline(args.results, name=args.name, store=args.store, note=args.note, allow_mixed=args.allow_mixed)
     m = b.manifest
     commits = ", ".join(c[:12] for c in m["git_commits"]) or "unknown"
     print(f"baseline {b.name!r} set: {len(m['runs'])} run(s), {m['ok_cell_count']} of {m['cell_count']} cells ok, "

@@ -43,6 +43,9 @@ def add_parser(sub: Any) -> None:
                         "between processes on a shared machine)")  # fmt: skip
     p.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--fail-on-missing", action="store_true",
+                   help="also exit 1 when a cell measured in the baseline is absent, skipped or failed in the "
+                        "candidate (use it in CI: a runner that lost its GPU skips every GPU cell)")
     p.add_argument("--config", default=None, help="thresholds YAML (per-workload / per-cell thresholds)")
     p.add_argument("-o", "--output", default=None, help="write the output here instead of stdout")
 
@@ -141,4 +144,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
     else:
         sys.stdout.write(text)
-    return EXIT_FAILED if result.regressions else EXIT_OK
+    lost = result.lost
+    if lost:
+        print(f"{'error' if args.fail_on_missing else 'warning'}: {len(lost)} cell(s) measured in the baseline are "
+              f"not measured in the candidate: {', '.join(c.key for c in lost[:5])}"
+              + (" ..." if len(lost) > 5 else ""), file=sys.stderr)
+    return EXIT_FAILED if result.regressions or (args.fail_on_missing and lost) else EXIT_OK

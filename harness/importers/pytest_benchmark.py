@@ -328,6 +328,17 @@ def convert(doc: Mapping[str, Any], source: str, *, tag: str | None = None, devi
     except ImportFormatError as e:
         raise ImportFormatError(f"{source}: {e}") from None
     cells = [convert_benchmark(b, created, device, source) for b in doc["benchmarks"]]
+    seen: dict[str, str] = {}
+    for b, c in zip(doc["benchmarks"], cells):
+        name = str(b.get("fullname") or b.get("name"))
+        if c["id"] in seen and c["status"] == "ok":
+            # one run holds each cell once (compare would take a repeat for another run):
+            # the first benchmark of a cell is its measurement, a repeat is kept, skipped
+            c["status"] = "skipped"
+            c["reason"] = (f"benchmark {name!r} measures the same cell as {seen[c['id']]!r} earlier in this file "
+                           "(equal harness_workload specs); a run holds each cell once, so only the first counts "
+                           "(its samples are kept here)")
+        seen.setdefault(c["id"], name)
     machine = doc["machine_info"]
     commit = doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {}
     out: dict[str, Any] = {
