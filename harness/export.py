@@ -186,26 +186,44 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[st
 
 
 _INT_COLUMNS = frozenset(("batch_size", "world_size", "n_samples", "params", "sample_index", "iters_per_sample"))
+_BOOL_COLUMNS = frozenset(("git_dirty", "complete"))
+_TEXT_COLUMNS = frozenset((*RUN_COLUMNS, "cell_id", *SPEC_FIELDS, *STATUS_COLUMNS)) - _INT_COLUMNS - _BOOL_COLUMNS - {
+    "duration_s"}
+
+
+def _column_type(name: str) -> Any:
+    """The fixed Arrow type of a known column (None: decided by its values)."""
+    import pyarrow as pa
+
+    if name in _INT_COLUMNS:
+        return pa.int64()
+    if name in _BOOL_COLUMNS:
+        return pa.bool_()
+    if name in _TEXT_COLUMNS or name.startswith("unavailable.") or name.endswith(("_reason", ".reason", ".source")):
+        return pa.string()
+    if name in CORE_METRICS or name == "duration_s":
+        return pa.float64()
+    return None
 
 
 def _arrow_column(name: str, values: list[Any]) -> Any:
-    """A pyarrow array with one clean type per column (numbers never become text).
-    A column with no value at all is typed by its name where known (so files exported
-    on different days concatenate in pandas), else null."""
+    """A pyarrow array with one clean type per column (numbers never become text). Known
+    columns have a fixed type; other numeric columns are float64 even when every value
+    is whole, and a column with no value at all is float64, so exports from different
+    days concatenate (a pyarrow dataset cannot merge int64 with double)."""
     import pyarrow as pa
 
     kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        if name in _INT_COLUMNS:
-            return pa.array(values, type=pa.int64())
-        if name in CORE_METRICS:
-            return pa.array(values, type=pa.float64())
-        return pa.array(values, type=pa.null())
+    fixed = _column_type(name)
+    if fixed is not None and (not kinds or (fixed == pa.string() and kinds == {str})
+                              or (fixed == pa.int64() and kinds == {int})
+                              or (fixed == pa.bool_() and kinds == {bool})):
+        return pa.array(values, type=fixed)
+    if not kinds:  # never measured in this export: a number column unless known otherwise
+        return pa.array(values, type=pa.float64())
     if kinds == {bool}:
         return pa.array(values, type=pa.bool_())
-    if kinds == {int}:
-        return pa.array(values, type=pa.int64())
-    if kinds <= {int, float}:
+    if kinds <= {int, float}:  # float64 even when every value is whole: stable across exports
         return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
     if kinds == {str}:
         return pa.array(values, type=pa.string())

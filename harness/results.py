@@ -195,8 +195,8 @@ class LoadedResults:
 
 
 def expand_paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
-    """Files as given, directories expanded to their ``*.json`` files (sorted). One
-    path (a ``str`` or ``Path``) is accepted as well as an iterable of them."""
+    """Files as given, directories expanded to their ``*.json`` files (sorted), each file
+    once. One path (a ``str`` or ``Path``) is accepted as well as an iterable of them."""
     out: list[Path] = []
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -206,7 +206,14 @@ def expand_paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
             out.extend(sorted(q for q in p.glob("*.json") if not q.name.startswith(".")))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()
+    unique = []
+    for p in out:  # a file named twice (or via its directory too) is one run, not two
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
 
 
 def load_results(paths: Iterable[str | Path] | str | Path) -> LoadedResults:

@@ -158,3 +158,21 @@ def test_relative_since() -> None:
     now = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
     assert when("36h", now) == "2026-11-22T00:00:00Z" and when("2w", now) == "2026-11-09T12:00:00Z"
     assert when("2026-11-01", now) == "2026-11-01" and when(None, now) is None
+
+
+def test_parquet_column_types_do_not_depend_on_what_an_export_happened_to_hold(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    full = make_doc(run_id="20261101T000000Z-a-000001", tag="nightly")
+    sparse = make_doc(run_id="20261102T000000Z-a-000002", tag=None)
+    for c in sparse["cells"]:  # nothing measured for these in this run
+        c["metrics"].pop("flops", None)
+        c["metrics"]["peak_host_mem_bytes"] = None
+    schemas = []
+    for i, doc in enumerate((full, sparse)):
+        out = tmp_path / f"{i}.parquet"
+        export([doc], "parquet", out)
+        schemas.append(pq.read_schema(out))
+    for col in ("flops", "peak_host_mem_bytes", "tag", "params", "batch_size", "latency_ms.p50"):
+        assert schemas[0].field(col).type == schemas[1].field(col).type, col
+    assert str(schemas[0].field("flops").type) == "double" and str(schemas[1].field("tag").type) == "string"
+    assert str(schemas[0].field("params").type) == "int64"

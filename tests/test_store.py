@@ -253,3 +253,9 @@ def test_query_and_load_accept_one_path(tmp_path: Path) -> None:
         res = query(one, ResultFilter(workload=("mlp",)))
         assert [len(r["cells"]) for r in res.runs] == [1] and res.errors == []
         assert len(load_results(one).runs) == 1
+
+
+def test_a_file_given_twice_is_loaded_once(tmp_path: Path) -> None:
+    d = write(tmp_path / "r", [make_doc()])
+    f = next(d.glob("*.json"))
+    assert len(load_results([d, f, str(f)]).runs) == 1
