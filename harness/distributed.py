@@ -348,7 +348,7 @@ def rank_main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from harness.worker import run_cell
+    from harness.worker import _default, run_cell
 
     comm = "nccl" if spec.device.startswith("cuda") and torch.cuda.is_available() else "gloo"
     if comm == "nccl":
@@ -369,14 +369,6 @@ def rank_main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001
         pass
     return 0
-
-
-def _default(o: Any) -> Any:
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)  # type: ignore[arg-type]
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
 
 
 # ----------------------------------------------------------------------------- scaling

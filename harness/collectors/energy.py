@@ -328,18 +328,12 @@ class EnergyCollector(Collector):
         return reason
 
     def _open_gpu(self, idx: int, env: Mapping[str, str]) -> Meter | str:
-        from harness.hw.nvml import open_nvml, resolve_cuda_device
+        from harness.hw.nvml import open_cuda_device
 
-        nv = open_nvml(self._nvml_module)
-        if not nv.available:
-            return nv.reason
-        gpus = nv.gpus()
-        nvml_index, how = resolve_cuda_device(idx, gpus, env, _framework_uuid(str(self._spec.get("backend")), idx))
-        if nvml_index is None:
-            nv.close()
-            return f"cannot map cuda:{idx} to an NVML device: {how}"
-        handle = nv.handle(nvml_index)
-        detail = f"cuda:{idx} = NVML device {nvml_index} ({how})"
+        opened = open_cuda_device(idx, env, _framework_uuid(str(self._spec.get("backend")), idx), self._nvml_module)
+        if isinstance(opened, str):
+            return opened
+        nv, handle, detail = opened
         try:
             return NvmlCounterMeter(nv, handle, detail)
         except Exception as e:  # noqa: BLE001 - NVMLError_NotSupported on pre-Volta GPUs
@@ -354,19 +348,17 @@ class EnergyCollector(Collector):
 
     def _estimate(self, idx: int | None, env: Mapping[str, str], why: str) -> Meter | str:
         if idx is not None:
-            from harness.hw.nvml import open_nvml, resolve_cuda_device
+            from harness.hw.nvml import open_cuda_device
 
-            nv = open_nvml(self._nvml_module)
-            if nv.available:
-                nvml_index, _ = resolve_cuda_device(idx, nv.gpus(), env)
-                if nvml_index is not None:
-                    h = nv.handle(nvml_index)
-                    limit = nv.power_limit_w(h)
-                    if limit:
-                        model = f"P = {limit:g} W (NVML power limit) x GPU utilisation (NVML, 0-1)"
-                        return EstimateMeter(
-                            lambda: limit * (nv.utilisation(h)["gpu_util_percent"] or 0) / 100.0, model, why
-                        )
+            opened = open_cuda_device(idx, env, module=self._nvml_module)
+            if not isinstance(opened, str):
+                nv, h, _ = opened
+                limit = nv.power_limit_w(h)
+                if limit:
+                    model = f"P = {limit:g} W (NVML power limit) x GPU utilisation (NVML, 0-1)"
+                    return EstimateMeter(
+                        lambda: limit * (nv.utilisation(h)["gpu_util_percent"] or 0) / 100.0, model, why
+                    )
             return f"{why}; no estimate possible (no NVML power limit for cuda:{idx})"
         cpu_percent = self._cpu_percent
         if cpu_percent is None:

@@ -86,20 +86,16 @@ class UtilisationCollector(Collector):
                 self._gpu_reason = f"{device}: no utilisation source for this device"
             return
         from harness.collectors.energy import _cuda_index, _framework_uuid
-        from harness.hw.nvml import open_nvml, resolve_cuda_device
+        from harness.hw.nvml import open_cuda_device
 
         idx = _cuda_index(device) or 0
-        nv = open_nvml(self._nvml_module)
-        if not nv.available:
-            self._gpu_reason = nv.reason
-            return
         env = os.environ if self._env is None else self._env
-        nvml_index, how = resolve_cuda_device(idx, nv.gpus(), env, _framework_uuid(str(self._spec.get("backend")), idx))
-        if nvml_index is None:
-            nv.close()
-            self._gpu_reason = f"cannot map {device} to an NVML device: {how}"
+        opened = open_cuda_device(idx, env, _framework_uuid(str(self._spec.get("backend")), idx), self._nvml_module)
+        if isinstance(opened, str):
+            self._gpu_reason = opened
             return
-        self._gpu = (nv, nv.handle(nvml_index))
+        nv, handle, _ = opened
+        self._gpu = (nv, handle)
         self._gpu_reason = None
 
     def _sample(self) -> None:

@@ -203,3 +203,18 @@ def open_nvml(module: Any = None) -> Nvml | NullNvml:
     except Exception as e:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, ...
         return NullNvml(f"NVML unavailable: {e or type(e).__name__} (no NVIDIA driver on this machine?)")
     return Nvml(module)
+
+
+def open_cuda_device(
+    cuda_index: int, env: Mapping[str, str], cuda_uuid: str | None = None, module: Any = None
+) -> tuple[Nvml, Any, str] | str:
+    """NVML opened on CUDA device ``cuda_index`` as ``(nvml, handle, how)`` (``how``
+    says which NVML device and how it was mapped), or the reason it cannot be."""
+    nv = open_nvml(module)
+    if not nv.available:
+        return nv.reason
+    nvml_index, how = resolve_cuda_device(cuda_index, nv.gpus(), env, cuda_uuid)
+    if nvml_index is None:
+        nv.close()
+        return f"cannot map cuda:{cuda_index} to an NVML device: {how}"
+    return nv, nv.handle(nvml_index), f"cuda:{cuda_index} = NVML device {nvml_index} ({how})"
