@@ -241,6 +241,7 @@ def suite_schema() -> dict[str, Any]:
     def axis(item: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [item, {"type": "array", "items": item}, {"type": "null"}]}
 
+    positive = axis({"type": "integer", "minimum": 1})
     return {
         "type": "object",
         "additionalProperties": False,
@@ -257,14 +258,11 @@ def suite_schema() -> dict[str, Any]:
                     "variant": axis({"enum": registry.names("variant")}),
                     "device": axis({"type": "string", "pattern": DEVICE_RE.pattern}),
                     "mode": axis({"enum": list(MODES)}),
-                    "batch_size": {"anyOf": [
-                        axis({"type": "integer", "minimum": 1})["anyOf"][0],
-                        axis({"type": "integer", "minimum": 1})["anyOf"][1],
-                        {"type": "null"},
-                        {"type": "object", "propertyNames": {"enum": registry.names("workload")},
-                         "additionalProperties": axis({"type": "integer", "minimum": 1})},
-                    ]},
-                    "world_size": axis({"type": "integer", "minimum": 1}),
+                    # a list for every workload, or per workload {mlp: [512], cnn: [64]}
+                    "batch_size": {"anyOf": [*positive["anyOf"], {
+                        "type": "object", "propertyNames": {"enum": registry.names("workload")},
+                        "additionalProperties": positive}]},
+                    "world_size": positive,
                 },
             },
             "exclude": {
@@ -365,8 +363,12 @@ def validate_suite_yaml(text: str, source: str) -> Any:
     """Parse ``text`` with the safe loader and check it against :func:`suite_schema`;
     raise ConfigError ``FILE:LINE: what is wrong; allowed values``."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)  # one parse: the node tree (for line numbers) and the data
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

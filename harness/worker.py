@@ -221,6 +221,7 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
             "flops_analytic": int(workload.analytic_flops_for(gbs, spec.mode)),
         }
         if spec.world_size is not None:
+            dp_info = dp.describe()
             metrics["distributed"] = {
                 "world_size": spec.world_size,
                 "per_worker_batch_size": spec.batch_size,
@@ -228,8 +229,8 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
                 # devices whose calibrated peak adds up for MFU: one GPU per worker; on
                 # CPU the workers share each machine's cores
                 "devices_for_peak": spec.world_size if spec.device.startswith("cuda") else max(
-                    1, int(dp.describe().get("nnodes", 1))),
-                **dp.describe(),
+                    1, int(dp_info.get("nnodes", 1))),
+                **dp_info,
             }
         metrics.update(variant.metrics())
         cell["unavailable"].update(variant.unavailable())
