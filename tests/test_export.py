@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
