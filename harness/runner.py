@@ -177,20 +177,17 @@ def run_suite(
     on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
     """Run ``cells`` one by one, saving the result file after each."""
-    doc = new_document(suite, cells, tag)
     from harness.calibrate import default_dirs, find_calibration
-    from harness.distributed import attach_scaling
+    from harness.distributed import attach_scaling, sweep_worker_threads
     from harness.flops import apply_calibration
 
+    wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
+    if wt is not None:  # every world size of the sweep gets the same threads per CPU worker (recorded)
+        suite = dataclasses.replace(suite, settings=dataclasses.replace(suite.settings, worker_threads=wt))
+    doc = new_document(suite, cells, tag)
     calibration = find_calibration(doc["environment"]["fingerprint"], default_dirs(out_dir))
     if calibration:  # measured peaks of this machine: MFU and the report's roofline
         doc["calibration"] = calibration
-    from harness.distributed import sweep_worker_threads
-
-    wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
-    if wt is not None:  # every world size of the sweep gets the same threads per CPU worker
-        suite = dataclasses.replace(suite, settings=dataclasses.replace(suite.settings, worker_threads=wt))
-        doc["suite"] = suite.to_record(len(cells))
     path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
     interrupted = False
     progress = _progress(show_progress)
