@@ -328,6 +328,11 @@ class Variant(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type[VariantConfig]] = VariantConfig
+    # How float32 matmuls/convolutions run where a backend could use a faster format:
+    # "ieee" (strict IEEE fp32: TF32 off on Ampere+ GPUs, on every backend) or "tf32"
+    # (TensorFloat-32 allowed; only the tf32 variant). Backends read it in prepare()
+    # and record the settings they applied under the cell's ``runtime.precision``.
+    fp32_math: ClassVar[str] = "ieee"
 
     def __init__(self, config: VariantConfig | None = None) -> None:
         self.config = config or self.Config()

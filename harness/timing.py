@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from harness.api import Clock, Step
 
@@ -130,13 +130,24 @@ def _stable(times: list[float], window: int, tol: float) -> bool:
     return b > 0 and abs(a - b) / b <= tol
 
 
-def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Measurement:
-    """Warm up ``step`` and time it according to ``config`` (see module docstring)."""
+def measure(step: Step, config: TimingConfig, clock: Clock | None = None,
+            probes: Sequence[Any] = ()) -> Measurement:
+    """Warm up ``step`` and time it according to ``config`` (see module docstring).
+
+    ``probes``: objects with ``mark(event: str)``, called outside the timed region at
+    ``"warmup_start"``, ``"loop_start"`` (after the pre-loop sync) and ``"loop_end"``
+    (e.g. :class:`harness.contention.ContentionProbe`, which reads the CPU time of
+    other processes in the windows between the marks)."""
     clock = clock or step.device_clock() or HostClock()
     clock_name = getattr(clock, "name", type(clock).__name__)
 
+    def mark(event: str) -> None:
+        for p in probes:
+            p.mark(event)
+
     # 1. warm-up, one step at a time
     step.sync()
+    mark("warmup_start")
     warm: list[float] = []
     warm_total = 0.0
     stable = False
@@ -167,6 +178,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
 
     # 3. timed loop
     step.sync()
+    mark("loop_start")
     samples: list[float] = []
     timed = 0.0
     loop_t0 = time.perf_counter()
@@ -179,6 +191,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None) -> Mea
         samples.append(dt / n)
         timed += dt
     loop_t1 = time.perf_counter()
+    mark("loop_end")
     return Measurement(
         samples_s=samples,
         iters_per_sample=n,
