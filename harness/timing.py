@@ -104,6 +104,11 @@ class Measurement:
         return None if self.loop_window_s is None else self.loop_window_s[1] - self.loop_window_s[0]
 
     @property
+    def steps_timed(self) -> int:
+        """Steps executed inside the timed loop (samples x iters_per_sample)."""
+        return len(self.samples_s) * self.iters_per_sample
+
+    @property
     def samples_ms(self) -> list[float]:
         return [s * 1e3 for s in self.samples_s]
 
