@@ -201,6 +201,11 @@ class Step(abc.ABC):
         """Backend-specific measured values to merge into the cell's metrics."""
         return {}
 
+    def runtime_info(self) -> dict[str, Any]:
+        """How this step runs (e.g. ``precision_method``), merged into the cell's
+        ``runtime`` after the backend's :meth:`Backend.runtime_info`."""
+        return {}
+
     def close(self) -> None:
         """Release resources."""
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from harness.api import Step
 from harness.suite import Settings, TaskSpec
@@ -53,6 +53,7 @@ def lockstep_measure(
     gather: Callable[[list[float]], list[list[float]]],
     barrier: Callable[[], None],
     now: Callable[[], float] = time.perf_counter,
+    probes: Sequence[Any] = (),
 ) -> tuple[Measurement, dict[str, Any]]:
     """Time a data-parallel step identically on every worker.
 
@@ -66,8 +67,11 @@ def lockstep_measure(
     slowest one at the gradient all-reduce, so each worker's time already includes a
     straggler; taking the max instead would count the workers' drift twice (the
     samples would add up to more than the loop's wall time; bench/ddp_timing.py
-    measures it). Returns (measurement, details)."""
+    measures it). ``probes`` are marked as in :func:`harness.timing.measure`.
+    Returns (measurement, details)."""
     step.sync()
+    for p in probes:
+        p.mark("warmup_start")
     warm: list[float] = []
     stable = False
     while True:
@@ -86,6 +90,8 @@ def lockstep_measure(
     n = min(config.max_samples, max(config.min_samples, math.ceil(config.min_time_s / est)))
     local: list[float] = []
     barrier()
+    for p in probes:
+        p.mark("loop_start")
     loop_t0 = time.perf_counter()
     for _ in range(n):
         t0 = now()
@@ -94,6 +100,8 @@ def lockstep_measure(
         local.append(now() - t0)
     barrier()
     loop_t1 = time.perf_counter()
+    for p in probes:
+        p.mark("loop_end")
     per_rank = gather(local)
     samples = [sum(col) / len(col) for col in zip(*per_rank)]
     meas = Measurement(
@@ -297,8 +305,9 @@ class TorchDDPContext:
         else:
             self.dist.barrier()
 
-    def measure(self, step: Step, config: TimingConfig) -> Measurement:
-        meas, self.details = lockstep_measure(step, config, self.all_max, self.gather, self.barrier)
+    def measure(self, step: Step, config: TimingConfig, probes: Sequence[Any] = ()) -> Measurement:
+        meas, self.details = lockstep_measure(step, config, self.all_max, self.gather, self.barrier,
+                                              probes=probes)
         return meas
 
     def describe(self) -> dict[str, Any]:
@@ -321,10 +330,10 @@ class InProcessContext:
     def __init__(self, world_size: int) -> None:
         self.world_size = world_size
 
-    def measure(self, step: Step, config: TimingConfig) -> Measurement:
+    def measure(self, step: Step, config: TimingConfig, probes: Sequence[Any] = ()) -> Measurement:
         from harness.timing import measure
 
-        return measure(step, config)
+        return measure(step, config, probes=probes)
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine, "comm_backend": "in-graph all-reduce (cross-device ops)", "nnodes": 1,

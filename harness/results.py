@@ -7,6 +7,18 @@ rewrites the file after every finished cell, so an interrupted or killed run kee
 what it finished (``complete: false``).
 
 Schema history (bump ``SCHEMA_VERSION`` and add a migration for every change):
+  v3 (issue 11): ``metrics.throughput_per_s`` is *sustained* throughput (samples
+              processed in the timed loop / the loop's wall time); the v2 value
+              (batch / p50) moves to ``metrics.throughput_p50_per_s``. New optional
+              fields: ``timing.contention`` {detected, evidence, reasons, rule},
+              ``repeats`` (one entry per worker process, ``run --repeats N``),
+              ``repeats_planned``, ``repeats_summary``, ``runtime.precision``,
+              ``runtime.precision_method``, ``runtime.thread_policy``, top-level
+              ``measurement_order``. Migration v2 -> v3: the old value becomes
+              ``throughput_p50_per_s``; the sustained value is computed from
+              ``timing.samples x iters_per_sample x global batch / timing.loop_wall_s``
+              where those were recorded, else it stays the old value with
+              ``metrics.throughput_method = "batch/p50 (migrated from schema v2)"``.
   v2 (issue 7): optional ``spec.world_size`` and ``metrics.distributed`` (data-parallel
               cells); ``metrics.params`` may be null in an ok cell (with the reason in
               ``unavailable``: imported benchmarks without a model). v1 files are
@@ -33,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-SCHEMA_VERSION = 2  # see the schema history in the module docstring
+SCHEMA_VERSION = 3  # see the schema history in the module docstring
 
 STATUSES = ("ok", "skipped", "failed")
 
@@ -123,7 +135,32 @@ def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0, 1: _migrate_v1}
+def _migrate_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    for cell in doc.get("cells", []):
+        if not isinstance(cell, dict):
+            continue
+        m = cell.get("metrics")
+        if not isinstance(m, dict) or not isinstance(m.get("throughput_per_s"), (int, float)):
+            continue
+        if "throughput_p50_per_s" in m:
+            continue
+        m["throughput_p50_per_s"] = m["throughput_per_s"]
+        t = cell.get("timing") if isinstance(cell.get("timing"), dict) else {}
+        spec = cell.get("spec") if isinstance(cell.get("spec"), dict) else {}
+        n, ips, wall = t.get("samples"), t.get("iters_per_sample"), t.get("loop_wall_s")
+        bs = spec.get("batch_size")
+        ws = spec.get("world_size") or 1
+        nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (n, ips, wall, bs, ws))
+        if nums and wall > 0 and n > 0:
+            m["throughput_per_s"] = n * ips * bs * ws / wall
+            m["throughput_method"] = "sustained: timed steps x batch / loop wall time (migrated from schema v2)"
+        else:
+            m["throughput_method"] = "batch/p50 (migrated from schema v2: the timed loop's wall time was not recorded)"
+    doc["schema_version"] = 3
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0, 1: _migrate_v1, 2: _migrate_v2}
 
 
 def migrate(doc: dict[str, Any], source: str = "<doc>") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import results
+from harness import repeats, results
 from harness.environment import collect_environment, harness_info
 from harness.suite import Settings, Suite, TaskSpec
 from harness.worker import empty_cell
@@ -192,20 +192,41 @@ def run_suite(
     interrupted = False
     progress = _progress(show_progress)
     restore = _terminate_as_interrupt()
+    planned = max(1, int(suite.settings.repeats))
+    order = repeats.schedule(cells, planned, seed=suite.settings.seed)
+    records: dict[int, list[dict[str, Any]]] = {}  # cell index -> its processes' records, in run order
+    merged: dict[int, dict[str, Any]] = {}  # cell index -> its cell record (processes merged)
+    if planned > 1:
+        doc["measurement_order"] = {
+            "method": "randomised multiple interleaved trials: each round runs every cell once in a shuffled "
+                      "order, one fresh worker process per cell and round",
+            "rounds": planned, "seed": suite.settings.seed,
+        }
+    stopped: set[int] = set()  # cells not repeated further (skipped, or a process failed)
     try:
         with progress:
-            task = progress.add_task("starting", total=len(cells))
-            for i, spec in enumerate(cells):
-                progress.update(task, description=f"[{i + 1}/{len(cells)}] {spec.id}")
-                cell = cell_runner(spec, suite.settings)
+            task = progress.add_task("starting", total=len(order))
+            for k, (i, r) in enumerate(order):
+                spec = cells[i]
+                if i in stopped:
+                    progress.advance(task)
+                    continue
+                label = f" (process {r + 1}/{planned})" if planned > 1 else ""
+                progress.update(task, description=f"[{k + 1}/{len(order)}] {spec.id}{label}")
+                record = cell_runner(spec, suite.settings)
+                records.setdefault(i, []).append(record)
+                if record.get("status") != "ok":
+                    stopped.add(i)
+                cell = repeats.merge(records[i], planned, spec.global_batch_size)
                 apply_calibration(cell, calibration)
-                doc["cells"].append(cell)
+                merged[i] = cell
+                doc["cells"] = [merged[j] for j in sorted(merged)]  # suite order, whatever ran first
                 if spec.world_size is not None:
                     attach_scaling(doc["cells"])
-                doc["not_run"] = [c.id for c in cells[i + 1 :]]
+                doc["not_run"] = [c.id for j, c in enumerate(cells) if j not in merged]
                 results.write_atomic(path, doc)
                 progress.advance(task)
-                progress.console.print(_cell_line(cell), highlight=False)
+                progress.console.print(_cell_line(record, label), highlight=False)
                 if on_cell:
                     on_cell(cell)
     except KeyboardInterrupt:
@@ -236,16 +257,26 @@ def _terminate_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _cell_line(cell: dict[str, Any]) -> str:
+def contended(cell: dict[str, Any]) -> bool:
+    """Whether the cell (any of its processes) was measured under contention."""
+    return bool(((cell.get("timing") or {}).get("contention") or {}).get("detected"))
+
+
+def _cell_line(cell: dict[str, Any], label: str = "") -> str:
     from rich.markup import escape
 
     status = cell["status"]
     if status == "ok":
         lat = cell["metrics"]["latency_ms"]
         noisy = " [yellow](noisy)[/]" if cell["metrics"].get("noisy") else ""
-        return f"[green]ok[/]      {escape(cell['id'])}  p50 {lat['p50']:.4g} ms{noisy}"
+        busy = ""
+        if contended(cell):
+            why = "; ".join((cell["timing"]["contention"].get("reasons") or [])[:2])
+            busy = f" [bold red]CONTENDED[/] [red]({escape(why)[:160]})[/]" if why else " [bold red]CONTENDED[/]"
+        return f"[green]ok[/]      {escape(cell['id'])}{escape(label)}  p50 {lat['p50']:.4g} ms{noisy}{busy}"
     color = "yellow" if status == "skipped" else "red"
-    return f"[{color}]{status:<7}[/] {escape(cell['id'])}  {escape(str(cell.get('reason') or ''))[:200]}"
+    return (f"[{color}]{status:<7}[/] {escape(cell['id'])}{escape(label)}  "
+            f"{escape(str(cell.get('reason') or ''))[:200]}")
 
 
 def _progress(enabled: bool) -> Any:

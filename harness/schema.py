@@ -1,4 +1,4 @@
-"""JSON Schema of a result file (schema_version 2) and a validator.
+"""JSON Schema of a result file (schema_version 3) and a validator.
 
 The schema pins the contract other tools rely on (see README "Result format"); fields
 not listed are allowed so later issues can add metrics without a version bump when the

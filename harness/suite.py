@@ -12,6 +12,8 @@ A suite file::
       warmup_max_s: 3.0
       min_samples: 10
       seed: 0
+      repeats: 1         # separate worker processes per cell, interleaved in random
+                         # order across the suite (run-to-run noise in one file)
       nnodes: 1          # data-parallel cells across machines (torchrun rendezvous)
       rdzv_endpoint: null  # HOST:PORT, needed when nnodes > 1
     matrix:              # the cartesian product of these axes is the cell list
@@ -146,8 +148,14 @@ class Settings:
     # intra-op threads per CPU data-parallel worker (None: set by the runner to the
     # cores / the largest number of workers per node in the run; recorded)
     worker_threads: int | None = None
+    # each cell is measured in this many separate worker processes, interleaved in a
+    # randomised order across the suite (randomised multiple interleaved trials), so
+    # one result file carries its own run-to-run noise (cell["repeats"])
+    repeats: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
         if self.tpu is not None and (not isinstance(self.tpu, str) or not self.tpu.strip()):
             raise ValueError(f"tpu must be a non-empty TPU name or address, got {self.tpu!r}")
         if not isinstance(self.energy_estimate, bool):
@@ -231,6 +239,7 @@ SETTING_TYPES: dict[str, Any] = {
     "rdzv_id": {"type": ["string", "null"], "minLength": 1},
     "rdzv_backend": {"type": "string", "minLength": 1},
     "worker_threads": {"type": ["integer", "null"], "minimum": 1},
+    "repeats": {"type": "integer", "minimum": 1},
 }
 
 

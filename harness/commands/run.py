@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--size", default=None, help="size preset: tiny, small, base")
     run.add_argument("--min-time", type=positive_float, default=None, help="minimum timed seconds per cell")
     run.add_argument("--timeout", type=positive_float, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--repeats", type=positive_int, default=None, metavar="N",
+                     help="measure each cell in N separate worker processes, interleaved in random order "
+                          "across the suite (default 1; nightly/procurement suites: 3). compare needs >= 2 "
+                          "processes on a side to know the run-to-run noise")
+    run.add_argument("--fail-on-contention", action="store_true",
+                     help="exit 1 when any cell was measured while other processes competed for its CPU/GPU "
+                          "(for CI jobs that prefer a retry)")
     run.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: framework's)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--tag", default=None, help="free text stored with the run (e.g. nightly, a PR number)")
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 "min_time_s": args.min_time,
                 "timeout_s": args.timeout,
                 "threads": args.threads,
+                "repeats": args.repeats,
                 "energy_estimate": args.energy_estimate,
                 "tpu": args.tpu,
                 "nnodes": args.nnodes,
@@ -111,9 +120,22 @@ def run(args: argparse.Namespace) -> int:
         target = Path(args.report) if args.report else outcome.path.with_suffix(".html")
         write_html_report([outcome.doc], target)
         print(f"report: {target}")
+    from harness.runner import contended
+
+    busy = [cell["id"] for cell in outcome.doc["cells"] if contended(cell)]
+    if busy:
+        console.print(
+            f"[bold red]contention:[/] {len(busy)} cell(s) were measured while other processes competed for "
+            "their CPU/GPU; their numbers are not comparable and compare will not draw verdicts from them: "
+            + ", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""), highlight=False)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if c.get("failed", 0) else EXIT_OK
+    if c.get("failed", 0):
+        return EXIT_FAILED
+    if busy and args.fail_on_contention:
+        print("error: --fail-on-contention: contended cells (see above); rerun on a quiet machine", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 
