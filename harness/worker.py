@@ -70,6 +70,37 @@ def _loadavg() -> float | None:
         return None
 
 
+def sustained_throughput(meas: Any, global_batch: int) -> float | None:
+    """Samples processed in the timed loop / the timed loop's host wall time (samples/s):
+    what the machine sustained (MLPerf Offline's definition), not batch / p50, which
+    overstates throughput when steps vary."""
+    wall = meas.loop_wall_s
+    if not wall or wall <= 0:
+        return None
+    return meas.steps_timed * global_batch / wall
+
+
+def _contention_probe(spec: TaskSpec, settings: Settings) -> Any:
+    """A :class:`harness.contention.ContentionProbe` for this cell: the CPU threads the
+    cell uses (its thread setting, else every core it may run on; a GPU cell's host
+    side is one thread) and, on CUDA, the GPU to watch for other processes."""
+    from harness.contention import ContentionProbe
+
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ncpu = os.cpu_count() or 1
+    if spec.device.startswith("cuda"):
+        threads = 1
+    elif spec.world_size is not None:
+        threads = min(ncpu, (settings.worker_threads or 1) * max(1, spec.world_size // settings.nnodes))
+    else:
+        threads = min(ncpu, settings.threads or ncpu)
+    # torchrun workers: the other local ranks (our siblings) are the cell's own work
+    torchrun = spec.world_size is not None and "LOCAL_RANK" in os.environ
+    return ContentionProbe(threads=threads, device=spec.device, siblings=torchrun)
+
+
 def load_collectors(spec: TaskSpec, settings: Settings | None = None) -> list[Collector]:
     """Every registered collector that applies to this cell, bound to its spec (plus
     the run settings under ``"settings"``).
@@ -202,18 +233,25 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
                 step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size,
                                        seed=settings.seed)
             step.reset_device_peak_memory()
+            probe = _contention_probe(spec, settings)
             load_before = _loadavg()
-            meas = dp.measure(step, timing_cfg) if dp is not None else measure(step, timing_cfg)
+            meas = (dp.measure(step, timing_cfg, probes=[probe]) if dp is not None
+                    else measure(step, timing_cfg, probes=[probe]))
             load_after = _loadavg()
+            # the device peak of the timed steps alone: read before any post-measurement
+            # analysis (the FLOP counter and the quality track run the model again)
+            peak, peak_source = step.device_peak_memory()
+            peak_extra = step.extra_metrics()
         timed_window = meas.loop_window_s
-        cell["runtime"] = backend.runtime_info()
+        cell["runtime"] = {**backend.runtime_info(), **step.runtime_info()}
         lat = summarize(meas.samples_ms)
         noisy = lat.pop("noisy")
         gbs = spec.global_batch_size  # samples per step over all workers
         metrics: dict[str, Any] = {
             "latency_ms": lat,
             "noisy": noisy,
-            "throughput_per_s": gbs * 1e3 / lat["p50"],
+            "throughput_per_s": sustained_throughput(meas, gbs),
+            "throughput_p50_per_s": gbs * 1e3 / lat["p50"],
             "throughput_ci95_per_s": [gbs * 1e3 / lat["ci95_high"], gbs * 1e3 / lat["ci95_low"]],
             "first_iter_ms": meas.first_iter_s * 1e3,
             "params": int(step.params if step.params is not None else workload.analytic_params()),
@@ -250,13 +288,13 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
                                           backend=backend, metrics=metrics, measurement=meas)
                 metrics.update(extra)
                 cell["unavailable"].update(missing)
-        peak, source = step.device_peak_memory()
         metrics["peak_device_mem_bytes"] = peak
         if peak is None:
-            cell["unavailable"]["peak_device_mem_bytes"] = source
+            cell["unavailable"]["peak_device_mem_bytes"] = peak_source
         else:
-            metrics["peak_device_mem_source"] = source
-        metrics.update(step.extra_metrics())
+            metrics["peak_device_mem_source"] = peak_source
+            metrics["peak_device_mem_scope"] = "the timed steps (read right after the timed loop)"
+        metrics.update(peak_extra)
         if "distributed" in metrics:
             if metrics.get("cross_device_ops"):
                 metrics["distributed"]["comm_backend"] = f"{metrics['cross_device_ops']} (tf.distribute)"
@@ -269,6 +307,7 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
         # processes competed for the CPU while this cell was timed
         cell["timing"]["loadavg_1m_before"] = load_before
         cell["timing"]["loadavg_1m_after"] = load_after
+        cell["timing"]["contention"] = probe.result()
         cell["samples_ms"] = meas.samples_ms
         cell["status"] = "ok"
     except SkipCell as e:
