@@ -9,15 +9,29 @@ Two shapes:
   the error, ``n_samples``, then every metric flattened with dots in the names
   (``latency_ms.p50``, ``energy.energy_j``, ``quality.accuracy`` -- the same paths
   ``harness compare --metric`` takes), the reason for each unavailable metric in
-  ``unavailable.<metric>``, and the ``timing.*`` and ``runtime.*`` fields. Units are
-  in the names, as in the result files (``_ms``, ``_bytes``, ``_j``, ``_w``, ``_per_s``).
+  ``unavailable.<metric>``, and the ``timing.*`` (including ``timing.contention.*``)
+  and ``runtime.*`` fields (precision settings, thread policy). ``processes`` is the
+  number of worker processes the cell was measured in (``run --repeats``; 1 without),
+  ``process_p50_min_ms``/``process_p50_max_ms`` the spread of their medians (the
+  run-to-run noise), ``contended`` is true when any of them was measured while other
+  processes competed for the machine, with the evidence in ``contention``.
+  ``throughput_per_s`` is sustained throughput (samples processed in the timed loop /
+  its wall time); ``throughput_p50_per_s`` is batch / median latency.
   Short lists of numbers (e.g. ``throughput_ci95_per_s``) become ``name.0``, ``name.1``;
   other lists and objects are JSON text. A value that was not measured is empty
   (CSV) / null (Parquet), never 0.
 * **samples** (``--samples``): one row per raw sample: the run and cell identity columns
   plus ``sample_index``, ``latency_ms`` (the stored ``samples_ms`` value: milliseconds
-  per step, averaged over ``iters_per_sample`` steps when the steps were timed in blocks)
-  and ``iters_per_sample``.
+  per step, averaged over ``iters_per_sample`` steps when the steps were timed in blocks),
+  ``iters_per_sample`` and ``process`` (the worker process of a ``--repeats`` cell, 0-based;
+  empty without repeats).
+
+Units come from the declared metric table (:mod:`harness.metrics`), not from names:
+Parquet carries each column's unit, direction and description as field metadata
+(``unit``, ``direction``, ``description``) and the whole map as the schema metadata
+``dl_harness.units`` (JSON); a CSV written to a file gets a sidecar
+``<name>.units.csv`` (column, unit, direction, description). ``""`` is a dimensionless
+ratio; columns without an entry (identity, text, timing details) have no declared unit.
 
 Columns are the union over all rows, in a stable order (identity first, then metric
 columns in first-seen order).
@@ -29,18 +43,30 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+
+from harness import metrics as M
+from harness.history import contention_note, repeats
 
 SPEC_FIELDS = ("workload", "backend", "device", "variant", "mode", "batch_size", "size", "world_size")
 RUN_COLUMNS = ("run_id", "created", "tag", "host", "fingerprint", "git_commit", "git_dirty", "harness_version",
                "suite", "complete")  # fmt: skip
 CELL_COLUMNS = ("cell_id", *SPEC_FIELDS)
-STATUS_COLUMNS = ("status", "reason", "error_type", "error_message", "started", "duration_s", "n_samples")
+STATUS_COLUMNS = ("status", "reason", "error_type", "error_message", "started", "duration_s", "n_samples",
+                  "processes", "process_p50_min_ms", "process_p50_max_ms", "contended", "contention")
 # always present so a script can rely on them even when no cell of an export ran ok
 CORE_METRICS = tuple(f"latency_ms.{k}" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")) + (
     "throughput_per_s", "peak_host_mem_bytes", "peak_device_mem_bytes", "energy.energy_j", "params", "flops",
 )  # fmt: skip
-SAMPLE_COLUMNS = ("sample_index", "latency_ms", "iters_per_sample")
+SAMPLE_COLUMNS = ("sample_index", "latency_ms", "iters_per_sample", "process")
+# units of the columns this module makes (the metric columns take theirs from harness.metrics)
+_OWN_UNITS = {
+    "duration_s": ("s", None, "wall time of the cell, all processes"),
+    "n_samples": ("count", None, "raw latency samples stored"),
+    "processes": ("count", None, "worker processes the cell was measured in (run --repeats)"),
+    "process_p50_min_ms": ("ms", None, "smallest per-process median latency (run-to-run spread)"),
+    "process_p50_max_ms": ("ms", None, "largest per-process median latency (run-to-run spread)"),
+}
 _SHORT_LIST = 8  # lists of at most this many numbers become indexed columns
 FORMATS = ("csv", "parquet")
 
@@ -94,6 +120,19 @@ def _cell_identity(cell: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _process_p50s(cell: Mapping[str, Any]) -> list[float]:
+    """The median latency (ms) of each ok worker process of a ``--repeats`` cell."""
+    out = []
+    for r in repeats(cell):
+        if r.get("status", "ok") != "ok":
+            continue
+        lat = (r.get("metrics") or {}).get("latency_ms") if isinstance(r.get("metrics"), Mapping) else None
+        p50 = lat.get("p50") if isinstance(lat, Mapping) else None
+        if isinstance(p50, (int, float)) and not isinstance(p50, bool):
+            out.append(float(p50))
+    return out
+
+
 def cell_rows(docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """One flat row per cell per run (see the module docstring for the columns)."""
     for doc in docs:
@@ -110,6 +149,15 @@ def cell_rows(docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 "started": cell.get("started"),
                 "duration_s": cell.get("duration_s"),
                 "n_samples": len(cell.get("samples_ms") or []),
+            })  # fmt: skip
+            p50s = _process_p50s(cell)
+            note = contention_note(cell) if cell.get("status") == "ok" else None
+            row.update({
+                "processes": len(repeats(cell)) or (1 if cell.get("status") == "ok" else None),
+                "process_p50_min_ms": min(p50s) if p50s else None,
+                "process_p50_max_ms": max(p50s) if p50s else None,
+                "contended": note is not None if cell.get("status") == "ok" else None,
+                "contention": note,
             })  # fmt: skip
             flat: dict[str, Any] = {}
             _flatten("", cell.get("metrics") or {}, flat)
@@ -133,13 +181,20 @@ def sample_rows(docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             base = dict(head)
             base.update(_cell_identity(cell))
             base["status"] = cell.get("status")
-            ips = (cell.get("timing") or {}).get("iters_per_sample")
-            for i, x in enumerate(samples):
-                row = dict(base)
-                row["sample_index"] = i
-                row["latency_ms"] = x
-                row["iters_per_sample"] = ips
-                yield row
+            reps = [r for r in repeats(cell) if r.get("samples_ms") and r.get("status", "ok") == "ok"]
+            # with repeats: each process's own samples, labelled, instead of the pooled list
+            parts = ([(r.get("index", k), r) for k, r in enumerate(reps)] if reps else [(None, cell)])
+            i = 0
+            for process, rec in parts:
+                ips = (rec.get("timing") or {}).get("iters_per_sample")
+                for x in rec.get("samples_ms") or []:
+                    row = dict(base)
+                    row["sample_index"] = i
+                    row["latency_ms"] = x
+                    row["iters_per_sample"] = ips
+                    row["process"] = process
+                    yield row
+                    i += 1
 
 
 def columns_of(rows: Sequence[dict[str, Any]], samples: bool = False) -> list[str]:
@@ -167,6 +222,39 @@ def columns_of(rows: Sequence[dict[str, Any]], samples: bool = False) -> list[st
     return cols + metrics + list(unavailable) + timing_runtime
 
 
+def column_units(columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{column: {"unit", "direction", "description"}}`` for every column with a declared
+    unit: metric columns from :mod:`harness.metrics` (``metrics.<path>`` and indexed
+    ``<path>.0`` columns included), ``latency_ms`` of the samples table, and the columns
+    this module computes. Other columns (identity, text, timing details) are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for col in columns:
+        if col in _OWN_UNITS:
+            unit, direction, desc = _OWN_UNITS[col]
+            out[col] = {"unit": unit, "direction": direction, "description": desc}
+            continue
+        path = col[len("metrics."):] if col.startswith("metrics.") else col
+        m = M.TABLE.get(path)
+        if m is None and "." in path and path.rsplit(".", 1)[1].isdigit():  # name.0, name.1 of an interval
+            m = M.TABLE.get(path.rsplit(".", 1)[0])
+        if m is not None:
+            out[col] = {"unit": m.unit, "direction": m.direction, "description": m.description}
+    return out
+
+
+def write_units_csv(units: Mapping[str, Mapping[str, Any]], out: IO[str]) -> None:
+    """The units sidecar of a CSV export: column, unit, direction, description."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(("column", "unit", "direction", "description"))
+    for col, u in units.items():
+        w.writerow((col, u.get("unit") or "", u.get("direction") or "", u.get("description") or ""))
+
+
+def units_path(output: Path) -> Path:
+    """Where the units sidecar of the CSV ``output`` goes: ``cells.csv`` -> ``cells.units.csv``."""
+    return output.with_name((output.stem if output.suffix else output.name) + ".units.csv")
+
+
 def _csv_value(v: Any) -> Any:
     if v is None:
         return ""
@@ -185,10 +273,11 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[st
         w.writerow([_csv_value(row.get(c)) for c in columns])
 
 
-_INT_COLUMNS = frozenset(("batch_size", "world_size", "n_samples", "params", "sample_index", "iters_per_sample"))
-_BOOL_COLUMNS = frozenset(("git_dirty", "complete"))
+_INT_COLUMNS = frozenset(("batch_size", "world_size", "n_samples", "params", "sample_index", "iters_per_sample",
+                          "processes", "process"))  # fmt: skip
+_BOOL_COLUMNS = frozenset(("git_dirty", "complete", "contended"))
 _TEXT_COLUMNS = frozenset((*RUN_COLUMNS, "cell_id", *SPEC_FIELDS, *STATUS_COLUMNS)) - _INT_COLUMNS - _BOOL_COLUMNS - {
-    "duration_s"}
+    "duration_s", "process_p50_min_ms", "process_p50_max_ms"}
 
 
 def _column_type(name: str) -> Any:
@@ -201,7 +290,7 @@ def _column_type(name: str) -> Any:
         return pa.bool_()
     if name in _TEXT_COLUMNS or name.startswith("unavailable.") or name.endswith(("_reason", ".reason", ".source")):
         return pa.string()
-    if name in CORE_METRICS or name == "duration_s":
+    if name in CORE_METRICS or name in ("duration_s", "process_p50_min_ms", "process_p50_max_ms"):
         return pa.float64()
     return None
 
@@ -240,7 +329,16 @@ def write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: 
         raise ExportError(
             "parquet export needs pyarrow: pip install pyarrow==26.0.1 (or use --format csv)"
         ) from None
-    table = pa.table({c: _arrow_column(c, [r.get(c) for r in rows]) for c in columns})
+    units = column_units(columns)
+    fields, arrays = [], []
+    for c in columns:
+        arr = _arrow_column(c, [r.get(c) for r in rows])
+        u = units.get(c)
+        meta = {k: str(v) for k, v in u.items() if v is not None} if u else None
+        fields.append(pa.field(c, arr.type, metadata=meta))
+        arrays.append(arr)
+    schema = pa.schema(fields, metadata={"dl_harness.units": json.dumps(units, separators=(",", ":"))})
+    table = pa.Table.from_arrays(arrays, schema=schema)
     try:
         pq.write_table(table, str(path), compression="zstd")
     except OSError as e:  # pyarrow's own errors (ArrowIOError) are OSErrors too
@@ -249,7 +347,8 @@ def write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: 
 
 def export(docs: Sequence[dict[str, Any]], fmt: str, output: str | Path | None, samples: bool = False) -> int:
     """Write ``docs`` as ``fmt`` (csv|parquet) to ``output`` (None: stdout, CSV only).
-    Returns the number of data rows written."""
+    A CSV file gets its units sidecar beside it (:func:`units_path`); Parquet carries
+    the units in its schema. Returns the number of data rows written."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     rows = list(sample_rows(docs) if samples else cell_rows(docs))
@@ -266,6 +365,8 @@ def export(docs: Sequence[dict[str, Any]], fmt: str, output: str | Path | None, 
     try:
         with path.open("w", encoding="utf-8", newline="") as f:
             write_csv(rows, columns, f)
+        with units_path(path).open("w", encoding="utf-8", newline="") as f:
+            write_units_csv(column_units(columns), f)
     except OSError as e:
         raise ExportError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     return len(rows)

@@ -25,6 +25,19 @@ Detection (deterministic, no tuning per series):
 A change is reported at the first run of the new behaviour, with that run's id,
 creation time and git commit (and the previous run's commit, so the suspect range of
 commits is known).
+
+Which metric: ``latency_ms`` (default, from the raw samples) or any metric of the
+declared table (:mod:`harness.metrics`, e.g. ``throughput_per_s``,
+``energy.energy_per_sample_j``). Its unit and direction come from that table, never
+from its name, so a change is also labelled worse or better (``Change.worse``): a
+higher throughput is an improvement, a higher latency a slow-down.
+
+Contention: a measurement taken while other processes competed for the machine
+(``timing.contention.detected``) is kept in the series, marked, but never used to
+detect a change. With ``run --repeats`` the value of a run is the median over the
+cell's uncontended worker processes (each process's own statistic), so one contended
+process does not make the run unusable; only when every process was contended is the
+point marked contended.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from harness import metrics as M
 from harness.compare import cell_key, fingerprint, location
 
 Z_STEP = 5.0
@@ -49,6 +63,8 @@ class Point:
     created: str
     commit: str | None
     value: float  # in the metric's unit (ms for latency)
+    contended: str | None = None  # the contention evidence when this value was measured under contention
+    processes: int = 1  # worker processes the value is the median of (run --repeats)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class Change:
     after: float  # level after (step) / at the end of the drift
     change: float  # relative, (after - before) / before
     score: float  # z (step) or Mann-Kendall p-value (drift)
+    worse: bool | None = None  # in the metric's worse direction (declared table); None: no direction
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -76,6 +93,15 @@ class Series:
     points: list[Point]
     noise: float | None = None  # robust sd of log values (relative run-to-run noise)
     changes: list[Change] = field(default_factory=list)
+    metric: str = "latency_ms"  # the declared metric (harness.metrics) the values are of
+    unit: str = "ms"
+    direction: str | None = "lower"  # which is better, from the declared table
+    stat: str | None = "min"  # latency_ms: the location statistic of each run's samples
+
+    @property
+    def clean(self) -> list[Point]:
+        """The points measured without contention (the ones changes are detected on)."""
+        return [p for p in self.points if p.contended is None]
 
 
 def _noise(y: np.ndarray) -> float:
@@ -197,11 +223,154 @@ def _commit(doc: Mapping[str, Any]) -> str | None:
     return str(c) if c else None
 
 
+# ----------------------------------------------------------------------------- contention and repeats
+
+
+def _contended(timing: Any) -> Mapping[str, Any] | None:
+    """The ``contention`` record of a ``timing`` dict when it says detected, else None
+    (also for files written before contention was recorded)."""
+    if not isinstance(timing, Mapping):
+        return None
+    c = timing.get("contention")
+    return c if isinstance(c, Mapping) and c.get("detected") is True else None
+
+
+def _decisive(reasons: Any) -> list[str]:
+    """The reasons that decided (not "supporting: ..." or the list of busiest processes)."""
+    if not isinstance(reasons, list):
+        return []
+    return [str(r).strip() for r in reasons if isinstance(r, str) and r.strip()
+            and not r.startswith(("supporting:", "busiest other processes"))]  # fmt: skip
+
+
+def contention_text(record: Mapping[str, Any], short: bool = True) -> str:
+    """The evidence of one contention record (``timing.contention``, see
+    :mod:`harness.contention`) as text. ``short``: one clause from the numbers (e.g.
+    "other processes used 1.7 of 2 cores", "CPU steal 12%", "1 other process on
+    cuda:0"), else the first deciding reason; otherwise every reason the worker wrote."""
+    reasons = record.get("reasons")
+    if not short:
+        texts = [str(r).strip() for r in reasons if isinstance(r, str) and r.strip()] if isinstance(reasons, list) else []
+        return "; ".join(texts) or contention_text(record, short=True)
+    ev = record.get("evidence") if isinstance(record.get("evidence"), Mapping) else {}
+    bits = []
+    windows = ev.get("windows") if isinstance(ev.get("windows"), Mapping) else {}
+    cpu = [w for w in windows.values() if isinstance(w, Mapping) and (w.get("cpu_contended") or w.get("pressure_contended"))
+           and _finite(w.get("other_cpu_cores"))]  # fmt: skip
+    if cpu:
+        ncpu = ev.get("ncpu")
+        of = f" of {ncpu}" if isinstance(ncpu, int) and not isinstance(ncpu, bool) else ""
+        bits.append(f"other processes used {max(float(w['other_cpu_cores']) for w in cpu):.1f}{of} cores")
+    steal = [w for w in windows.values() if isinstance(w, Mapping) and w.get("steal_contended") and _finite(w.get("steal_share"))]
+    if steal:
+        bits.append(f"CPU steal {max(float(w['steal_share']) for w in steal):.0%}")
+    gpu = ev.get("gpu") if isinstance(ev.get("gpu"), Mapping) else {}
+    n_gpu = gpu.get("other_process_count")
+    if isinstance(n_gpu, int) and not isinstance(n_gpu, bool) and n_gpu > 0:
+        bits.append(f"{n_gpu} other process{'es' if n_gpu > 1 else ''} on {gpu.get('device') or 'the GPU'}")
+    if bits:
+        return ", ".join(bits)
+    decisive = _decisive(reasons)
+    if decisive:
+        return decisive[0].split(" (", 1)[0]
+    if isinstance(ev, Mapping):
+        nums = [f"{k} {v:.3g}" for k, v in ev.items() if _finite(v)]
+        if nums:
+            return ", ".join(nums[:4])
+    return "no evidence recorded"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def repeats(cell: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-process entries of a cell measured with ``run --repeats N`` ([] without)."""
+    reps = cell.get("repeats")
+    return [r for r in reps if isinstance(r, Mapping)] if isinstance(reps, list) else []
+
+
+def contention_note(cell: Mapping[str, Any], short: bool = True) -> str | None:
+    """None when no measurement of ``cell`` was flagged as contended (or the file predates
+    contention detection); otherwise its evidence (:func:`contention_text`), naming the
+    contended worker processes when the cell was measured in several."""
+    top = _contended(cell.get("timing"))
+    reps = repeats(cell)
+    hit = [(int(r.get("index", i)) if _finite(r.get("index")) else i, c)
+           for i, r in enumerate(reps) if (c := _contended(r.get("timing"))) is not None]  # fmt: skip
+    if top is None and not hit:
+        return None
+    if not hit:
+        return contention_text(top, short)  # type: ignore[arg-type]
+    if len(reps) <= 1:
+        return contention_text(hit[0][1], short)
+    if len(hit) == 1:
+        return f"process {hit[0][0] + 1} of {len(reps)}: {contention_text(hit[0][1], short)}"
+    text = "; ".join(f"process {i + 1}: {contention_text(c, short)}" for i, c in hit)
+    return f"{len(hit)} of {len(reps)} processes: {text}"
+
+
+def _value(record: Mapping[str, Any], metric: str, stat: str) -> float | None:
+    """One worker process's (or one cell's) value of ``metric``: the location statistic
+    of its raw samples for ``latency_ms``, else the stored metric at that dotted path."""
+    if metric == "latency_ms":
+        xs = [x for x in (record.get("samples_ms") or [])
+              if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]  # fmt: skip
+        return location(np.asarray(xs, dtype=float), stat) if xs else None
+    cur: Any = record.get("metrics") or {}
+    for part in metric.split("."):
+        cur = cur.get(part) if isinstance(cur, Mapping) else None
+    if isinstance(cur, (int, float)) and not isinstance(cur, bool) and math.isfinite(cur):
+        return float(cur)
+    return None
+
+
+def run_value(cell: Mapping[str, Any], metric: str = "latency_ms", stat: str = "min") -> tuple[float | None, str | None, int]:
+    """``(value, contention, processes)`` of one cell of one run.
+
+    With repeats: the median over the ok worker processes that were not contended of
+    each process's own value (pooling samples would let the number of processes move
+    a minimum); when every process was contended, the median over all of them and the
+    contention evidence. Without repeats: the cell's own value and its contention
+    evidence (None when clean)."""
+    vals = []
+    for r in repeats(cell):
+        if r.get("status", "ok") != "ok":
+            continue
+        v = _value(r, metric, stat)
+        if v is not None:
+            vals.append((v, _contended(r.get("timing")) is not None))
+    if vals:
+        clean = [v for v, bad in vals if not bad]
+        if clean:
+            return float(np.median(clean)), None, len(clean)
+        return float(np.median([v for v, _ in vals])), contention_note(cell), len(vals)
+    v = _value(cell, metric, stat)
+    return v, (contention_note(cell) if v is not None else None), 1
+
+
+def _is_worse(change: float, direction: str | None) -> bool | None:
+    if direction == M.LOWER:
+        return change > 0
+    if direction == M.HIGHER:
+        return change < 0
+    return None
+
+
 def build_history(
-    runs: Sequence[Mapping[str, Any]], stat: str = "min", min_runs: int = 2 * MIN_SEGMENT, **detect_kw: Any
+    runs: Sequence[Mapping[str, Any]], stat: str = "min", min_runs: int = 2 * MIN_SEGMENT,
+    metric: str = "latency_ms", **detect_kw: Any,
 ) -> list[Series]:
     """One :class:`Series` per (machine, cell) with at least ``min_runs`` ok runs, in
-    time order, with its detected changes."""
+    time order, with its detected changes.
+
+    ``metric``: ``latency_ms`` (the ``stat`` of each run's raw samples, ms) or any
+    declared metric (:mod:`harness.metrics`; a last path component such as
+    ``energy_per_sample_j`` is accepted when unambiguous). An undeclared metric raises
+    :class:`harness.metrics.UnknownMetric`: its direction would have to be guessed.
+    Contended points are kept (marked) but changes are detected on the others only."""
+    decl = M.get(metric)
+    name = decl.name
     ordered = sorted(runs, key=lambda d: (str(d.get("created") or ""), str(d.get("run_id") or "")))
     groups: dict[tuple[str, str], Series] = {}
     for doc in ordered:
@@ -210,25 +379,30 @@ def build_history(
         for cell in doc.get("cells") or []:
             if not isinstance(cell, Mapping) or cell.get("status") != "ok":
                 continue
-            xs = [x for x in (cell.get("samples_ms") or []) if isinstance(x, (int, float)) and math.isfinite(x)]
-            if not xs:
+            value, contended, nproc = run_value(cell, name, stat)
+            if value is None:
                 continue
             key = cell_key(cell)
-            ser = groups.setdefault((machine, key), Series(key=key, machine=machine, host=host, points=[]))
+            ser = groups.setdefault((machine, key), Series(
+                key=key, machine=machine, host=host, points=[], metric=name, unit=decl.unit,
+                direction=decl.direction, stat=stat if name == "latency_ms" else None))  # fmt: skip
             ser.points.append(Point(str(doc.get("run_id")), str(doc.get("created") or ""), _commit(doc),
-                                    location(np.asarray(xs, dtype=float), stat)))  # fmt: skip
+                                    value, contended, nproc))  # fmt: skip
     out = []
     for ser in groups.values():
         if len(ser.points) < min_runs:
             continue
-        vals = [p.value for p in ser.points]
-        if all(v > 0 for v in vals):
+        where = [i for i, p in enumerate(ser.points) if p.contended is None]  # clean points' indices
+        vals = [ser.points[i].value for i in where]
+        if vals and all(v > 0 for v in vals):
             ser.noise = _noise(np.log(np.asarray(vals)))
         for c in detect_changes(vals, **detect_kw):
-            i = c["index"]
+            j = c["index"]
+            i = where[j]
             pt = ser.points[i]
+            prev = ser.points[where[j - 1]].commit if j > 0 else None  # the last clean run before it
             ser.changes.append(Change(kind=c["kind"], index=i, run_id=pt.run_id, created=pt.created, commit=pt.commit,
-                                      previous_commit=ser.points[i - 1].commit if i > 0 else None,
-                                      before=c["before"], after=c["after"], change=c["change"], score=c["score"]))  # fmt: skip
+                                      previous_commit=prev, before=c["before"], after=c["after"], change=c["change"],
+                                      score=c["score"], worse=_is_worse(c["change"], decl.direction)))  # fmt: skip
         out.append(ser)
     return sorted(out, key=lambda s: (s.machine, s.key))

@@ -15,7 +15,14 @@ gives:
   a purchase price gives samples/s per 1000 currency units of purchase price;
 * scaling efficiency of data-parallel cells (``metrics.distributed.scaling_efficiency``,
   see docs/distributed.md), one row per world size;
-* a rank per workload configuration by the metric the user picks.
+* a rank per workload configuration by the metric the user picks; which way is better
+  comes from the declared metric table (:mod:`harness.metrics`), not from a name.
+
+Contention: a cell measured while other processes competed for the machine
+(``timing.contention.detected``) says nothing about the machine. Its runs are left out
+of a machine option's medians when the option has uncontended runs (``n_contended``
+counts them); an option with contended runs only shows their values, marked
+(``contended`` holds the evidence), and is never ranked.
 
 Price file (YAML), keyed by host name or fingerprint::
 
@@ -33,15 +40,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harness import metrics as M
 from harness.compare import fingerprint
+from harness.history import contention_note
 
 MEASURED_SOURCES_EXCLUDED = ("estimate", "unavailable")
-RANK_METRICS = {
-    "throughput": ("throughput_per_s", True),
-    "latency": ("latency_p50_ms", False),
-    "perf_per_watt": ("samples_per_j", True),
-    "perf_per_dollar": ("perf_per_dollar", True),
+# ranking choice -> (Entry attribute, the declared metric it is, or None for one derived here)
+_RANKED = {
+    "throughput": ("throughput_per_s", "throughput_per_s"),
+    "latency": ("latency_p50_ms", "latency_ms.p50"),
+    "perf_per_watt": ("samples_per_j", "energy.samples_per_j"),
+    "perf_per_dollar": ("perf_per_dollar", None),  # samples per unit of price: more is better
 }
+# ranking choice -> (Entry attribute, higher is better); the direction from harness.metrics
+RANK_METRICS = {k: (attr, M.get(name).higher_is_better if name else True) for k, (attr, name) in _RANKED.items()}
 
 
 class PriceError(ValueError):
@@ -127,6 +139,8 @@ class Entry:
     perf_per_dollar_unit: str | None = None
     scaling_efficiency: float | None = None
     rank: int | None = None
+    n_contended: int = 0  # runs left out of the medians: measured under contention
+    contended: str | None = None  # evidence, when every run of this option was contended (never ranked)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -154,6 +168,37 @@ def _samples_per_j(energy: Mapping[str, Any], throughput: float | None) -> float
     return None
 
 
+def _bucket() -> dict[str, Any]:
+    return {"thr": [], "lat": [], "spj": [], "spj_est": [], "src": set(), "reason": None, "scal": [], "runs": set()}
+
+
+def _add(a: dict[str, Any], cell: Mapping[str, Any], run_id: str) -> None:
+    """Add one ok cell's values to an accumulator made by :func:`_bucket`."""
+    m = cell.get("metrics") or {}
+    a["runs"].add(run_id)
+    thr = _num(m.get("throughput_per_s"))
+    if thr is not None:
+        a["thr"].append(thr)
+    lat = _num((m.get("latency_ms") or {}).get("p50")) if isinstance(m.get("latency_ms"), Mapping) else None
+    if lat is not None:
+        a["lat"].append(lat)
+    en = m.get("energy")
+    if isinstance(en, Mapping):
+        src = str(en.get("source"))
+        v = _samples_per_j(en, thr)
+        if src not in MEASURED_SOURCES_EXCLUDED and v is not None:
+            a["spj"].append(v)
+            a["src"].add(src)
+        elif src == "estimate" and v is not None:
+            a["spj_est"].append(v)
+        elif en.get("reason"):
+            a["reason"] = str(en.get("reason"))
+    dist = m.get("distributed") if isinstance(m.get("distributed"), Mapping) else {}
+    sc = _num(dist.get("scaling_efficiency", m.get("scaling_efficiency")))
+    if sc is not None:
+        a["scal"].append(sc)
+
+
 def machines_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """fingerprint -> label of every machine among ``runs``."""
     return {fingerprint(d): _machine_label(d) for d in runs}
@@ -175,39 +220,24 @@ def procurement_entries(
             wkey = f"{s.get('workload')}/{s.get('variant')}/{s.get('mode')}/bs{s.get('batch_size')}/{s.get('size')}" + (
                 f"/ws{s['world_size']}" if s.get("world_size") else "")
             k = (wkey, fp, str(s.get("backend")), str(s.get("device")))
-            a = acc.setdefault(k, {"host": host, "label": _machine_label(doc), "thr": [], "lat": [], "spj": [],
-                                   "spj_est": [], "src": set(), "reason": None, "scal": [], "runs": set()})  # fmt: skip
-            m = cell.get("metrics") or {}
-            a["runs"].add(str(doc.get("run_id")))
-            thr = _num(m.get("throughput_per_s"))
-            if thr is not None:
-                a["thr"].append(thr)
-            lat = _num((m.get("latency_ms") or {}).get("p50")) if isinstance(m.get("latency_ms"), Mapping) else None
-            if lat is not None:
-                a["lat"].append(lat)
-            en = m.get("energy")
-            if isinstance(en, Mapping):
-                src = str(en.get("source"))
-                v = _samples_per_j(en, thr)
-                if src not in MEASURED_SOURCES_EXCLUDED and v is not None:
-                    a["spj"].append(v)
-                    a["src"].add(src)
-                elif src == "estimate" and v is not None:
-                    a["spj_est"].append(v)
-                elif en.get("reason"):
-                    a["reason"] = str(en.get("reason"))
-            dist = m.get("distributed") if isinstance(m.get("distributed"), Mapping) else {}
-            sc = _num(dist.get("scaling_efficiency", m.get("scaling_efficiency")))
-            if sc is not None:
-                a["scal"].append(sc)
+            opt = acc.setdefault(k, {"host": host, "label": _machine_label(doc), "clean": _bucket(),
+                                     "contended": _bucket(), "notes": []})  # fmt: skip
+            note = contention_note(cell)
+            if note:
+                opt["notes"].append(note)
+            _add(opt["contended" if note else "clean"], cell, str(doc.get("run_id")))
     entries = []
-    for (wkey, fp, backend, device), a in acc.items():
-        e = Entry(workload_key=wkey, machine=fp, host=a["host"], machine_label=a["label"], backend=backend,
+    for (wkey, fp, backend, device), opt in acc.items():
+        a = opt["clean"] if opt["clean"]["runs"] else opt["contended"]
+        only_contended = not opt["clean"]["runs"]
+        e = Entry(workload_key=wkey, machine=fp, host=opt["host"], machine_label=opt["label"], backend=backend,
                   device=device, n_runs=len(a["runs"]), throughput_per_s=_median(a["thr"]),
                   latency_p50_ms=_median(a["lat"]), samples_per_j=_median(a["spj"]),
                   energy_source=", ".join(sorted(a["src"])) or None, samples_per_j_estimate=_median(a["spj_est"]),
-                  energy_reason=a["reason"], scaling_efficiency=_median(a["scal"]))  # fmt: skip
-        price = prices.for_machine(a["host"], fp) if prices else None
+                  energy_reason=a["reason"], scaling_efficiency=_median(a["scal"]),
+                  n_contended=0 if only_contended else len(opt["contended"]["runs"]),
+                  contended=opt["notes"][0] if only_contended else None)  # fmt: skip
+        price = prices.for_machine(opt["host"], fp) if prices else None
         if price and e.throughput_per_s:
             if price.hourly:
                 e.perf_per_dollar = e.throughput_per_s * 3600.0 / price.hourly
@@ -222,8 +252,9 @@ def procurement_entries(
 
 def rank(entries: list[Entry], by: str) -> None:
     """Set ``rank`` (1 = best) within each workload configuration; entries without the
-    metric get no rank. Hourly and purchase prices are not comparable: perf per dollar
-    ranks only among entries with the same unit."""
+    metric get no rank, nor do entries measured under contention only. Hourly and
+    purchase prices are not comparable: perf per dollar ranks only among entries with
+    the same unit."""
     attr, higher = RANK_METRICS[by]
     groups: dict[tuple[str, str | None], list[Entry]] = {}
     for e in entries:
@@ -231,7 +262,7 @@ def rank(entries: list[Entry], by: str) -> None:
         unit = e.perf_per_dollar_unit if by == "perf_per_dollar" else None
         groups.setdefault((e.workload_key, unit), []).append(e)
     for group in groups.values():
-        have = [e for e in group if getattr(e, attr) is not None]
+        have = [e for e in group if getattr(e, attr) is not None and e.contended is None]
         have.sort(key=lambda e: getattr(e, attr), reverse=higher)
         for i, e in enumerate(have, 1):
             e.rank = i

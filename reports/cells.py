@@ -153,3 +153,105 @@ def status_counts(run: dict[str, Any]) -> dict[str, int]:
         s = status(cell)
         out[s] = out.get(s, 0) + 1
     return out
+
+
+# ----------------------------------------------------------------------------- contention, repeats, throughput
+
+
+CONTENTION_EXPLANATION = (
+    "contended: while this cell was timed, other processes competed for its CPU cores or GPU "
+    "(evidence recorded by the worker), so its numbers describe a busy machine, not the code; "
+    "no verdict or ranking is drawn from it"
+)
+
+
+def contention(cell: dict[str, Any]) -> str | None:
+    """The short evidence (e.g. "other processes used 1.7 cores") when any measurement
+    of the cell was flagged as contended, else None (also for files from before
+    contention was recorded). Only ok cells are judged."""
+    if status(cell) != "ok":
+        return None
+    from harness.history import contention_note  # lazy: keeps ``import reports`` light
+
+    return contention_note(cell)
+
+
+def contention_detail(cell: dict[str, Any]) -> str | None:
+    """Every reason the worker recorded for a contended cell (for tooltips), else None."""
+    if status(cell) != "ok":
+        return None
+    from harness.history import contention_note
+
+    return contention_note(cell, short=False)
+
+
+def contended_cells(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], str]]:
+    """(run, cell, evidence) for every contended ok cell, in stored order."""
+    out = []
+    for run, cell in iter_cells(runs):
+        note = contention(cell)
+        if note:
+            out.append((run, cell, note))
+    return out
+
+
+def process_p50s(cell: dict[str, Any]) -> list[float]:
+    """The median latency (ms) of each ok worker process of a cell measured with
+    ``run --repeats N`` ([] without repeats)."""
+    from harness.history import repeats
+
+    out = []
+    for r in repeats(cell):
+        if r.get("status", "ok") != "ok":
+            continue
+        lat = (r.get("metrics") or {}).get("latency_ms") if isinstance(r.get("metrics"), dict) else None
+        p50 = lat.get("p50") if isinstance(lat, dict) else None
+        if not is_number(p50):
+            xs = sorted(x for x in (r.get("samples_ms") or []) if is_number(x))
+            p50 = (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else None
+        if is_number(p50):
+            out.append(float(p50))
+    return out
+
+
+def repeat_spread(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """Run-to-run spread of a ``--repeats`` cell: ``{"processes", "ok", "low", "high",
+    "cv"}`` over the per-process medians (ms; ``cv`` = their standard deviation / mean,
+    None with one process). None for a cell measured in one process."""
+    from harness.history import repeats
+
+    reps = repeats(cell)
+    if len(reps) < 2:
+        return None
+    p50s = process_p50s(cell)
+    cv = None
+    if len(p50s) >= 2:
+        mean = sum(p50s) / len(p50s)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in p50s) / (len(p50s) - 1))
+        cv = sd / mean if mean > 0 else None
+    return {"processes": len(reps), "ok": len(p50s), "low": min(p50s) if p50s else None,
+            "high": max(p50s) if p50s else None, "cv": cv}  # fmt: skip
+
+
+def process_metric(cell: dict[str, Any], key: str) -> list[float]:
+    """The top-level metric ``key`` of each ok worker process of a ``--repeats`` cell."""
+    from harness.history import repeats
+
+    out = []
+    for r in repeats(cell):
+        m = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
+        if r.get("status", "ok") == "ok" and is_number(m.get(key)):
+            out.append(float(m[key]))
+    return out
+
+
+def throughput_method(cell: dict[str, Any]) -> str:
+    """How ``throughput_per_s`` was obtained: "sustained" (samples processed in the
+    timed loop / its wall time; schema v3 cells, which also carry
+    ``throughput_p50_per_s``) or "batch/p50": a result from before sustained throughput,
+    whether migrated (``throughput_method`` says so) or handed over unmigrated (no
+    ``throughput_p50_per_s`` beside it)."""
+    method = metric(cell, "throughput_method")
+    if isinstance(method, str) and method.strip().lower().startswith("batch/p50"):
+        return "batch/p50"
+    return "sustained" if "throughput_p50_per_s" in metrics(cell) else "batch/p50"

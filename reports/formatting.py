@@ -1,5 +1,8 @@
 """Number formatting shared by the HTML, Markdown and terminal reports.
 
+Units of metrics come from the declared table (:mod:`harness.metrics`); see
+:func:`metric_value`.
+
 Every helper takes a value that may be ``None`` and returns ``None`` for it, so the
 caller decides how to show a missing number ("n/a" with its reason) instead of a
 helper silently printing zero. Units are part of the returned text unless the
@@ -121,15 +124,61 @@ def shorten(text: Any, limit: int = 80) -> str:
     return first + "\u2026" if cut else first
 
 
+def _declared(key: str) -> Any:
+    """The declared metric (:mod:`harness.metrics`) for ``key``, or None."""
+    from harness.metrics import lookup  # light: a table of dataclasses
+
+    return lookup(key)
+
+
+def metric_unit(key: str) -> str | None:
+    """The declared unit of metric ``key`` (``""`` for a dimensionless ratio), None when
+    the metric is not in the table."""
+    m = _declared(key)
+    return m.unit if m is not None else None
+
+
+def value_in_unit(value: float, unit: str) -> str | None:
+    """``value`` written in the declared ``unit``: ms and s as they are, bytes as
+    KiB/MiB/GiB, FLOP and FLOP/s with an SI prefix (``"10.4 GFLOP/s"``), counts with
+    thousands separators, percentages with ``%``, a ratio (``""``) as a bare number."""
+    if not is_number(value):
+        return None
+    if unit == "ms":
+        return ms_with_unit(value)
+    if unit == "bytes":
+        return bytes_human(value)
+    if unit in ("FLOP", "FLOP/s"):
+        return si(value, unit)
+    if unit == "samples/s":
+        return f"{throughput(value)} samples/s"
+    if unit == "count":
+        return count(value) if float(value).is_integer() else sig(value)
+    if unit == "%":
+        return f"{sig(value)}%"
+    if unit == "":
+        return sig(value)
+    return f"{sig(value)} {unit}"
+
+
 def metric_value(key: str, value: Any) -> str | None:
-    """Format a metric by the unit in its name (``*_ms``, ``*_bytes``, ``*_j``,
-    ``*_w``, ``*_per_s``, ``*_s``, ``flops*``); other numbers get 3 significant
-    digits. Returns None for a missing/non-numeric value."""
+    """Format a metric in its declared unit (see :func:`value_in_unit`; ``key`` is the
+    dotted name in :mod:`harness.metrics` or its unambiguous last component).
+
+    Only for a metric that is **not** declared (an imported benchmark's or a plugin's own
+    value) does the unit fall back to the old suffix rule on its name (``*_ms``,
+    ``*_bytes``, ``*_j``, ``*_w``, ``*_per_s``, ``*_s``, ``flops*``); that rule is a
+    guess and is never used for a declared metric (it made ``flops_analytic_ratio``
+    "1.00 FLOP" and ``achieved_flops_per_s`` "10.4 GFLOP"). Returns None for a
+    missing/non-numeric value."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if not is_number(value):
         return None
-    k = key.lower()
+    unit = metric_unit(key)
+    if unit is not None:
+        return value_in_unit(value, unit)
+    k = key.lower()  # undeclared: the suffix rule
     if k.endswith("_ms"):
         return ms_with_unit(value)
     if k.endswith("_bytes"):
@@ -149,6 +198,20 @@ def metric_value(key: str, value: Any) -> str | None:
     return sig(value)
 
 
+def increase_means(key: str) -> str:
+    """What a positive relative change of metric ``key`` means, from its declared
+    direction and unit: ``"+ is slower"`` (latency), ``"+ is faster"`` (throughput),
+    ``"+ is worse"``/``"+ is better"``, or ``"+ is higher"`` without a direction."""
+    m = _declared(key)
+    if m is None or m.direction is None:
+        return "+ is higher"
+    timed = m.unit in ("ms", "s")
+    rate = m.unit in ("samples/s", "FLOP/s")
+    if m.direction == "lower":
+        return "+ is slower" if timed else "+ is worse"
+    return "+ is faster" if rate else "+ is better"
+
+
 def metric_interval(key: str, lo: float, hi: float) -> str | None:
     """An interval metric (e.g. ``throughput_ci95_per_s``) as ``"[lo, hi] unit"``."""
     a, b = metric_value(key, lo), metric_value(key, hi)
@@ -158,3 +221,23 @@ def metric_interval(key: str, lo: float, hi: float) -> str | None:
     if " " in a and " " in b and unit_a == unit_b and not unit_a[0].isdigit():
         return f"[{a.rpartition(' ')[0]}, {b.rpartition(' ')[0]}] {unit_a}"
     return f"[{a}, {b}]"
+
+
+def process_spread(spread: dict[str, Any] | None, short: bool = False) -> str | None:
+    """The run-to-run spread of a ``--repeats`` cell (:func:`reports.cells.repeat_spread`):
+    ``"3 processes: p50 1.10–1.32 ms (CV 8.5%)"``, or ``"3: 1.10–1.32 ms, CV 8%"`` with
+    ``short``. None for a cell measured in one process."""
+    if not spread:
+        return None
+    n, ok = spread["processes"], spread["ok"]
+    count_txt = f"{n}" if short else f"{n} processes"
+    if ok < n:
+        count_txt += f" ({ok} ok)"
+    lo, hi, cv = spread.get("low"), spread.get("high"), spread.get("cv")
+    if lo is None or hi is None:
+        return count_txt
+    rng = f"{sig(lo)}\u2013{sig(hi)} ms"
+    cv_txt = percent(cv, 0 if short else 1) if cv is not None else None
+    if short:
+        return f"{count_txt}: {rng}" + (f", CV {cv_txt}" if cv_txt else "")
+    return f"{count_txt}: p50 {rng}" + (f" (CV {cv_txt})" if cv_txt else "")

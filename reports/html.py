@@ -18,7 +18,11 @@ error message or an environment variable can contain markup. So
 
 The report reads results only; it never runs anything and never invents a number:
 a metric the run could not measure shows "n/a" with the recorded reason as its
-tooltip.
+tooltip. A cell measured while other processes competed for the machine
+(``timing.contention``) is named in a banner at the top and carries a "contended"
+badge with its evidence; the regressions, history and procurement sections draw no
+verdict or ranking from it. Units come from the declared metric table
+(:mod:`harness.metrics`).
 """
 
 from __future__ import annotations
@@ -128,6 +132,40 @@ def _noise_badge(cell: dict[str, Any]) -> str:
     ratio = C.noise_ratio(cell)
     detail = f" (here IQR/median = {F.percent(ratio)})" if ratio is not None else ""
     return _badge("noisy", "noisy", C.NOISE_EXPLANATION + detail)
+
+
+def _contention_badge(cell: dict[str, Any], note: str) -> str:
+    """The "contended" badge (explanation + every recorded reason as tooltip) and the
+    short evidence beside it."""
+    detail = C.contention_detail(cell) or note
+    return (_badge("contended", "contended", f"{C.CONTENTION_EXPLANATION}. Evidence: {detail}")
+            + f' <span class="contention">{_e(F.shorten(note, 120))}</span>')  # fmt: skip
+
+
+def _contention_banner(runs: Sequence[dict[str, Any]], limit: int = 30) -> str:
+    """A banner naming every contended cell with its evidence ("" when none)."""
+    hits = C.contended_cells(list(runs))
+    if not hits:
+        return ""
+    n_ok = sum(1 for _, c in C.iter_cells(list(runs)) if C.status(c) == "ok")
+    multi = len(runs) > 1
+    items = "".join(
+        f"<li><code>{_e(C.cell_id(cell))}</code>"
+        + (f' <span class="muted">in {_e(run.get("run_id"))}</span>' if multi else "")
+        + f": {_e(F.shorten(note, 200))}</li>"
+        for run, cell, note in hits[:limit]
+    )
+    if len(hits) > limit:
+        items += f"<li>&hellip; and {len(hits) - limit} more (badge <b>contended</b> in the summary)</li>"
+    return (
+        '<div id="contention-banner" class="banner" role="alert"><p><b>&#9888; '
+        f"{len(hits)} of {n_ok} measured cell{'s' if n_ok != 1 else ''} "
+        f"{'were' if len(hits) != 1 else 'was'} contended</b>: other processes competed for the CPU cores or "
+        "GPU while they were timed, so their numbers describe a busy machine, not the code. No regression, "
+        "improvement, trend or ranking in this report is drawn from them. Rerun them on a quiet machine "
+        "(<code>harness run --fail-on-contention</code> lets CI retry).</p>"
+        f"<ul>{items}</ul></div>"
+    )
 
 
 def _status_badge(status: str) -> str:
@@ -312,7 +350,7 @@ def _environment_section(runs: Sequence[dict[str, Any]]) -> str:
     return f'<section id="environment"><h2>Environment</h2>{"".join(blocks)}</section>'
 
 
-def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
+def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool, with_repeats: bool = False) -> str:
     spec = cell.get("spec") or {}
     st = C.status(cell)
     ok = st == "ok"
@@ -354,9 +392,19 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
         return _td(_e(fmt(v)), v, "num", tip)
 
     tci = C.throughput_ci(cell)
-    tci_tip = f"95% CI [{F.throughput(tci[0])}, {F.throughput(tci[1])}] samples/s" if tci else None
+    sustained = C.throughput_method(cell) == "sustained"
+    tci_tip = ("sustained: samples processed in the timed loop / the loop's wall time" if sustained else
+               "batch / p50 latency (an older result: its timed loop's wall time was not recorded)")
+    if tci:
+        tci_tip += f"; batch / p50 95% CI [{F.throughput(tci[0])}, {F.throughput(tci[1])}] samples/s"
+
+    def thr_fmt(v: float) -> str:
+        return (F.throughput(v) or "") + ("" if sustained else " (p50)")
 
     notes = []
+    note = C.contention(cell) if ok else None
+    if note:
+        notes.append(_contention_badge(cell, note))
     if ok and C.is_noisy(cell):
         notes.append(_noise_badge(cell))
     if ok and C.warmup_unstable(cell):
@@ -382,13 +430,25 @@ def _summary_row(run: dict[str, Any], cell: dict[str, Any], multi: bool) -> str:
         p50_td,
         lat_td("p90"),
         lat_td("p99"),
-        metric_td("throughput_per_s", F.throughput, tci_tip),
+        metric_td("throughput_per_s", thr_fmt, tci_tip),
         metric_td("peak_host_mem_bytes", F.mib_number),
         metric_td("params", F.count),
+    ]
+    if with_repeats:
+        spread = C.repeat_spread(cell)
+        if ok:
+            text = F.process_spread(spread, short=True) if spread else "1"
+            tip = ("the worker processes this cell was measured in (run --repeats) and the range of their median "
+                   "latencies: the run-to-run noise" + (f"; {F.process_spread(spread)}" if spread else ""))
+            cols.append(_td(_e(text), spread["cv"] if spread and spread.get("cv") is not None else "", "num", tip))
+        else:
+            cols.append(_td(dash, ""))
+    cols += [
         _td(" ".join(notes), noise_sort if noise_sort is not None else ""),
         reason_td,
     ]
-    return f'<tr class="st-{_e(st)}" title="{_e(cid)}" data-cell="{_e(cid)}">{"".join(cols)}</tr>'
+    row_cls = f"st-{_e(st)}" + (" contended" if note else "")
+    return f'<tr class="{row_cls}" title="{_e(cid)}" data-cell="{_e(cid)}">{"".join(cols)}</tr>'
 
 
 def _summary_section(runs: Sequence[dict[str, Any]]) -> str:
@@ -396,19 +456,31 @@ def _summary_section(runs: Sequence[dict[str, Any]]) -> str:
     if not pairs:
         return ""
     multi = len(runs) > 1
+    with_repeats = any(C.repeat_spread(c) for _, c in pairs)
     heads = (["run"] if multi else []) + [
         "workload", "backend", "device", "variant", "mode", "batch", "size", "status",
-        "p50 (ms) [95% CI]", "p90 (ms)", "p99 (ms)", "throughput (samples/s)",
-        "peak host mem (MiB)", "params", "noise", "reason / error",
-    ]  # fmt: skip
+        "p50 (ms) [95% CI]", "p90 (ms)", "p99 (ms)", "sustained throughput (samples/s)",
+        "peak host mem (MiB)", "params",
+    ] + (["processes: p50 range (ms)"] if with_repeats else []) + ["flags", "reason / error"]  # fmt: skip
     thead = "".join(f'<th scope="col" tabindex="0" title="click to sort">{_e(h)}</th>' for h in heads)
-    rows = "".join(_summary_row(run, cell, multi) for run, cell in pairs)
-    noisy_any = any(C.is_noisy(c) for _, c in pairs if C.status(c) == "ok")
-    legend = f'<p class="muted">{_badge("noisy", "noisy")} {_e(C.NOISE_EXPLANATION)}.</p>' if noisy_any else ""
+    rows = "".join(_summary_row(run, cell, multi, with_repeats) for run, cell in pairs)
+    ok_cells = [c for _, c in pairs if C.status(c) == "ok"]
+    legend = ""
+    if any(C.contention(c) for c in ok_cells):
+        legend += f'<p class="muted">{_badge("contended", "contended")} {_e(C.CONTENTION_EXPLANATION)}.</p>'
+    if any(C.is_noisy(c) for c in ok_cells):
+        legend += f'<p class="muted">{_badge("noisy", "noisy")} {_e(C.NOISE_EXPLANATION)}.</p>'
+    if any(C.throughput_method(c) != "sustained" for c in ok_cells):
+        legend += ('<p class="muted">(p50): a throughput from an older result file, batch / median latency '
+                   "(its timed loop's wall time was not recorded), not sustained throughput.</p>")
     return (
         '<section id="summary"><h2>Summary</h2>'
         '<p class="muted">p50/p90/p99: per-iteration latency percentiles in milliseconds; the bracket '
-        "is the 95% confidence interval of the median. Click a column header to sort; type to filter.</p>"
+        "is the 95% confidence interval of the median. Sustained throughput: samples processed in the timed "
+        "loop / the loop's wall time."
+        + (" processes: the worker processes a cell was measured in (<code>run --repeats</code>) and the range "
+           "of their medians, the run-to-run noise." if with_repeats else "")
+        + " Click a column header to sort; type to filter.</p>"
         '<p><input type="search" id="cell-filter" placeholder="filter cells (e.g. torch, failed, bs64)" '
         f'aria-label="filter cells"> <span id="cell-count" class="muted">{len(pairs)} cells</span></p>'
         f'<div class="scroll"><table class="grid sortable" id="summary-table"><thead><tr>{thead}</tr></thead>'
@@ -620,8 +692,26 @@ def latency_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {"data": traces, "layout": layout, "config": {"locale": "en-US", "locales": _BOX_LOCALE}}
 
 
+def _throughput_bar_interval(cell: dict[str, Any]) -> tuple[tuple[float, float] | None, str]:
+    """The interval drawn around a cell's throughput bar and how it is described: for
+    sustained throughput measured in several processes, the range of the processes'
+    own sustained values (the run-to-run spread); for an older batch / p50 value, the
+    CI the run stored for it. Never the batch / p50 CI around a sustained bar: that is
+    an interval of another quantity."""
+    if C.throughput_method(cell) != "sustained":
+        ci = C.throughput_ci(cell)
+        return ci, (f"batch / p50 95% CI [{F.throughput(ci[0])}, {F.throughput(ci[1])}]" if ci else "no CI")
+    vals = C.process_metric(cell, "throughput_per_s")
+    if len(vals) >= 2:
+        lo, hi = min(vals), max(vals)
+        return (lo, hi), f"range over {len(vals)} processes [{F.throughput(lo)}, {F.throughput(hi)}]"
+    return None, "one process: no run-to-run range"
+
+
 def throughput_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Horizontal bars of throughput (samples/s) per ok cell; hover adds the p50 CI."""
+    """Horizontal bars of sustained throughput (samples/s) per ok cell, with the range
+    over its worker processes (``--repeats``) as error bars; the hover adds the p50
+    latency and its CI. Contended cells are marked at the end of their bar."""
     ok = [(i, r, c) for i, r, c in _ok_cells(runs) if F.is_number(C.metric(c, "throughput_per_s"))]
     if not ok:
         return None
@@ -631,6 +721,7 @@ def throughput_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         mine = [c for j, _, c in ok if j == i]
         if not mine:
             continue
+        intervals = [_throughput_bar_interval(c) for c in mine]
         traces.append(
             {
                 "type": "bar",
@@ -641,44 +732,43 @@ def throughput_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                 # preformatted like the tables (3 significant digits); numbers only
                 "customdata": [
                     [
-                        F.throughput(C.metric(c, "throughput_per_s")),
+                        F.throughput(C.metric(c, "throughput_per_s"))
+                        + ("" if C.throughput_method(c) == "sustained" else " (batch / p50, older result)"),
                         F.ms(C.lat(c, "p50")) or "n/a",
                         F.ci(C.lat(c, "ci95_low"), C.lat(c, "ci95_high")) or "n/a",
-                        (
-                            f"[{F.throughput(ci[0])}, {F.throughput(ci[1])}]"
-                            if (ci := C.throughput_ci(c))
-                            else "n/a"
-                        ),
+                        desc,
+                        "contended: " + _pe(F.shorten(note, 100)) if (note := C.contention(c)) else "",
                     ]
-                    for c in mine
+                    for c, (_, desc) in zip(mine, intervals)
                 ],
                 "marker": {"color": _RUN_COLORS[i % len(_RUN_COLORS)]},
                 # the value at the end of each bar, so cells far slower than the
                 # fastest one stay readable on the (honest) linear axis
-                "text": [F.throughput(C.metric(c, "throughput_per_s")) for c in mine],
+                "text": [(F.throughput(C.metric(c, "throughput_per_s")) or "")
+                         + (" \u26a0 contended" if C.contention(c) else "") for c in mine],
                 "textposition": "outside",
                 "cliponaxis": False,
                 "hovertemplate": (
-                    "%{y}<br>throughput %{customdata[0]} samples/s, 95% CI %{customdata[3]}<br>"
-                    "p50 latency %{customdata[1]} ms, 95% CI %{customdata[2]} ms"
+                    "%{y}<br>sustained throughput %{customdata[0]} samples/s, %{customdata[3]}<br>"
+                    "p50 latency %{customdata[1]} ms, 95% CI %{customdata[2]} ms<br>%{customdata[4]}"
                     "<extra>%{fullData.name}</extra>"
                 ),
             }
         )
-        cis = [C.throughput_ci(c) for c in mine]
-        if any(cis):  # error bars only from a CI the run stored
+        if any(iv for iv, _ in intervals):  # error bars only from values the run stored
             x = traces[-1]["x"]
             traces[-1]["error_x"] = {
                 "type": "data",
                 "symmetric": False,
-                "array": [max(0.0, ci[1] - v) if ci else None for ci, v in zip(cis, x)],
-                "arrayminus": [max(0.0, v - ci[0]) if ci else None for ci, v in zip(cis, x)],
+                "array": [max(0.0, iv[1] - v) if iv else None for (iv, _), v in zip(intervals, x)],
+                "arrayminus": [max(0.0, v - iv[0]) if iv else None for (iv, _), v in zip(intervals, x)],
                 "thickness": 1.2,
                 "width": 4,
                 "color": "#444",
             }
     labels = _labels(ok)
-    layout = _base_layout("Throughput per cell (samples/s)", "throughput (samples/s)", labels, len(runs), multi)
+    layout = _base_layout("Sustained throughput per cell (samples/s)", "sustained throughput (samples/s)", labels,
+                          len(runs), multi)
     layout["barmode"] = "group"
     return {"data": traces, "layout": layout, "config": {}}
 
@@ -771,6 +861,10 @@ table.kv td{padding:2px 0}table.inner th{font-weight:normal}
 .badge.yes{background:#dafbe1;border-color:#4ac26b}.badge.no{background:#f6f8fa;border-color:var(--line);color:var(--muted)}
 .badge.unknown{background:#fff8c5}
 .badge.noisy,.badge.warn{background:#fff1e5;border-color:#fb8f44;color:#953800}
+.badge.contended{background:#ffebe9;border-color:#cf222e;color:#a40e26;font-weight:600}
+.contention{color:#a40e26;font-size:12px}tr.contended>td{background:#fff5f5}
+.banner{border:2px solid #cf222e;background:#ffebe9;color:#4c0b10;padding:8px 14px;margin:12px 0;border-radius:6px}
+.banner ul{margin:.3em 0 0;padding-left:1.4em}
 .badge.st-ok{background:#dafbe1;color:var(--ok)}.badge.st-skipped{background:#fff8c5;color:var(--skip)}
 .badge.st-failed{background:#ffebe9;color:var(--fail)}.badge.st-unknown{background:#f6f8fa}
 .na{color:var(--muted);border-bottom:1px dotted var(--muted);cursor:help}
@@ -869,8 +963,10 @@ def render_html(
     figures = [
         ("chart-latency", latency_figure(chart_runs), "Each box: the raw per-iteration latencies of one cell "
          "(box = quartiles, line = median, dashed = mean, dots = samples). Hover for values in ms." + note),
-        ("chart-throughput", throughput_figure(chart_runs), "Throughput as recorded by each cell, in samples per "
-         "second; the hover shows the cell's p50 latency and its 95% confidence interval." + note),
+        ("chart-throughput", throughput_figure(chart_runs), "Sustained throughput of each cell (samples processed "
+         "in the timed loop / the loop's wall time), in samples per second; error bars: the range over the cell's "
+         "worker processes (run --repeats); the hover shows the p50 latency and its CI. "
+         "\u26a0 marks a contended cell." + note),
         ("chart-memory", memory_figure(chart_runs), "Peak resident host memory of the worker process while the cell "
          "ran (and peak device memory where measured), in MiB. Cells without a value are listed as n/a in the tables." + note),
     ]  # fmt: skip
@@ -880,6 +976,7 @@ def render_html(
 
     parts = [
         _header(runs, page_title),
+        _contention_banner(runs),
         _errors_section(errors),
         _summary_section(runs),
     ]

@@ -7,6 +7,13 @@ Same rules as :mod:`reports.html`: every string from a result file is escaped
 (``_e`` for HTML, ``_pe`` for plotly data), hover templates are constants that only
 refer to ``customdata``, and nothing is invented: a value a run did not measure is
 not drawn, an estimate is labelled "estimate".
+
+Contention: no verdict, trend or ranking is drawn from a cell measured while other
+processes competed for the machine. The regressions section leaves contended earlier
+measurements out of the baseline and shows a contended latest cell as "inconclusive"
+with the evidence; the history marks contended runs and detects changes on the
+others; the procurement view ranks uncontended runs only. Directions and units come
+from the declared metric table (:mod:`harness.metrics`).
 """
 
 from __future__ import annotations
@@ -106,11 +113,60 @@ def regression_baseline(
     return earlier[k:], str(earlier[k].get("run_id"))
 
 
+CONTENDED_VERDICT = "inconclusive"
+CONTENDED_LABEL = "inconclusive: contended"  # harness.compare's wording
+CONTENDED_NOTE = "contended: no verdict from a cell measured under contention"
+
+
+def _without_contended(doc: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """A shallow copy of ``doc`` without its contended cells, and how many were dropped."""
+    from harness.history import contention_note
+
+    cells = [c for c in doc.get("cells") or [] if not (isinstance(c, Mapping) and c.get("status") == "ok"
+                                                       and contention_note(c))]  # fmt: skip
+    return {**doc, "cells": cells}, len(doc.get("cells") or []) - len(cells)
+
+
+def latest_vs_earlier(mruns: Sequence[dict[str, Any]], series: Sequence[Any] | None = None) -> dict[str, Any]:
+    """The regressions check of one machine's runs (time order): its latest run against
+    :func:`regression_baseline`, as ``harness compare`` judges it by default, with
+    contention kept out of every verdict: contended cells of the earlier runs are left
+    out of the baseline, and a contended cell of the latest run gets the verdict
+    "inconclusive" whatever the test said (its note gives the evidence).
+
+    Returns ``{"result": Comparison, "baseline": [runs], "since": run id or None,
+    "contended": {cell key: evidence} of the latest run, "dropped": contended baseline
+    measurements left out}``."""
+    from harness.compare import cell_key, compare_docs
+    from harness.history import contention_note
+
+    base, since = regression_baseline(mruns, series)
+    cleaned = [_without_contended(d) for d in base]
+    cand = mruns[-1]
+    contended = {cell_key(c): note for c in cand.get("cells") or []
+                 if isinstance(c, Mapping) and c.get("status") == "ok" and (note := contention_note(c))}  # fmt: skip
+    res = compare_docs([d for d, _ in cleaned], [cand])
+    for c in res.cells:
+        if c.key in contended:
+            if c.verdict in ("regression", "improvement", "unchanged"):
+                c.verdict = CONTENDED_VERDICT
+                if hasattr(c, "verdict_text"):
+                    c.verdict_text = CONTENDED_LABEL
+            c.notes.insert(0, f"{CONTENDED_NOTE} ({contended[c.key]})")
+    return {"result": res, "baseline": base, "since": since, "contended": contended,
+            "dropped": sum(n for _, n in cleaned)}  # fmt: skip
+
+
+def verdict_label(c: Any) -> str:
+    """A cell comparison's verdict as compare words it ("inconclusive: contended")."""
+    label = getattr(c, "label", None)
+    return label if isinstance(label, str) and label else str(c.verdict)
+
+
 def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None = None) -> tuple[str, list[Fig]]:
     """Latest run of each machine against that machine's earlier runs (harness compare
-    with default settings: stat min, threshold auto, Holm over cells)."""
-    from harness.compare import compare_docs
-
+    with default settings: stat min, threshold auto, Holm over cells); contended cells
+    give no verdict (see :func:`latest_vs_earlier`)."""
     from harness.history import build_history
 
     if series is None:
@@ -119,12 +175,19 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
     for n, (machine, mruns) in enumerate(_by_machine(runs).items()):
         if len(mruns) < 2:
             continue
-        base, since = regression_baseline(mruns, [s for s in series if s.machine == machine])
+        check = latest_vs_earlier(mruns, [s for s in series if s.machine == machine])
+        res, base, since = check["result"], check["baseline"], check["since"]
         cand = mruns[-1:]
-        res = compare_docs(base, cand)
         cells = [c for c in res.cells if c.ratio is not None]
         if not res.cells:
             continue
+        contended_txt = ""
+        if check["contended"]:
+            contended_txt += (f' <span class="badge contended">{len(check["contended"])} contended</span> '
+                              "(shown as inconclusive: no verdict under contention)")  # fmt: skip
+        if check["dropped"]:
+            contended_txt += (f' <span class="muted">{check["dropped"]} contended earlier measurement(s) left out '
+                              "of the baseline</span>")  # fmt: skip
         head = (
             f"<p><b>{_e(cand[0].get('run_id'))}</b> vs {len(base)} earlier run{'s' if len(base) > 1 else ''} on "
             f"machine <code>{_e(machine)}</code>"
@@ -132,13 +195,15 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
             + ": "
             + (f'<span class="badge st-failed">{len(res.regressions)} regression(s)</span>' if res.regressions
                else '<span class="badge st-ok">no regression</span>')
-            + "</p>"
+            + contended_txt + "</p>"
         )  # fmt: skip
         rows = []
         for c in sorted(res.cells, key=lambda c: (c.verdict != "regression", c.key)):
             ci = f"[{_pct(c.ratio_ci[0] - 1)}, {_pct(c.ratio_ci[1] - 1)}]" if c.ratio_ci else "n/a"
+            verdict_html = _e(verdict_label(c)) + (' <span class="badge contended">contended</span>'
+                                                   if c.key in check["contended"] else "")
             rows.append([
-                (f"<code>{_e(c.key)}</code>", c.key), (_e(c.verdict), c.verdict),
+                (f"<code>{_e(c.key)}</code>", c.key), (verdict_html, c.verdict),
                 (_e(_pct(c.ratio - 1) if c.ratio else "n/a"), (c.ratio or 0) - 1), (_e(ci), ""),
                 (_e("n/a" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"), c.p_adjusted if c.p_adjusted is not None else ""),
                 (_e(_pct(c.threshold, False)), c.threshold or ""), (_e(_pct(c.mdc, False)), c.mdc or ""),
@@ -149,7 +214,8 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
         if cells:
             traces = []
             for verdict in ("regression", "inconclusive", "unchanged", "improvement"):
-                mine = [c for c in cells if c.verdict == verdict]
+                mine = [c for c in cells if c.verdict == verdict or (
+                    verdict == "inconclusive" and c.verdict.startswith("inconclusive"))]
                 if not mine:
                     continue
                 xs = [100 * (c.ratio - 1) for c in mine]
@@ -157,9 +223,9 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
                     "type": "scatter", "mode": "markers", "name": verdict, "x": xs,
                     "y": [_pe(c.key) for c in mine],
                     "marker": {"color": _VERDICT_COLOR[verdict], "size": 9},
-                    "customdata": [[verdict, f"{x:+.1f}", (f"[{100 * (c.ratio_ci[0] - 1):+.1f}, {100 * (c.ratio_ci[1] - 1):+.1f}]" if c.ratio_ci else "n/a"),
+                    "customdata": [[_pe(verdict_label(c)), f"{x:+.1f}", (f"[{100 * (c.ratio_ci[0] - 1):+.1f}, {100 * (c.ratio_ci[1] - 1):+.1f}]" if c.ratio_ci else "n/a"),
                                     _pct(c.threshold, False)] for c, x in zip(mine, xs)],
-                    "hovertemplate": "%{y}<br>change %{customdata[1]}% (latency, candidate vs baseline), "
+                    "hovertemplate": "%{y}<br>change %{customdata[1]}% (candidate vs baseline), "
                                      "95% CI %{customdata[2]}%<br>threshold %{customdata[3]}<extra>%{customdata[0]}</extra>",
                 }  # fmt: skip
                 if any(c.ratio_ci for c in mine):
@@ -168,20 +234,23 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
                                      "arrayminus": [100 * (c.ratio - c.ratio_ci[0]) if c.ratio_ci else 0 for c in mine]}  # fmt: skip
                 traces.append(tr)
             labels = sorted({_pe(c.key) for c in cells})
-            lay = _layout("Change per cell vs earlier runs (%, latency; + is slower)", "change (%)",
-                          height=max(260, 120 + 26 * len(labels)))  # fmt: skip
+            metric = res.settings.metric
+            lay = _layout(f"Change per cell vs earlier runs (%, {_pe(metric)}; {F.increase_means(metric)})",
+                          "change (%)", height=max(260, 120 + 26 * len(labels)))  # fmt: skip
             lay["yaxis"].update({"type": "category", "categoryorder": "array", "categoryarray": labels})
             lay["shapes"] = [{"type": "line", "x0": 0, "x1": 0, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
                               "line": {"color": "#888", "dash": "dot"}}]  # fmt: skip
             figs.append((f"chart-regressions-{n}", {"data": traces, "layout": lay},
-                         "Each point: the cell's latency change with its 95% CI (error bar). Hover for the verdict and threshold."))  # fmt: skip
+                         f"Each point: the cell's change in {metric} ({F.increase_means(metric)}) with its 95% CI "
+                         "(error bar). Hover for the verdict and threshold."))  # fmt: skip
     if not blocks:
         return "", []
     return (
         '<section id="regressions"><h2>Regressions</h2><p class="muted">The latest run of each machine against its '
         "earlier runs, as <code>harness compare</code> judges it (location: minimum of the raw samples; threshold: "
         "auto, the run-to-run noise band; Holm-adjusted p-values). A regression needs a significant change AND a "
-        "change beyond the threshold.</p>" + "".join(blocks) + "</section>",
+        "change beyond the threshold. A contended cell (other processes competed for the machine) gets no "
+        "verdict, and contended earlier measurements are not part of the baseline.</p>" + "".join(blocks) + "</section>",
         figs,
     )
 
@@ -189,27 +258,44 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
 # ----------------------------------------------------------------------------- history
 
 
+def _series_label(s: Any) -> str:
+    """How a history series' value is named: "min latency" or the metric's name."""
+    return f"{s.stat} latency" if s.metric == "latency_ms" and s.stat else s.metric
+
+
+def _unit_suffix(unit: str) -> str:
+    return f" ({unit})" if unit else ""
+
+
 def history_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None = None) -> tuple[str, list[Fig]]:
-    """Trends per cell and machine over many runs, with detected steps and drifts."""
+    """Trends per cell and machine over many runs, with detected steps and drifts; each
+    change labelled worse or better by the metric's declared direction. Contended runs
+    are drawn as open red circles and take no part in the detection."""
     from harness.history import build_history
 
     if series is None:
         series = build_history(runs)
     if not series:
         return "", []
+    first = series[0]
+    metric, unit, label = first.metric, first.unit, _series_label(first)
     rows = []
     for s in series:
         for ch in s.changes:
             commit = (ch.commit or "")[:12]
             prev = (ch.previous_commit or "")[:12]
+            level = f"{F.value_in_unit(ch.before, s.unit)} → {F.value_in_unit(ch.after, s.unit)}"
+            worse = ('<span class="badge st-failed">worse</span>' if ch.worse else
+                     '<span class="badge st-ok">better</span>' if ch.worse is False else '<span class="muted">n/a</span>')
             rows.append([
                 (f"<code>{_e(s.key)}</code>", s.key), (f"<code>{_e(s.machine)}</code>", s.machine),
                 (_e(ch.kind), ch.kind), (f"<code>{_e(ch.run_id)}</code>", ch.created),
                 (f"<code>{_e(prev)}</code>..<code>{_e(commit)}</code>" if commit else _e("n/a"), commit),
-                (_e(f"{F.ms(ch.before)} → {F.ms(ch.after)} ms"), ch.before), (_e(_pct(ch.change)), ch.change),
+                (_e(level), ch.before), (_e(_pct(ch.change)), ch.change), (worse, str(ch.worse)),
             ])  # fmt: skip
     changes_html = (
-        _table(["cell", "machine", "kind", "began at run", "commits (previous..first changed)", "level (min, ms)", "change"], rows)
+        _table(["cell", "machine", "kind", "began at run", "commits (previous clean..first changed)",
+                f"level ({label})", f"change ({F.increase_means(metric)})", "verdict"], rows)
         if rows else "<p>No step or drift detected.</p>"
     )  # fmt: skip
     figs: list[Fig] = []
@@ -222,37 +308,64 @@ def history_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None
         traces = []
         for k, s in enumerate(ss):
             color = _COLORS[k % len(_COLORS)]
+            lab = _series_label(s)
             traces.append({
                 "type": "scatter", "mode": "lines+markers", "name": _pe(s.key), "legendgroup": f"s{k}",
                 "x": list(range(1, len(s.points) + 1)), "y": [p.value for p in s.points],
                 "line": {"color": color, "width": 1.5}, "marker": {"size": 4},
-                "customdata": [[_pe(s.key), _pe(p.run_id), _pe((p.commit or "n/a")[:12]), F.ms(p.value)] for p in s.points],
+                "customdata": [[_pe(s.key), _pe(p.run_id), _pe((p.commit or "n/a")[:12]),
+                                f"{_pe(lab)} {F.value_in_unit(p.value, s.unit)}",
+                                (f" (median of {p.processes} processes)" if p.processes > 1 else "")
+                                + ("<br>contended: " + _pe(F.shorten(p.contended, 100)) + " (not used for detection)"
+                                   if p.contended else "")] for p in s.points],
                 "hovertemplate": "%{customdata[0]}<br>run %{customdata[1]} (commit %{customdata[2]})<br>"
-                                 "min latency %{customdata[3]} ms<extra></extra>",
+                                 "%{customdata[3]}%{customdata[4]}<extra></extra>",
             })  # fmt: skip
+            bad = [(i, p) for i, p in enumerate(s.points) if p.contended]
+            if bad:
+                traces.append({
+                    "type": "scatter", "mode": "markers", "name": _pe(f"contended: {s.key}"), "legendgroup": f"s{k}",
+                    "showlegend": False, "x": [i + 1 for i, _ in bad], "y": [p.value for _, p in bad],
+                    "marker": {"symbol": "circle-open", "size": 12, "color": "#cf222e", "line": {"width": 2}},
+                    "customdata": [[_pe(s.key), _pe(p.run_id), _pe(F.shorten(p.contended, 100)),
+                                    f"{_pe(lab)} {F.value_in_unit(p.value, s.unit)}"] for _, p in bad],
+                    "hovertemplate": "%{customdata[0]}<br>run %{customdata[1]}: %{customdata[3]}"
+                                     "<br>contended: %{customdata[2]}<br>(not used for detection)<extra></extra>",
+                })  # fmt: skip
             if s.changes:
                 traces.append({
                     "type": "scatter", "mode": "markers", "name": _pe(f"change: {s.key}"), "legendgroup": f"s{k}",
                     "showlegend": False, "x": [c.index + 1 for c in s.changes], "y": [s.points[c.index].value for c in s.changes],
                     "marker": {"symbol": "x", "size": 14, "color": color, "line": {"width": 2}},
-                    "customdata": [[_pe(s.key), c.kind, _pe(c.run_id), _pe((c.commit or "n/a")[:12]), _pct(c.change)] for c in s.changes],
+                    "customdata": [[_pe(s.key), c.kind, _pe(c.run_id), _pe((c.commit or "n/a")[:12]),
+                                    _pct(c.change) + ("" if c.worse is None else (" (worse)" if c.worse else " (better)"))]
+                                   for c in s.changes],
                     "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} began at run %{customdata[2]} "
                                      "(commit %{customdata[3]}): %{customdata[4]}<extra></extra>",
                 })  # fmt: skip
-        lay = _layout(f"History on machine {_pe(machine)}: minimum latency per run (ms)", "run (oldest = 1)",
-                      "min latency per iteration (ms)", height=460)  # fmt: skip
+        lay = _layout(f"History on machine {_pe(machine)}: {_pe(label)} per run{_unit_suffix(unit)}", "run (oldest = 1)",
+                      f"{_pe(label)}{' per iteration' if metric == 'latency_ms' else ''}{_unit_suffix(unit)}",
+                      height=460)  # fmt: skip
         vals = [p.value for s in ss for p in s.points if p.value > 0]
         if vals and max(vals) / min(vals) > 30:
             lay["yaxis"]["type"] = "log"
         figs.append((f"chart-history-{n}", {"data": traces, "layout": lay},
-                     "One line per cell; crosses mark where a detected step or drift began. Hover for the run, commit and value."))  # fmt: skip
+                     "One line per cell; crosses mark where a detected step or drift began; open red circles are "
+                     "contended runs (not used for detection). Hover for the run, commit and value."))  # fmt: skip
     noise = [s.noise for s in series if s.noise is not None]
     noise_txt = f" Median run-to-run noise of the series: {_pct(sorted(noise)[len(noise) // 2], False)}." if noise else ""
+    n_cont = sum(1 for s in series for p in s.points if p.contended)
+    cont_txt = (f" {n_cont} contended run(s) (other processes competed for the machine) are marked and left out of "
+                "the detection." if n_cont else "")
+    what = ("the minimum of each run's samples (with <code>run --repeats</code>: the median over the run's "
+            "uncontended processes of each one's minimum)" if metric == "latency_ms" and first.stat == "min"
+            else f"the run's {_e(label)}")
     return (
         '<section id="history"><h2>History</h2><p class="muted">Each series: one cell on one machine over its runs '
-        "(time order), the minimum of each run's samples. Steps: binary segmentation with a robust noise estimate "
+        f"(time order), {what}. Steps: binary segmentation with a robust noise estimate "
         "(z &gt; 5, change &gt; 3%); slow drift: Mann-Kendall trend test (p &lt; 0.01) with the onset at the knee of a "
-        f"flat-then-linear fit.{_e(noise_txt)}</p>" + changes_html + "</section>",
+        f"flat-then-linear fit. Whether a change is worse or better comes from the metric's declared direction."
+        f"{_e(noise_txt)}{_e(cont_txt)}</p>" + changes_html + "</section>",
         figs,
     )
 
@@ -280,15 +393,22 @@ def procurement_section(
             ppw = (f'<span class="na" title="{_e(e.energy_reason or "no energy measurement")}">n/a</span>', "")
         ppd = ((_e(f"{F.sig(e.perf_per_dollar)} {e.perf_per_dollar_unit}"), e.perf_per_dollar) if e.perf_per_dollar is not None
                else (f'<span class="na" title="{_e("no price for this machine (--prices)" if prices else "no --prices file given")}">n/a</span>', ""))
+        if e.contended:
+            rank_html = ('– <span class="badge contended" title="every run of this option was measured under '
+                         f'contention: not ranked. Evidence: {_e(e.contended)}">contended</span>')
+        else:
+            rank_html = _e(e.rank if e.rank else "–")
+            if e.n_contended:
+                rank_html += f' <span class="muted">({e.n_contended} contended run(s) left out)</span>'
         rows.append([
-            (f"<code>{_e(e.workload_key)}</code>", e.workload_key), (_e(e.rank if e.rank else "–"), e.rank or ""),
+            (f"<code>{_e(e.workload_key)}</code>", e.workload_key), (rank_html, e.rank or ""),
             (f"{_e(e.machine_label)}<br><code class=muted>{_e(e.machine)}</code>", e.machine_label),
             (_e(f"{e.backend} / {e.device}"), f"{e.backend}/{e.device}"),
             (_e(F.throughput(e.throughput_per_s) or "n/a"), e.throughput_per_s or ""),
             (_e(F.ms(e.latency_p50_ms) or "n/a"), e.latency_p50_ms or ""), ppw, ppd,
             (_e(F.percent(e.scaling_efficiency) or "n/a"), e.scaling_efficiency or ""), (_e(e.n_runs), e.n_runs),
         ])  # fmt: skip
-    table = _table(["workload config", f"rank ({rank_by})", "machine", "backend / device", "throughput (samples/s)",
+    table = _table(["workload config", f"rank ({rank_by})", "machine", "backend / device", "sustained throughput (samples/s)",
                     "p50 latency (ms)", "perf per watt", "perf per dollar", "scaling efficiency", "runs"], rows)  # fmt: skip
     traces = []
     options = list(dict.fromkeys((e.machine, e.backend, e.device) for e in entries))
@@ -300,14 +420,15 @@ def procurement_section(
         traces.append({
             "type": "bar", "orientation": "h", "name": _pe(label), "y": [_pe(e.workload_key) for e in mine],
             "x": [e.throughput_per_s for e in mine], "marker": {"color": _COLORS[k % len(_COLORS)]},
-            "customdata": [[_pe(label), F.throughput(e.throughput_per_s), F.ms(e.latency_p50_ms) or "n/a", e.n_runs] for e in mine],
-            "hovertemplate": "%{y} on %{customdata[0]}<br>throughput %{customdata[1]} samples/s (median of "
-                             "%{customdata[3]} runs)<br>p50 latency %{customdata[2]} ms<extra></extra>",
+            "customdata": [[_pe(label), F.throughput(e.throughput_per_s), F.ms(e.latency_p50_ms) or "n/a", e.n_runs,
+                            "<br>contended runs only: not ranked" if e.contended else ""] for e in mine],
+            "hovertemplate": "%{y} on %{customdata[0]}<br>sustained throughput %{customdata[1]} samples/s (median of "
+                             "%{customdata[3]} runs)<br>p50 latency %{customdata[2]} ms%{customdata[4]}<extra></extra>",
         })  # fmt: skip
     figs: list[Fig] = []
     if traces:
         n_w = len({e.workload_key for e in entries})
-        lay = _layout("Throughput per workload and machine (samples/s)", "throughput (samples/s)",
+        lay = _layout("Sustained throughput per workload and machine (samples/s)", "sustained throughput (samples/s)",
                       height=max(300, 140 + 22 * n_w * len(traces)), barmode="group")  # fmt: skip
         lay["yaxis"]["autorange"] = "reversed"
         figs.append(("chart-procurement", {"data": traces, "layout": lay},
@@ -317,6 +438,8 @@ def procurement_section(
         '<section id="procurement"><h2>Procurement: machines side by side</h2><p class="muted">'
         f"{len(machines)} machines (environment fingerprints). Values are medians over each machine's runs. "
         "Perf per watt uses measured energy only (samples per joule); estimates are labelled and never ranked. "
+        "Runs measured under contention are left out of the medians; an option with contended runs only is shown, "
+        "marked, and never ranked. "
         f"Ranked within each workload configuration by <b>{_e(rank_by)}</b> "
         f"(choices: {_e(', '.join(RANK_METRICS))}).</p>"
         + _table(["fingerprint", "machine"], mrows) + table + "</section>",
@@ -390,17 +513,24 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
     groups: dict[tuple[str, str], list[tuple[float, float, Any]]] = {}
     # fp32 p50 of the same workload/backend/device/mode/batch/size in the same run
     fp32_p50: dict[tuple[Any, ...], float] = {}
+    fp32_contended: set[tuple[Any, ...]] = set()
     for r, c in C.iter_cells(list(runs)):
         sp = c.get("spec") or {}
         if C.status(c) == "ok" and sp.get("variant") == "fp32" and C.lat(c, "p50") and not sp.get("world_size"):
             fp32_p50[(r.get("run_id"), sp.get("workload"), sp.get("backend"), sp.get("device"), sp.get("mode"),
                       sp.get("batch_size"), sp.get("size"))] = C.lat(c, "p50")  # fmt: skip
+            if C.contention(c):
+                fp32_contended.add((r.get("run_id"), sp.get("workload"), sp.get("backend"), sp.get("device"),
+                                    sp.get("mode"), sp.get("batch_size"), sp.get("size")))  # fmt: skip
     for r, c in pairs:
         q = C.metric(c, "quality")
         sp0 = c.get("spec") or {}
-        base = fp32_p50.get((r.get("run_id"), sp0.get("workload"), sp0.get("backend"), sp0.get("device"),
-                             sp0.get("mode"), sp0.get("batch_size"), sp0.get("size")))  # fmt: skip
+        fkey = (r.get("run_id"), sp0.get("workload"), sp0.get("backend"), sp0.get("device"),
+                sp0.get("mode"), sp0.get("batch_size"), sp0.get("size"))
+        base = fp32_p50.get(fkey)
         speedup = base / C.lat(c, "p50") if base and C.lat(c, "p50") else None
+        # a speed-up from a contended cell (or a contended fp32 reference) is no verdict on the variant
+        contended = C.contention(c) or ("the fp32 reference cell was contended" if fkey in fp32_contended else None)
         spec = c.get("spec") or {}
         gate = q.get("gate") if isinstance(q.get("gate"), Mapping) else {}
         passed = gate.get("passed")
@@ -415,7 +545,8 @@ def quality_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
             (_e(f"{100 * q['accuracy_delta']:+.2f} pp" if F.is_number(q.get("accuracy_delta")) else "n/a"), q.get("accuracy_delta") if F.is_number(q.get("accuracy_delta")) else ""),
             (_e(F.percent(q.get("agreement"), 2) or "n/a"), q.get("agreement") if F.is_number(q.get("agreement")) else ""),
             (gate_html, str(passed)), (_e(F.ms(C.lat(c, "p50")) or "n/a"), C.lat(c, "p50") or ""),
-            ((_e(f"{speedup:.2f}x") + (' <span class="badge st-failed">slower</span>' if speedup < 1 else ""))
+            ((_e(f"{speedup:.2f}x") + (f' <span class="badge contended" title="{_e(contended)}">contended</span>'
+                                       if contended else ' <span class="badge st-failed">slower</span>' if speedup < 1 else ""))
              if speedup else '<span class="muted">no fp32 cell</span>', speedup or ""),
             (_e(F.bytes_human(C.metric(c, "model_size_bytes")) or "n/a"), C.metric(c, "model_size_bytes") if F.is_number(C.metric(c, "model_size_bytes")) else ""),
             (_e(F.count(C.metric(c, "nonzero_params")) or "n/a"), C.metric(c, "nonzero_params") if F.is_number(C.metric(c, "nonzero_params")) else ""),
@@ -585,7 +716,7 @@ def backends_section(runs: Sequence[dict[str, Any]]) -> str:
         return ""
     heads = ["workload/device/mode/variant/batch/size"]
     for b in backends:
-        heads += [f"{b} p50 ms [95% CI]", f"{b} samples/s"]
+        heads += [f"{b} p50 ms [95% CI]", f"{b} sustained samples/s"]
     return ('<section id="backends"><h2>Backends side by side</h2><p class="muted">The same workload (same '
             "architecture, parameters and FLOPs) on each backend.</p>" + _table(heads, rows) + "</section>")  # fmt: skip
 
@@ -654,10 +785,11 @@ def scaling_section(runs: Sequence[dict[str, Any]]) -> tuple[str, list[Fig]]:
         lay = _layout("Global throughput vs data-parallel workers", "workers (world size)", "samples/s")
         lay["xaxis"]["dtick"] = 1
         figs.append(("chart-scaling", {"data": traces, "layout": lay},
-                     "Solid: measured global throughput (world size x per-worker batch per p50 step). Dotted: "
+                     "Solid: measured sustained global throughput (samples processed by all workers in the timed loop / "
+                     "its wall time). Dotted: "
                      "ideal linear scaling from the same run's 1-worker cell."))  # fmt: skip
     table = _table(["group (workload/backend/device/variant/per-worker batch/size)", "workers", "engine",
-                    "global batch", "p50 step", "samples/s", "speed-up vs 1", "scaling efficiency"], rows)
+                    "global batch", "p50 step", "sustained samples/s", "speed-up vs 1", "scaling efficiency"], rows)
     return ('<section id="scaling"><h2>Data-parallel scaling</h2><p class="muted">Weak scaling: every worker '
             "keeps its batch, so the global batch grows with the workers. Scaling efficiency = throughput(N) / "
             "(N x throughput(1)), against the 1-worker cell of the same run; n/a where the run has none (hover for "

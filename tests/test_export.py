@@ -175,3 +175,68 @@ def test_parquet_column_types_do_not_depend_on_what_an_export_happened_to_hold(t
         assert schemas[0].field(col).type == schemas[1].field(col).type, col
     assert str(schemas[0].field("flops").type) == "double" and str(schemas[1].field("tag").type) == "string"
     assert str(schemas[0].field("params").type) == "int64"
+
+
+def _contended_and_repeated_docs() -> list[dict[str, Any]]:
+    from tests.test_report import make_doc as report_doc
+    from tests.test_report import ok_cell, repeated_cell
+
+    cells = [repeated_cell([1.0, 1.3, 1.1], contended={1: 1.7}), ok_cell("cnn", seed=3, n=40)]
+    return [report_doc(cells, run_id="20261101T000000Z-a-000001", created="2026-11-01T00:00:00Z")]
+
+
+def test_units_travel_with_the_export(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import json
+
+    from harness.export import column_units
+
+    docs = _contended_and_repeated_docs()
+    out = tmp_path / "cells.parquet"
+    export(docs, "parquet", out)
+    schema = pq.read_schema(out)
+    meta = {f.name: f.metadata or {} for f in schema}
+    assert meta["latency_ms.p50"][b"unit"] == b"ms" and meta["latency_ms.p50"][b"direction"] == b"lower"
+    assert meta["throughput_per_s"][b"unit"] == b"samples/s" and meta["throughput_per_s"][b"direction"] == b"higher"
+    assert b"sustained" in meta["throughput_per_s"][b"description"]
+    assert meta["flops_analytic"][b"unit"] == b"FLOP" and b"direction" not in meta["flops_analytic"]
+    assert meta["throughput_ci95_per_s.0"][b"unit"] == b"samples/s"
+    assert meta["cell_id"] == {}  # identity columns have no unit
+    units = json.loads(schema.metadata[b"dl_harness.units"])
+    assert units["peak_host_mem_bytes"]["unit"] == "bytes" and units["processes"]["unit"] == "count"
+    # a CSV file gets a sidecar with the same units
+    csv_out = tmp_path / "cells.csv"
+    export(docs, "csv", csv_out)
+    side = {r["column"]: r for r in _read_csv((tmp_path / "cells.units.csv").read_text())}
+    assert side["latency_ms.p50"]["unit"] == "ms" and side["energy.energy_j"]["unit"] == "J"  # a core column
+    assert side["throughput_per_s"]["direction"] == "higher" and side["process_p50_max_ms"]["unit"] == "ms"
+    assert set(side) == set(column_units(list(_read_csv(csv_out.read_text())[0])))
+    # a ratio's unit is "" (no unit), declared metrics only: text and timing columns have none
+    units = column_units(["mfu", "quality.accuracy", "metrics.status", "timing.samples", "flops_analytic_ratio"])
+    assert set(units) == {"mfu", "quality.accuracy", "flops_analytic_ratio"}
+    assert (units["mfu"]["unit"], units["mfu"]["direction"]) == ("", "higher")
+    assert (units["flops_analytic_ratio"]["unit"], units["flops_analytic_ratio"]["direction"]) == ("", None)
+
+
+def test_export_carries_contention_and_repeats(tmp_path: Path) -> None:
+    docs = _contended_and_repeated_docs()
+    rows = {r["cell_id"]: r for r in cell_rows(docs)}
+    rep, one = rows["mlp/torch/cpu/fp32/inference/bs64/small"], rows["cnn/torch/cpu/fp32/inference/bs64/small"]
+    assert rep["processes"] == 3 and one["processes"] == 1
+    p50s = [r["metrics"]["latency_ms"]["p50"] for r in docs[0]["cells"][0]["repeats"]]
+    assert (rep["process_p50_min_ms"], rep["process_p50_max_ms"]) == (min(p50s), max(p50s))
+    assert rep["contended"] is True and "process 2 of 3: other processes used 1.7 of 2 cores" in rep["contention"]
+    assert one["contended"] is False and one["contention"] is None and one["timing.contention.detected"] is False
+    assert rep["throughput_p50_per_s"] == docs[0]["cells"][0]["metrics"]["throughput_p50_per_s"]
+    samples = list(export_samples(docs))
+    mine = [s for s in samples if s["cell_id"] == rep["cell_id"]]
+    assert [s["process"] for s in mine] == [k for k, r in enumerate(docs[0]["cells"][0]["repeats"])
+                                            for _ in r["samples_ms"]]
+    assert [s["latency_ms"] for s in mine] == docs[0]["cells"][0]["samples_ms"]  # the pooled order
+    assert {s["process"] for s in samples if s["cell_id"] == one["cell_id"]} == {None}
+
+
+def export_samples(docs: list[dict[str, Any]]) -> Any:
+    from harness.export import sample_rows
+
+    return sample_rows(docs)

@@ -91,3 +91,44 @@ def test_scaling_efficiency_when_present_and_unknown_rank_metric() -> None:
     assert procurement_entries(fleet()[3:])[0].scaling_efficiency is None
     with pytest.raises(ValueError, match="choose from"):
         procurement_entries(docs, rank_by="vibes")
+
+
+def test_contended_runs_are_left_out_and_a_contended_only_option_is_never_ranked() -> None:
+    from tests.test_report import contention_record
+
+    docs = fleet()
+    # the "mid" machine measured 10x faster than it is, but under contention: no rank from that
+    busy = machine_doc("busy", "fp-busy", 0.05, None)
+    busy["cells"][0]["timing"]["contention"] = contention_record(1.7)
+    # one of fast's runs was contended and 3x slower: left out of its median
+    slow_run = machine_doc("fast", "fp-fast", 1.5, measured(10.0), 3, gpu="H100")
+    slow_run["cells"][0]["timing"]["contention"] = contention_record(1.2)
+    es = {e.host: e for e in procurement_entries(docs + [busy, slow_run])}
+    assert es["busy"].rank is None and "other processes used 1.7 of 2 cores" in es["busy"].contended
+    assert es["busy"].throughput_per_s is not None  # shown, marked, not ranked
+    assert es["fast"].rank == 1 and es["fast"].n_runs == 3 and es["fast"].n_contended == 1
+    assert es["fast"].samples_per_j == pytest.approx(100.0)  # the contended run's 10 samples/J left out
+    assert es["fast"].throughput_per_s == pytest.approx(64 / 0.51e-3, rel=0.05)
+
+
+def test_ranking_direction_comes_from_the_metric_table() -> None:
+    from harness import metrics as M
+    from harness.procurement import RANK_METRICS
+
+    assert RANK_METRICS["throughput"][1] is M.get("throughput_per_s").higher_is_better is True
+    assert RANK_METRICS["latency"][1] is M.get("latency_ms.p50").higher_is_better is False
+    assert RANK_METRICS["perf_per_watt"][1] is M.get("energy.samples_per_j").higher_is_better is True
+    es = procurement_entries(fleet(), rank_by="latency")
+    assert [e.host for e in es] == ["fast", "mid", "slow"]  # lowest latency first
+
+
+def test_procurement_section_marks_a_contended_option() -> None:
+    from reports.sections import procurement_section
+    from tests.test_report import contention_record
+
+    busy = machine_doc("busy", "fp-busy", 0.05, None)
+    busy["cells"][0]["timing"]["contention"] = contention_record(1.7)
+    text, _ = procurement_section(fleet() + [busy])
+    row = next(r for r in text.split("<tr>") if "fp-busy</code>" in r and "mlp/" in r)
+    assert 'class="badge contended"' in row and "never ranked" not in row
+    assert "contention" in text  # the section says how contended runs are treated

@@ -65,16 +65,23 @@ def ok_cell(
     peak_host: int | None = 412_000_000,
     extra_metrics: dict[str, Any] | None = None,
     unavailable: dict[str, str] | None = None,
+    contended_cores: float | None = None,
 ) -> dict[str, Any]:
+    """An ok cell as the worker writes it (schema v3): sustained throughput (samples
+    processed / the timed loop's wall time, here the sum of the samples), batch / p50
+    as ``throughput_p50_per_s``, and a contention record (contended when
+    ``contended_cores`` other-process cores are given)."""
     rng = np.random.default_rng(seed)
     samples = center_ms * (1.0 + spread * rng.standard_normal(n))
     samples = np.clip(samples, center_ms * 0.1, None)
     lat = latency_summary(samples, seed)
     s = spec(workload, batch)
+    loop_wall_s = float(samples.sum()) / 1000.0
     metrics = {
         "latency_ms": lat,
         "noisy": bool(lat["iqr"] / lat["p50"] > 0.10),
-        "throughput_per_s": batch / (lat["p50"] / 1000.0),
+        "throughput_per_s": n * batch / loop_wall_s,
+        "throughput_p50_per_s": batch / (lat["p50"] / 1000.0),
         "throughput_ci95_per_s": [batch / (lat["ci95_high"] / 1000.0), batch / (lat["ci95_low"] / 1000.0)],
         "peak_host_mem_bytes": peak_host,
         "host_mem_increase_bytes": 12_000_000,
@@ -90,10 +97,24 @@ def ok_cell(
         "id": cell_id_of(s), "spec": s, "status": "ok", "reason": None, "error": None,
         "duration_s": 4.2, "metrics": metrics, "unavailable": unav,
         "timing": {"iters_per_sample": 1, "warmup_iters": 20, "warmup_s": 0.3, "warmup_stable": True,
-                   "timed_s": 1.0, "clock": "perf_counter"},
+                   "timed_s": 1.0, "clock": "perf_counter", "samples": n, "loop_wall_s": loop_wall_s,
+                   "contention": contention_record(contended_cores)},
         "runtime": {"torch": "2.13.0+cpu", "threads": 2},
         "samples_ms": [float(x) for x in samples],
     }  # fmt: skip
+
+
+def contention_record(other_cores: float | None = None, ncpu: int = 2) -> dict[str, Any]:
+    """``timing.contention`` in the form harness.contention.ContentionProbe.result() writes;
+    contended when other processes used ``other_cores`` cores."""
+    detected = other_cores is not None
+    window = {"measurable": True, "other_cpu_cores": other_cores if detected else 0.05,
+              "cpu_contended": detected, "threshold_cores": 0.35, "steal_share": 0.0, "steal_contended": False}
+    reasons = ([f"loop: other processes used {other_cores:.2f} cores of {ncpu} while the cell ran 2 thread(s) "
+                "(0 core(s) free; threshold 0.35)", "busiest other processes: stress (pid 4242, 1.70 cores)"]
+               if detected else [])
+    return {"detected": detected, "reasons": reasons, "rule": "contended if other processes used more than ...",
+            "evidence": {"ncpu": ncpu, "threads": 2, "free_cores": 0, "windows": {"loop": window}}}  # fmt: skip
 
 
 def skipped_cell(workload: str = "mlp", reason: str = "no CUDA device visible") -> dict[str, Any]:
@@ -122,7 +143,7 @@ def make_doc(
     env_vars: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     doc = {
-        "schema_version": 1, "run_id": run_id, "created": created, "finished": "2026-11-23T11:05:00Z",
+        "schema_version": 3, "run_id": run_id, "created": created, "finished": "2026-11-23T11:05:00Z",
         "complete": True, "interrupted": False, "tag": tag,
         "harness": {"version": "0.1.0", "git_commit": "abc123def4567890", "git_dirty": False},
         "environment": {
@@ -237,11 +258,17 @@ def test_figures_carry_units_and_validate_as_plotly_figures() -> None:
     assert lat["data"][0]["x"] == runs[0]["cells"][0]["samples_ms"]
     thr = throughput_figure(runs)
     assert all("samples/s" in t["hovertemplate"] and "CI" in t["hovertemplate"] for t in thr["data"])
-    ok0 = runs[0]["cells"][0]["metrics"]
-    err = thr["data"][0]["error_x"]  # error bars from the CI the run stored
+    # a sustained throughput measured in one process has no interval of its own: the stored
+    # CI is of batch / p50, another quantity, so no error bar is drawn around the bar
+    assert "error_x" not in thr["data"][0]
+    assert thr["data"][0]["x"][0] == runs[0]["cells"][0]["metrics"]["throughput_per_s"]
+    # an older result's batch / p50 throughput keeps the CI the run stored for it
+    old = standard_doc()
+    old["cells"][0]["metrics"].pop("throughput_p50_per_s")
+    ok0 = old["cells"][0]["metrics"]
+    err = throughput_figure([old])["data"][0]["error_x"]
     assert err["array"][0] == pytest.approx(ok0["throughput_ci95_per_s"][1] - ok0["throughput_per_s"])
     assert err["arrayminus"][0] == pytest.approx(ok0["throughput_per_s"] - ok0["throughput_ci95_per_s"][0])
-    assert thr["data"][0]["x"][0] == runs[0]["cells"][0]["metrics"]["throughput_per_s"]
     mem = memory_figure(runs)
     assert all("MiB" in t["hovertemplate"] for t in mem["data"])
     assert mem["data"][0]["x"][0] == pytest.approx(412_000_000 / 2**20)
@@ -357,7 +384,8 @@ def test_extra_metrics_are_rendered_with_units() -> None:
     assert "203 MFLOP" in section and "12.3 ms" in section and "11.4 MiB" in section
     assert "0.0310" in section
     lo, hi = doc["cells"][0]["metrics"]["throughput_ci95_per_s"]
-    assert f"[{F.throughput(lo)}, {F.throughput(hi)}] /s" in section  # an interval, not "[2 values]"
+    # an interval, not "[2 values]", in the declared unit (samples/s; the name-suffix guess said "/s")
+    assert f"[{F.throughput(lo)}, {F.throughput(hi)}] samples/s" in section
     assert '<span class="na" title="no RAPL under /sys/class/powercap">n/a</span>' in section
 
 
@@ -423,7 +451,7 @@ def test_markdown_summary_has_header_and_one_row_per_cell() -> None:
     md = markdown_summary([doc])
     lines = md.splitlines()
     table = [ln for ln in lines if ln.startswith("|")]
-    assert table[0].startswith("| cell | status | p50 ms [95% CI] | p90 ms | p99 ms | throughput /s | peak host MiB")
+    assert table[0].startswith("| cell | status | p50 ms [95% CI] | p90 ms | p99 ms | sustained samples/s | peak host MiB")
     assert re.fullmatch(r"\|( -+:? \|| --:? \|)+", table[1].replace("--:", "---"))
     assert len(table) == 2 + len(doc["cells"])
     for row, cell in zip(table[2:], doc["cells"]):
@@ -608,3 +636,199 @@ def test_report_cli_history_markdown_and_prices(tmp_path: Path) -> None:
     prices.write_text("machines: {a: {hourly: -3}}\n")
     bad = run_cli(["report", str(d), "--prices", str(prices)])
     assert bad.returncode == 2 and "positive number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- declared units, contention, repeats
+
+
+def repeated_cell(centers: list[float], contended: dict[int, float] | None = None, workload: str = "mlp",
+                  seed: int = 0) -> dict[str, Any]:
+    """A cell measured in one worker process per ``centers`` entry, merged the way
+    ``harness run --repeats N`` merges them; ``contended``: process index -> other cores."""
+    from harness.repeats import merge
+
+    records = [ok_cell(workload, seed=seed + k, center_ms=c, n=80, contended_cores=(contended or {}).get(k))
+               for k, c in enumerate(centers)]  # fmt: skip
+    return merge(records, planned=len(centers), global_batch=64)
+
+
+def test_metric_units_come_from_the_declared_table() -> None:
+    # ratios have no unit, rates say per second, energy efficiency is samples per joule
+    assert F.metric_value("flops_analytic_ratio", 1.0) == "1.00"  # was "1.00 FLOP"
+    assert F.metric_value("mfu", 0.031) == "0.0310"
+    assert F.metric_value("achieved_flops_per_s", 1.04e10) == "10.4 GFLOP/s"  # was "10.4 GFLOP"
+    assert F.metric_value("samples_per_j", 500.0) == "500 samples/J"  # was "500 J"
+    assert F.metric_value("energy.energy_per_sample_j", 0.002) == "0.00200 J"
+    assert F.metric_value("avg_power_w", 95.0) == "95.0 W"
+    assert F.metric_value("throughput_per_s", 1234.0) == "1,234 samples/s"
+    assert F.metric_value("arithmetic_intensity_flop_per_byte", 12.0) == "12.0 FLOP/byte"
+    assert F.metric_value("utilisation.cpu_percent_mean", 45.2) == "45.2%"
+    assert F.metric_value("params", 1_585_162) == "1,585,162"
+    # only an undeclared metric falls back to its name's suffix
+    assert F.metric_value("imported_energy_j", 2.0) == "2.00 J"
+    assert F.increase_means("latency_ms") == "+ is slower" and F.increase_means("throughput_per_s") == "+ is faster"
+    assert F.increase_means("energy.energy_per_sample_j") == "+ is worse"
+    assert F.increase_means("quality.accuracy") == "+ is better" and F.increase_means("flops") == "+ is higher"
+
+    extra = {"flops_analytic_ratio": 1.0, "achieved_flops_per_s": 1.04e10, "mfu": 0.031,
+             "energy": {"energy_j": 5.0, "energy_per_sample_j": 0.002, "samples_per_j": 500.0, "avg_power_w": 95.0,
+                        "source": "rapl"}}  # fmt: skip
+    text = render_html([make_doc([ok_cell(extra_metrics=extra)])])
+    other = text[text.index('id="other-metrics"'):]
+    assert "10.4 GFLOP/s" in other and "1.00 FLOP" not in other and "10.4 GFLOP<" not in other
+    energy = text[text.index('id="energy"'):text.index('id="other-metrics"')]
+    assert "500 samples/J" in energy and "500 J" not in energy and "95.0 W" in energy
+
+
+CONTENDED_EVIDENCE = "other processes used 1.7 of 2 cores"
+
+
+def contended_doc() -> dict[str, Any]:
+    return make_doc([ok_cell("mlp", seed=1), ok_cell("cnn", seed=2, contended_cores=1.7), skipped_cell()])
+
+
+def test_html_names_contended_cells_in_a_banner_and_badges_them() -> None:
+    doc = contended_doc()
+    cid = doc["cells"][1]["id"]
+    text = render_html([doc])
+    banner = text[text.index('id="contention-banner"'):text.index('id="summary"')]
+    assert "1 of 2 measured cells was contended" in banner
+    assert cid in banner and CONTENDED_EVIDENCE in banner and doc["cells"][0]["id"] not in banner
+    assert text.index('id="contention-banner"') < text.index('id="summary"')  # at the top, before the numbers
+    summary = text[text.index('id="summary"'):]
+    assert summary.count('class="badge contended"') == 2  # the row's badge + the legend's
+    rows = summary[: summary.index("</table>")].split("<tr ")[1:]  # body rows (the header row is a bare <tr>)
+    row = next(r for r in rows if f'data-cell="{cid}"' in r)
+    assert 'class="st-ok contended"' in row and CONTENDED_EVIDENCE in row
+    assert "busiest other processes: stress" in html.unescape(row)  # every reason in the tooltip
+    assert "contended" not in next(r for r in rows if f'data-cell="{doc["cells"][0]["id"]}"' in r)
+    # the throughput chart marks the contended bar
+    assert any("contended" in t for t in throughput_figure([doc])["data"][0]["text"])
+    # clean runs and runs written before contention was recorded: no banner, no badge
+    old = standard_doc()
+    for c in old["cells"]:
+        (c.get("timing") or {}).pop("contention", None)
+    for d in (standard_doc(), old):
+        clean = render_html([d])
+        assert 'id="contention-banner"' not in clean and 'class="badge contended"' not in clean
+
+
+def test_markdown_says_contended_with_its_evidence() -> None:
+    doc = contended_doc()
+    md = markdown_summary([doc])
+    assert "**\u26a0 1 of 2 measured cells were contended**" in md
+    warning = [ln for ln in md.splitlines() if ln.startswith("> - ")]
+    assert len(warning) == 1 and doc["cells"][1]["id"] in warning[0] and CONTENDED_EVIDENCE in warning[0]
+    row = next(ln for ln in md.splitlines() if ln.startswith(f"| {doc['cells'][1]['id']} |"))
+    assert "| ok, **contended** |" in row and f"CONTENDED: {CONTENDED_EVIDENCE}" in row
+    clean_row = next(ln for ln in md.splitlines() if ln.startswith(f"| {doc['cells'][0]['id']} |"))
+    assert "contended" not in clean_row.lower()
+    assert "contended" not in markdown_summary([standard_doc()]).lower()
+
+
+def test_terminal_table_says_contended_loudly() -> None:
+    from rich.console import Console
+
+    table = rich_summary_table(contended_doc())
+    console = Console(record=True, width=250, color_system=None)
+    console.print(table)
+    out = console.export_text()
+    assert f"CONTENDED: {CONTENDED_EVIDENCE}" in out
+    assert "1 cell(s) CONTENDED" in out and "not trustworthy" in out  # the caption says what it means
+    status_cells = table.columns[1]._cells
+    assert [str(c) for c in status_cells] == ["ok", "ok\ncontended", "skipped"]
+    assert any(span.style == "bold red" for span in table.caption.spans)
+    clean = Console(record=True, width=250, color_system=None)
+    clean.print(rich_summary_table(standard_doc()))
+    assert "contended" not in clean.export_text().lower()
+
+
+def test_repeats_show_processes_and_their_spread_everywhere() -> None:
+    from rich.console import Console
+
+    cell = repeated_cell([1.0, 1.3, 1.1])
+    doc = make_doc([cell, ok_cell("cnn", seed=9)])
+    p50s = sorted(r["metrics"]["latency_ms"]["p50"] for r in cell["repeats"])
+    spread = f"3: {F.sig(p50s[0])}\u2013{F.sig(p50s[-1])} ms"
+    text = render_html([doc])
+    summary = text[text.index('id="summary"'):text.index('id="charts"')]
+    assert "processes: p50 range (ms)" in summary and spread in summary
+    md = markdown_summary([doc])
+    head = next(ln for ln in md.splitlines() if ln.startswith("| cell |"))
+    assert "processes: p50 range" in head
+    row = next(ln for ln in md.splitlines() if ln.startswith(f"| {cell['id']} |"))
+    assert spread in row and ", CV " in row
+    one = next(ln for ln in md.splitlines() if ln.startswith(f"| {doc['cells'][1]['id']} |"))
+    assert "| 1 |" in one  # a cell measured in one process says so
+    console = Console(record=True, width=250, color_system=None)
+    console.print(rich_summary_table(doc))
+    assert spread in console.export_text()
+    # the throughput bar's error bar is the range of the processes' own sustained throughputs
+    thr = throughput_figure([doc])["data"][0]
+    per_process = [r["metrics"]["throughput_per_s"] for r in cell["repeats"]]
+    assert thr["error_x"]["array"][0] == pytest.approx(max(per_process) - cell["metrics"]["throughput_per_s"])
+    assert thr["error_x"]["arrayminus"][0] == pytest.approx(cell["metrics"]["throughput_per_s"] - min(per_process))
+    assert "range over 3 processes" in thr["customdata"][0][3]
+    # without repeats, no processes column at all
+    assert "processes" not in markdown_summary([standard_doc()])
+
+
+def test_one_contended_process_of_a_repeated_cell_is_named() -> None:
+    cell = repeated_cell([1.0, 1.6, 1.05], contended={1: 1.7})
+    doc = make_doc([cell])
+    md = markdown_summary([doc])
+    assert f"process 2 of 3: {CONTENDED_EVIDENCE}" in md
+    assert "1 of 1 measured cells were contended" in md
+
+
+def test_throughput_columns_say_sustained_and_mark_older_p50_values() -> None:
+    doc = standard_doc()
+    text = render_html([doc])
+    assert "sustained throughput (samples/s)" in text and "Sustained throughput per cell" in text
+    assert "(p50)" not in text
+    md = markdown_summary([doc])
+    assert "sustained samples/s" in md and "(p50)" not in md
+    old = standard_doc()
+    old["cells"][0]["metrics"].pop("throughput_p50_per_s")  # a result written before sustained throughput
+    md_old = markdown_summary([old])
+    row = next(ln for ln in md_old.splitlines() if ln.startswith(f"| {old['cells'][0]['id']} |"))
+    assert "(p50)" in row and "batch / median latency" in md_old
+    assert "(p50)" in render_html([old])
+
+
+def machine_runs(n: int, latest_ms: float, latest_contended: float | None) -> list[dict[str, Any]]:
+    """``n`` runs of one machine at 1 ms per step, the latest at ``latest_ms``."""
+    runs = []
+    for i in range(n):
+        last = i == n - 1
+        c = ok_cell("mlp", seed=100 + i, center_ms=latest_ms if last else 1.0 + 0.005 * (i % 3), n=80,
+                    contended_cores=latest_contended if last else None)  # fmt: skip
+        runs.append(make_doc([c], run_id=f"2026111{i}T000000Z-m", created=f"2026-11-1{i}T00:00:00Z"))
+    return runs
+
+
+def test_no_regression_verdict_from_a_contended_cell() -> None:
+    from reports.markdown_extra import markdown_extra
+    from reports.sections import regressions_section
+
+    clean = regressions_section(machine_runs(5, 1.5, None))[0]
+    assert "1 regression(s)" in clean  # the same numbers, uncontended, are a regression
+    html_part, figs = regressions_section(machine_runs(5, 1.5, 1.7))
+    assert "no regression" in html_part and "regression(s)" not in html_part
+    assert "1 contended" in html_part and 'class="badge contended"' in html_part
+    assert "inconclusive" in html_part and CONTENDED_EVIDENCE in html.unescape(html_part)
+    assert figs[0][1]["data"][0]["name"] == "inconclusive"
+    assert "+ is slower" in figs[0][1]["layout"]["title"]["text"]  # from the table's direction of latency_ms
+    md = markdown_extra(machine_runs(5, 1.5, 1.7))
+    assert "no regression; 1 contended cell(s) in the latest run: no verdict" in md
+    assert f"**inconclusive: contended** ({CONTENDED_EVIDENCE})" in md
+
+
+def test_a_contended_earlier_run_does_not_silence_the_regressions_check() -> None:
+    from reports.sections import regressions_section
+
+    runs = machine_runs(6, 1.5, None)
+    runs[2]["cells"][0]["timing"]["contention"] = contention_record(1.7)  # one busy night in the baseline
+    html_part, _ = regressions_section(runs)
+    assert "1 regression(s)" in html_part  # judged on the 4 clean earlier runs
+    assert "1 contended earlier measurement(s) left out of the baseline" in html_part
