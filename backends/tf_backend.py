@@ -12,17 +12,38 @@ What a step is (the same work as the torch backend's step):
   ``tf.function``; it returns the loss.
 * Inputs are generated (seeded, same arrays as torch), converted to the Keras layout
   (NCHW -> NHWC images, see :mod:`workloads._keras_models`) and placed on the device
-  with ``tf.identity`` under ``tf.device`` *before* timing. Nothing but the function
-  call runs in the timed region; no host<->device copies (the outputs stay on the device).
+  with ``tf.identity`` under ``tf.device`` *before* timing; under a strategy each
+  replica's share is created on that replica's device (:func:`place_per_replica`).
+  Nothing but the function call runs in the timed region; no host<->device copies (the
+  outputs stay on the device; on a TPU the barrier fetches one scalar per replica).
 
 Synchronisation (``Step.sync``): TensorFlow executes CPU work synchronously (eager
 execution is synchronous by default, and a ``tf.function`` call returns when its CPU
 kernels are done), so on CPU the host clock around the calls is exact and ``sync`` is a
-no-op. GPU kernels and TPU programs run asynchronously to the host: there ``sync`` is
-``tf.test.experimental.sync_devices()`` (TensorFlow's documented benchmark barrier: it
-blocks until every pending op on every device finished) and the clock is the host
-clock bracketed by that barrier, so queued device work is fully counted. No values are
-copied to the host to force completion.
+no-op. GPU kernels and TPU programs run asynchronously to the host:
+
+* **GPU** (one device or a MirroredStrategy over GPUs): ``sync`` is
+  ``tf.test.experimental.sync_devices()`` (TensorFlow's benchmark barrier: a
+  ``SyncDevice`` op on every logical device, whose GPU kernel synchronises the compute
+  stream, then ``async_wait``). No value is copied to the host.
+* **TPU**: ``SyncDevice`` has an effect only on GPUs (its op documentation: "only GPU
+  ops are asynchronous in TensorFlow, and so this only has an effect when run on
+  GPUs"), so it is no proof that a TPU program finished. The TPU barrier is a host
+  fetch of a value that depends on the step's output: the step keeps its last output,
+  the barrier reduces each replica's part to a scalar on that replica's device and
+  copies it to the host (``.numpy()``), which cannot return before the program that
+  produced it finished. The clock is the host clock bracketed by the barrier; the
+  timed region holds the steps and this one final fetch (its cost is part of the
+  clock overhead that sizes the timing blocks).
+
+fp32 math (``Variant.fp32_math``, recorded under ``runtime.precision``): TensorFlow
+runs fp32 matmuls and convolutions in TensorFloat-32 by default on Ampere+ GPUs
+(cuBLAS/cuDNN), and its XLA bridge (used by ``jit_compile`` and by every TPU program)
+lowers them with ``PrecisionConfig`` DEFAULT while TF32 is enabled (a TPU runs DEFAULT
+as one bfloat16 pass) and HIGHEST when it is disabled. So ``"ieee"`` (every variant but
+``tf32``) calls ``tf.config.experimental.enable_tensor_float_32_execution(False)`` before
+the model is built and the step traced; ``"tf32"`` enables it and is skipped with the
+reason where the hardware has no TF32 (CPU, GPUs below compute capability 8.0, TPUs).
 
 Compile time: the first call of the step function (tracing + graph optimisation, plus
 XLA compilation under ``jit_compile``, plus one execution) is made in ``prepare`` and
@@ -105,15 +126,23 @@ class CloudTPURuntime:
 # ------------------------------------------------------------------------------ step
 
 
+#: ``Step.sync`` barriers: GPUs sync their streams, a TPU is waited for by fetching a
+#: value computed from the step's output, CPU work is synchronous (no barrier).
+BARRIER_SYNC_DEVICES = "tf_sync_devices"
+BARRIER_HOST_FETCH = "host_fetch_of_step_output"
+
+
 class SyncedHostClock(Clock):
     """Host clock bracketed by a device barrier (seconds): ``sync`` before the start and
     before reading the end, so asynchronously queued device work is counted."""
 
-    name = "perf_counter+tf_sync_devices"
+    name = "perf_counter+" + BARRIER_SYNC_DEVICES
 
-    def __init__(self, sync: Callable[[], None], now: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, sync: Callable[[], None], now: Callable[[], float] = time.perf_counter,
+                 barrier: str = BARRIER_SYNC_DEVICES) -> None:
         self._sync = sync
         self._now = now
+        self.name = f"perf_counter+{barrier}"
 
     def start(self) -> float:
         self._sync()
@@ -126,7 +155,13 @@ class SyncedHostClock(Clock):
 
 class TensorFlowStep(Step):
     """A prepared TensorFlow step: ``fn`` is the compiled ``tf.function`` (no arguments;
-    inputs are captured device tensors)."""
+    inputs are captured device tensors).
+
+    ``barrier`` is how :meth:`sync` waits for the device: ``None`` (CPU: synchronous),
+    :data:`BARRIER_SYNC_DEVICES` (GPUs) or :data:`BARRIER_HOST_FETCH` (TPU: fetch a
+    scalar computed from the last step's output on each replica's device; see the
+    module docstring). ``run`` keeps the last output for that barrier; it does nothing
+    else in the timed region."""
 
     def __init__(
         self,
@@ -142,6 +177,8 @@ class TensorFlowStep(Step):
         labels: Any,
         mode: str,
         extra: dict[str, Any] | None = None,
+        barrier: str | None = None,
+        strategy: Any = None,
     ) -> None:
         self.tf = tf
         self._fn = fn
@@ -155,19 +192,61 @@ class TensorFlowStep(Step):
         self.labels = labels
         self.mode = mode
         self._extra = dict(extra or {})
+        if barrier is None and asynchronous:
+            barrier = BARRIER_SYNC_DEVICES
+        if barrier not in (None, BARRIER_SYNC_DEVICES, BARRIER_HOST_FETCH):
+            raise ValueError(f"barrier must be None, {BARRIER_SYNC_DEVICES!r} or {BARRIER_HOST_FETCH!r}, got {barrier!r}")
+        self.barrier = barrier
+        self._strategy = strategy
+        self._last: Any = None  # the last step's output (the TPU barrier fetches from it)
+        self.barrier_fetches = 0  # host fetches made by the TPU barrier (diagnostic)
+        self.last_barrier_value: float | None = None  # the scalar the last fetch returned
+        self.precision: dict[str, Any] = {}  # set by the backend: runtime.precision
+
+    def runtime_info(self) -> dict[str, Any]:
+        """This cell's runtime facts: ``precision`` (fp32 math, TF32 flag, Keras policy)
+        and the device barrier the clock used."""
+        out: dict[str, Any] = {"device_barrier": self.barrier}
+        if self.precision:
+            out["precision"] = precision_record(self.tf, self.precision)
+        return out
 
     def run(self, n: int) -> None:
         fn = self._fn
+        if n < 1:
+            return
         with self._context():
             for _ in range(n):
-                fn()
+                out = fn()
+        self._last = out
 
     def sync(self) -> None:
-        if self._async:
+        if self.barrier == BARRIER_SYNC_DEVICES:
             self.tf.test.experimental.sync_devices()
+        elif self.barrier == BARRIER_HOST_FETCH:
+            self._host_fetch()
+
+    def _host_fetch(self) -> None:
+        """Copy to the host one scalar per replica computed from the last step's output
+        (the sum of its elements, reduced on the replica's own device): it exists only
+        once the program that produced the output has finished. Steps on a device run
+        in the order they were queued, so the last one finishing means all did."""
+        last = self._last
+        if last is None:
+            return
+        tf = self.tf
+        parts = self._strategy.experimental_local_results(last) if self._strategy is not None else last
+        total = 0.0
+        for value in tf.nest.flatten(parts):
+            device = getattr(value, "device", None)
+            with tf.device(device) if device else contextlib.nullcontext():
+                scalar = tf.reduce_sum(tf.cast(value, tf.float32))
+            total += float(scalar.numpy())  # the host fetch: blocks until the value exists
+        self.barrier_fetches += 1
+        self.last_barrier_value = total
 
     def device_clock(self) -> Clock | None:
-        return SyncedHostClock(self.sync) if self._async else None
+        return SyncedHostClock(self.sync, barrier=self.barrier) if self.barrier else None
 
     def reset_device_peak_memory(self) -> None:
         if self._memory_device is None:
@@ -221,6 +300,7 @@ class TensorFlowBackend(Backend):
         self._tpu_runtime_factory = tpu_runtime or CloudTPURuntime
         self._strategy: Any = None
         self._tf: Any = None
+        self._precision: dict[str, Any] = {}  # runtime.precision of the last prepared cell
 
     @property
     def tf(self) -> Any:
@@ -327,12 +407,88 @@ class TensorFlowBackend(Backend):
         batch_size: int,
         seed: int = 0,
     ) -> Step:
+        fp32_math = variant_fp32_math(variant)
+        if fp32_math == "tf32" and device.startswith("tpu"):
+            raise SkipCell(TF32_TPU_REASON)  # before connecting: no TPU gains TF32 by it
         dev, asynchronous = self.resolve_device(device)
+        kind = "tpu" if dev == "tpu" else "gpu" if dev.startswith("/GPU") else "cpu"
+        gpus = [int(dev.split(":")[1])] if kind == "gpu" else []
+        self._precision = self.configure_fp32_math(fp32_math, kind, gpus)
         strategy = self._strategy if dev == "tpu" else None
         replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
         if batch_size % replicas:
             raise SkipCell(f"batch size {batch_size} is not divisible by the {replicas} TPU replicas")
         return self._build(workload, variant, device, mode, batch_size, seed, dev, asynchronous, strategy)
+
+    # ------------------------------------------------------------------ fp32 math
+    def gpu_compute_capabilities(self, indices: list[int]) -> dict[int, tuple[str, tuple[int, int] | None]]:
+        """{GPU index: (device name, compute capability or None)} from
+        ``tf.config.experimental.get_device_details`` (the lowest boundary)."""
+        tf = self.tf
+        gpus = tf.config.list_physical_devices("GPU")
+        out: dict[int, tuple[str, tuple[int, int] | None]] = {}
+        for i in indices:
+            try:
+                d = tf.config.experimental.get_device_details(gpus[i])
+            except Exception:  # noqa: BLE001 - unknown is recorded as unknown
+                d = {}
+            cc = d.get("compute_capability")
+            out[i] = (str(d.get("device_name") or f"GPU:{i}"), tuple(int(x) for x in cc) if cc else None)  # type: ignore[misc]
+        return out
+
+    def configure_fp32_math(self, fp32_math: str, kind: str, gpus: list[int]) -> dict[str, Any]:
+        """Apply ``fp32_math`` ("ieee" | "tf32") for a cell on ``kind`` ("cpu" | "gpu" |
+        "tpu"; ``gpus``: the GPU indices it uses) and return the ``runtime.precision``
+        record. Raises :class:`SkipCell` with the reason when "tf32" has no TF32
+        hardware to run on. Called before the model is built and the step traced: the
+        flag is process-wide, read by cuBLAS/cuDNN at run time and by the XLA bridge
+        when it lowers a function."""
+        tf = self.tf
+        enable = fp32_math == "tf32"
+        rec: dict[str, Any] = {"fp32_math": fp32_math, "device_kind": kind}
+        if kind == "cpu":
+            if enable:
+                raise SkipCell(TF32_CPU_REASON)
+            rec["tf32_hardware"] = False
+            fpmath = os.environ.get(ONEDNN_FPMATH_ENV, "").strip()
+            rec["onednn_default_fpmath_mode"] = fpmath or None
+            strict = fpmath.upper() in ("", "STRICT")
+            rec["fp32_matmul_conv"] = ("IEEE fp32 (CPUs have no TF32; the TF32 flag only makes XLA lower dots and "
+                                       "convolutions with precision HIGHEST)" if strict else
+                                       f"oneDNN may down-convert fp32 matmuls/convolutions: {ONEDNN_FPMATH_ENV}={fpmath}")
+            rec["fp32_strict"] = strict
+        elif kind == "gpu":
+            caps = self.gpu_compute_capabilities(gpus)
+            rec["gpus"] = [{"index": i, "name": name, "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None}
+                           for i, (name, cc) in caps.items()]
+            lacking = [f"GPU:{i} ({name}, compute capability {f'{cc[0]}.{cc[1]}' if cc else 'unknown'})"
+                       for i, (name, cc) in caps.items() if cc is None or tuple(cc) < (8, 0)]
+            if enable and lacking:
+                raise SkipCell(f"tf32: {', '.join(lacking)} has no TensorFloat-32 (it needs an NVIDIA GPU of "
+                               "compute capability 8.0 or newer, Ampere+); the fp32 cell is what this GPU runs")
+            rec["tf32_hardware"] = not lacking
+            if enable:
+                rec["fp32_matmul_conv"] = ("TF32 tensor cores: fp32 inputs rounded to 10 mantissa bits, fp32 "
+                                           "accumulation (cuBLAS/cuDNN; XLA precision DEFAULT)")
+            elif lacking:
+                rec["fp32_matmul_conv"] = "IEEE fp32 (this GPU has no TF32; the flag is off all the same)"
+            else:
+                rec["fp32_matmul_conv"] = ("IEEE fp32: TF32 off (cuBLAS/cuDNN fp32 math; XLA dots/convolutions "
+                                           "lowered with precision HIGHEST)")
+            rec["fp32_strict"] = not enable
+        elif kind == "tpu":
+            rec["tf32_hardware"] = False
+            rec["fp32_matmul_conv"] = ("fp32 accuracy: TF32 off makes TensorFlow's XLA bridge lower dots/convolutions "
+                                       "with precision HIGHEST, which a TPU computes with several bfloat16 passes "
+                                       "(TensorFlow's default, TF32 on, is DEFAULT: one bfloat16 pass)")
+            rec["fp32_strict"] = True
+        else:
+            raise ValueError(f"kind must be cpu, gpu or tpu, got {kind!r}")
+        tf.config.experimental.enable_tensor_float_32_execution(enable)
+        rec["tensor_float_32_execution"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+        rec["set_by"] = (f"tf.config.experimental.enable_tensor_float_32_execution({enable}) before the model is built "
+                         "and the step traced")
+        return rec
 
     data_parallel: ClassVar[str | None] = "in-process"
     data_parallel_description: ClassVar[str] = "tf.distribute.MirroredStrategy (GPUs, or logical CPU devices)"
@@ -352,7 +508,10 @@ class TensorFlowBackend(Backend):
         host's cores; this is how the strategy is exercised without GPUs). The global
         batch is ``world_size * batch_size``; gradients are all-reduced every step."""
         tf = self.tf
+        fp32_math = variant_fp32_math(variant)
         if device == "cpu":
+            if fp32_math == "tf32":
+                raise SkipCell(TF32_CPU_REASON)
             cpus = tf.config.list_physical_devices("CPU")
             try:
                 tf.config.set_logical_device_configuration(
@@ -364,6 +523,7 @@ class TensorFlowBackend(Backend):
                 raise SkipCell(f"{world_size} replicas requested but TensorFlow has {len(logical)} logical "
                                "CPU device(s) (configured before the runtime started)")
             devices, asynchronous = [d.name for d in logical[:world_size]], False
+            self._precision = self.configure_fp32_math(fp32_math, "cpu", [])
         elif device.startswith("cuda"):
             reason = self._cuda_unavailable_reason()
             if reason:
@@ -371,6 +531,7 @@ class TensorFlowBackend(Backend):
             gpus = tf.config.list_logical_devices("GPU")
             if len(gpus) < world_size:
                 raise SkipCell(f"{world_size} replicas requested but TensorFlow sees only {len(gpus)} GPU(s)")
+            self._precision = self.configure_fp32_math(fp32_math, "gpu", list(range(world_size)))
             devices, asynchronous = [d.name for d in gpus[:world_size]], True
         else:
             raise SkipCell(f"{device}: data-parallel cells run on cpu or cuda; a TPU already runs as one "
@@ -426,24 +587,30 @@ class TensorFlowBackend(Backend):
         def ctx() -> contextlib.AbstractContextManager[Any]:
             return variant.autocast("tensorflow", device)
 
+        barrier = None if not asynchronous else BARRIER_HOST_FETCH if dev == "tpu" else BARRIER_SYNC_DEVICES
+        step = TensorFlowStep(tf, fn, ctx, dev, memory_device, asynchronous, params, model,
+                              inputs, labels, mode, barrier=barrier, strategy=strategy)
         # first call: trace (+ XLA compile) + one execution, kept out of the timing
         t0 = time.perf_counter()
-        with ctx():
-            fn()
-        if asynchronous:
-            tf.test.experimental.sync_devices()
+        step.run(1)
+        step.sync()
         compile_s = time.perf_counter() - t0
-        extra = {
+        step._extra.update({
             "compile_time_s": compile_s,
             "compile_method": "first tf.function call (trace + graph optimisation"
             + (" + XLA compile" if jit else "") + " + one step), outside the timed region",
             "xla_jit_compile": jit,
-        }
+        })
         if strategy is not None and dev == "tpu":
-            extra["tpu_replicas"] = replicas
-        self._runtime_extra = {"device": dev, "xla_jit_compile": jit, "replicas": replicas}
-        return TensorFlowStep(tf, fn, ctx, dev, memory_device, asynchronous, params, model,
-                              inputs, labels, mode, extra)
+            step._extra["tpu_replicas"] = replicas
+        precision = dict(getattr(self, "_precision", None) or {})
+        precision.update(keras_precision(model))
+        if jit and strategy is None:
+            precision["xla_dot_precision"] = xla_dot_precision(fn)
+        self._precision = step.precision = precision
+        self._runtime_extra = {"device": dev, "xla_jit_compile": jit, "replicas": replicas,
+                               "device_barrier": barrier}
+        return step
 
     @staticmethod
     def _single_device_fn(tf: Any, model: Any, opt: Any, inputs: list[Any], labels: Any,
@@ -476,20 +643,13 @@ class TensorFlowBackend(Backend):
     @staticmethod
     def _strategy_fn(tf: Any, strategy: Any, model: Any, opt: Any, arrays: list[Any], labels_np: Any,
                      mode: str, jit: bool) -> tuple[Any, Any, Callable[[], Any]]:
-        """The step under a distribution strategy (TPUStrategy): the global batch is split
-        evenly over the replicas (placed on them before timing); the training loss is the
-        mean over the global batch, gradients are all-reduced by the optimizer."""
-        n = int(strategy.num_replicas_in_sync)
+        """The step under a distribution strategy (TPUStrategy, MirroredStrategy): the
+        global batch is split evenly over the replicas, each part placed on its
+        replica's device before timing (:func:`place_per_replica`); the training loss is
+        the mean over the global batch, gradients are all-reduced by the optimizer."""
         global_bs = int(labels_np.shape[0])
-
-        def shard(a: Any) -> Any:
-            per = a.shape[0] // n
-            return strategy.experimental_distribute_values_from_function(
-                lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per])
-            )
-
-        inputs = [shard(a) for a in arrays]
-        labels = shard(labels_np)
+        inputs = [place_per_replica(tf, strategy, a) for a in arrays]
+        labels = place_per_replica(tf, strategy, labels_np)
         if mode == "inference":
 
             def replica_infer(*xs: Any) -> Any:
@@ -536,7 +696,90 @@ class TensorFlowBackend(Backend):
         info.update(getattr(self, "_runtime_extra", {}))
         if self._strategy is not None:
             info["strategy"] = type(self._strategy).__name__
+        if self._precision:
+            info["precision"] = precision_record(tf, self._precision)
         return info
+
+
+FP32_MATH_VALUES = ("ieee", "tf32")
+ONEDNN_FPMATH_ENV = "ONEDNN_DEFAULT_FPMATH_MODE"
+TF32_CPU_REASON = ("tf32: TensorFloat-32 is a math mode of NVIDIA Ampere+ GPUs; a CPU runs fp32 matmuls and "
+                   "convolutions in IEEE fp32, so this cell would repeat the fp32 cell")
+TF32_TPU_REASON = ("tf32: TPUs have no TensorFloat-32. With TF32 enabled (TensorFlow's default) TensorFlow lowers fp32 "
+                   "matmuls/convolutions with XLA precision DEFAULT, which a TPU runs as one bfloat16 pass (8-bit "
+                   "mantissa, not TF32's 10): that is what the bf16 variant measures; the fp32 cell uses HIGHEST")
+
+
+def precision_record(tf: Any, prepared: dict[str, Any]) -> dict[str, Any]:
+    """``runtime.precision``: the settings applied when the cell was prepared, plus the
+    TF32 flag read now (after the timed loop), with a warning if they differ."""
+    rec = dict(prepared)
+    live = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+    if live != rec.get("tensor_float_32_execution"):
+        rec["warning"] = (f"TF32 execution was {rec.get('tensor_float_32_execution')} when the cell was prepared "
+                          f"but is {live} after it: something changed it while the cell ran")
+    rec["tensor_float_32_execution_after"] = live
+    return rec
+
+
+def variant_fp32_math(variant: Any) -> str:
+    """The variant's ``fp32_math`` ("ieee" unless it says otherwise), validated."""
+    value = getattr(variant, "fp32_math", "ieee")
+    if value not in FP32_MATH_VALUES:
+        raise ValueError(f"variant {getattr(variant, 'name', variant)!r}: fp32_math must be one of "
+                         f"{', '.join(FP32_MATH_VALUES)}, got {value!r}")
+    return value
+
+
+def place_per_replica(tf: Any, strategy: Any, array: Any) -> Any:
+    """Split ``array`` (numpy, the global batch) evenly over the strategy's replicas and
+    create each part *on its replica's device* (``strategy.extended.worker_devices``),
+    as TensorFlow documents for ``experimental_distribute_values_from_function``. That
+    function itself places nothing: a bare ``tf.constant`` lands on the default device
+    (GPU:0 or the host), and every step would then copy the other replicas' inputs
+    inside the timed region."""
+    n = int(strategy.num_replicas_in_sync)
+    devices = list(strategy.extended.worker_devices)
+    if len(devices) != n:
+        raise ValueError(f"{n} replicas but {len(devices)} worker devices: {devices}")
+    per = array.shape[0] // n
+    parts = []
+    for i, device in enumerate(devices):
+        with tf.device(device):  # TensorFlow's documented pattern (also for TPUStrategy)
+            parts.append(tf.constant(array[i * per:(i + 1) * per]))
+    return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+
+
+def keras_precision(model: Any) -> dict[str, Any]:
+    """The Keras dtype policies of the built model (after the variant) and the global one."""
+    out: dict[str, Any] = {}
+    try:
+        import keras
+
+        out["keras_global_dtype_policy"] = keras.mixed_precision.global_policy().name
+    except Exception:  # noqa: BLE001
+        out["keras_global_dtype_policy"] = None
+    policy = getattr(model, "dtype_policy", None)
+    out["keras_dtype_policy"] = getattr(policy, "name", None)
+    layers = getattr(model, "layers", None) or []
+    out["keras_layer_dtype_policies"] = sorted({getattr(getattr(layer, "dtype_policy", None), "name", "?")
+                                                for layer in layers}) or None
+    if policy is None:
+        out["keras_dtype_policy_note"] = f"{type(model).__name__} is not a Keras model (no dtype policy)"
+    return out
+
+
+def xla_dot_precision(fn: Any) -> dict[str, Any]:
+    """Operand precision of the dot/convolution instructions in the HLO of an XLA
+    (``jit_compile``) step: what the TF32 flag actually did to the compiled step."""
+    try:
+        hlo = fn.experimental_get_compiler_ir()(stage="hlo")
+    except Exception as e:  # noqa: BLE001 - evidence is optional, the reason is kept
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    ops = [line for line in hlo.splitlines() if " dot(" in line or " convolution(" in line]
+    highest = sum(1 for line in ops if "operand_precision={highest,highest}" in line)
+    return {"dot_and_convolution_ops": len(ops), "operand_precision_highest": highest,
+            "operand_precision_default": len(ops) - highest, "source": "tf.function.experimental_get_compiler_ir (HLO)"}
 
 
 def _keras_version() -> str | None:

@@ -205,6 +205,88 @@ def test_backend_accepts_the_workers_plain_config() -> None:
         TensorFlowConfig(tpu="  ")
 
 
+# ------------------------------------------------------------------ placement
+
+_MIRRORED_PLACEMENT = """
+from backends.tf_backend import TensorFlowBackend
+from harness.api import Variant
+from workloads.mlp import MLPWorkload
+
+class FP32(Variant):
+    name = "fp32"
+    def apply_tensorflow(self, model, **ctx): return model
+
+b = TensorFlowBackend()
+b.setup()
+step = b.prepare_data_parallel(MLPWorkload("tiny"), FP32(), "cpu", 4, 2)
+strategy = b._strategy
+devices = list(strategy.extended.worker_devices)
+assert len(devices) == 2 and devices[0] != devices[1], devices
+for value in (*step.inputs, step.labels):
+    got = [t.device for t in strategy.experimental_local_results(value)]
+    assert got == devices, ("per-replica inputs not on their replica's device", got, devices)
+loss = float(step._fn())
+step.run(2)
+assert loss == loss
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_inputs_live_on_their_replicas_device() -> None:
+    """Two logical CPU devices behind a MirroredStrategy (configured before TensorFlow
+    starts: own process). Each replica's share of the batch must be created on that
+    replica's device before timing, or every step copies it there in the timed region
+    (host-to-device on GPUs)."""
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED_PLACEMENT], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+_QUALITY_ON_CPU = """
+import json
+from backends.tf_backend import import_tf
+tf = import_tf()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from harness.api import Variant
+from harness.quality import evaluate_quality
+from workloads.mlp import MLPWorkload
+
+seen = {"variables": set(), "outputs": set()}
+
+class Spy(Variant):
+    name = "spy"
+    def apply_tensorflow(self, model, **ctx):
+        seen["variables"] |= {v.value.device for v in model.variables}
+        def call(x, training=False):
+            out = model(x, training=training)
+            seen["outputs"].add(out.device)
+            return out
+        return call
+
+# an ambient default device other than the host's first CPU: on a GPU machine that
+# default is GPU:0, where TensorFlow places variables and ops unless told otherwise
+with tf.device("/CPU:1"):
+    q = evaluate_quality(MLPWorkload("tiny"), Spy(), "tensorflow")
+print(json.dumps({k: sorted(v) for k, v in seen.items()} | {"agreement": q["agreement"]}))
+"""
+
+
+@pytest.mark.slow
+def test_tensorflow_quality_track_runs_on_cpu0_whatever_the_default_device(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "DL_HARNESS_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _QUALITY_ON_CPU], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["variables"] and all(d.endswith("/device:CPU:0") for d in seen["variables"]), seen
+    assert seen["outputs"] and all(d.endswith("/device:CPU:0") for d in seen["outputs"]), seen
+    assert seen["agreement"] == 1.0
+
+
 # ------------------------------------------------------------------ import isolation
 
 _NO_TF_CHECK = (

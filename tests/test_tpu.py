@@ -174,6 +174,12 @@ _TWO_REPLICAS = textwrap.dedent("""
     except SkipCell as e:
         assert "not divisible by the 2 TPU replicas" in str(e), e
     step = b.prepare(w, FP32(), "tpu", "inference", 8)
+    # each replica's part of the batch lives on that replica's device before timing
+    devices = list(b._strategy.extended.worker_devices)
+    assert devices[0] != devices[1], devices
+    for value in (*step.inputs, step.labels):
+        got = [t.device for t in b._strategy.experimental_local_results(value)]
+        assert got == devices, (got, devices)
     out = step._fn()
     parts = [t.numpy() for t in b._strategy.experimental_local_results(out)]
     assert [p.shape for p in parts] == [(4, 10), (4, 10)], [p.shape for p in parts]
@@ -183,6 +189,10 @@ _TWO_REPLICAS = textwrap.dedent("""
     arrays, _ = w.make_inputs(8)
     got = np.concatenate([t.numpy() for t in b._strategy.experimental_local_results(step.inputs[0])])
     np.testing.assert_array_equal(got, arrays[0])
+    # the TPU barrier fetches one scalar per replica, computed from the last output
+    step.run(2)
+    step.sync()
+    np.testing.assert_allclose(step.last_barrier_value, np.concatenate(parts).astype(np.float64).sum(), rtol=1e-5)
     train = b.prepare(w, FP32(), "tpu", "training", 8)
     loss = float(train._fn())
     train.run(3)
@@ -198,6 +208,48 @@ def test_global_batch_is_split_over_replicas_in_a_fresh_process() -> None:
     proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], capture_output=True, text=True,
                           cwd=str(ROOT), timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_tpu_clock_waits_by_fetching_the_step_output_to_the_host(
+        fake_runtime: Any, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """``sync_devices`` runs ``SyncDevice``, whose only waiting kernel is the GPU's: it
+    proves nothing about a TPU. The TPU clock must read the host time only after a host
+    fetch of a value computed from the last step's output, and the timed region must
+    hold the steps and that one fetch only."""
+    b = _backend("my-tpu", fake_runtime)
+    tf = b.tf
+
+    def sync_devices() -> None:
+        raise AssertionError("tf.test.experimental.sync_devices used as the TPU barrier")
+
+    monkeypatch.setattr(tf.test.experimental, "sync_devices", sync_devices)
+    w = MLPWorkload("tiny")
+    step = b.prepare(w, FP32(), "tpu", mode, 4, seed=0)  # its first (compile) call is synced too
+    clock = step.device_clock()
+    assert clock is not None and clock.name == "perf_counter+host_fetch_of_step_output"
+    real_now = clock._now
+    fetches_at_read: list[int] = []
+
+    def now() -> float:  # the clock's time source: note how many fetches preceded each read
+        fetches_at_read.append(step.barrier_fetches)
+        return real_now()
+
+    clock._now = now
+    before = step.barrier_fetches
+    token = clock.start()
+    step.run(3)
+    assert step.barrier_fetches == before + 1  # run(): the steps only, no fetch inside the loop
+    elapsed = clock.elapsed(token)
+    assert elapsed > 0
+    assert fetches_at_read == [before + 1, before + 2]  # each clock read right after a host fetch
+    last = b._strategy.experimental_local_results(step._last)
+    if mode == "inference":  # the fetched scalar is the sum of the last step's logits
+        x = np.concatenate([t.numpy() for t in b._strategy.experimental_local_results(step.inputs[0])])
+        expected = float(np.sum(step.model(x, training=False).numpy(), dtype=np.float64))
+    else:  # training: the last step's loss
+        expected = float(last[0].numpy())
+    assert step.last_barrier_value == pytest.approx(expected, rel=1e-5)
 
 
 def test_tpu_flag_and_setting_are_validated() -> None:
