@@ -1,13 +1,20 @@
 """PyTorch backend: devices ``cpu`` and ``cuda[:N]``.
 
 * Inference step: ``model(*inputs)`` under ``torch.inference_mode()`` in eval mode.
-* Training step: ``zero_grad(set_to_none=True)``, forward, cross-entropy loss,
-  ``backward()``, ``AdamW.step()`` in train mode.
+  A variant that casts the weights once (``fp16``/``bf16``: ``cast_once_dtype``) gets
+  its floating inputs cast once too, before timing, and runs without autocast.
+* Training step: ``zero_grad(set_to_none=True)``, forward (under the variant's
+  autocast), cross-entropy loss, ``backward()``, ``AdamW.step()`` in train mode.
 * Inputs are generated (seeded) and moved to the device *before* timing; the timed
   region holds only the step.
-* CUDA: timed with CUDA events (``Event.record`` around the block, then
-  ``Event.synchronize``) so asynchronous kernel launches are fully counted; device
-  peak memory is ``torch.cuda.max_memory_allocated`` after
+* float32 math: ``prepare`` makes float32 matmuls and convolutions strict IEEE fp32
+  (``variant.fp32_math == "ieee"``: cuBLAS, cuDNN and oneDNN; PyTorch's default runs
+  cuDNN convolutions in TF32) or allows TF32 (``"tf32"``), and the step records the
+  flags in force under ``runtime.precision`` (see :mod:`harness.variants.precision`).
+* CUDA: every timed step gets its own pair of CUDA events, recorded back to back
+  without a host sync and read after the loop (:class:`CudaEventClock`, a
+  :class:`harness.timing.DeviceEventClock`), so samples are per-step device times;
+  device peak memory is ``torch.cuda.max_memory_allocated`` after
   ``reset_peak_memory_stats`` (bytes held by tensors; the caching allocator's
   reserved-but-free blocks are not counted, ``max_memory_reserved`` is stored beside it).
 """
@@ -19,10 +26,15 @@ import platform
 from typing import Any, Callable, ClassVar
 
 from harness.api import Backend, Clock, DeviceInfo, SkipCell, Step, Variant, Workload
+from harness.timing import DeviceEventClock
 
 
-class CudaEventClock(Clock):
-    """Device-side timing with CUDA events (seconds)."""
+class CudaEventClock(DeviceEventClock):
+    """Device-side timing with CUDA events on the current stream (seconds).
+
+    ``mark`` records an event without blocking the host; ``wait`` blocks on one event
+    (every earlier event of the stream has then completed too); ``seconds_between``
+    is ``Event.elapsed_time`` (milliseconds, ~0.5 us resolution) / 1e3."""
 
     name = "cuda_event"
 
@@ -30,16 +42,16 @@ class CudaEventClock(Clock):
         self.torch = torch
         self.device = device
 
-    def start(self) -> Any:
+    def mark(self) -> Any:
         ev = self.torch.cuda.Event(enable_timing=True)
         ev.record()
         return ev
 
-    def elapsed(self, token: Any) -> float:
-        end = self.torch.cuda.Event(enable_timing=True)
-        end.record()
-        end.synchronize()
-        return float(token.elapsed_time(end)) / 1e3
+    def wait(self, mark: Any) -> None:
+        mark.synchronize()
+
+    def seconds_between(self, first: Any, second: Any) -> float:
+        return float(first.elapsed_time(second)) / 1e3
 
 
 class TorchStep(Step):
@@ -54,6 +66,8 @@ class TorchStep(Step):
         inputs: Any = None,
         labels: Any = None,
         mode: str = "inference",
+        forward_context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        runtime: dict[str, Any] | None = None,
     ) -> None:
         self.torch = torch
         self.device = device
@@ -65,6 +79,10 @@ class TorchStep(Step):
         self._context = context
         self.params = params
         self._is_cuda = device.type == "cuda"
+        # what the step's forward pass runs under (the variant's autocast in training,
+        # nothing for a cast-once or fp32 model): the FLOP counter re-runs it the same way
+        self.forward_context = forward_context
+        self._runtime = dict(runtime or {})
 
     def run(self, n: int) -> None:
         fn = self._fn
@@ -95,6 +113,11 @@ class TorchStep(Step):
             return {}
         return {"peak_device_mem_reserved_bytes": int(self.torch.cuda.max_memory_reserved(self.device))}
 
+    def runtime_info(self) -> dict[str, Any]:
+        """``precision_method`` (how a low-precision variant runs) and ``precision``
+        (the float32 matmul/convolution flags this cell ran with), for ``runtime``."""
+        return dict(self._runtime)
+
 
 def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: Variant,
               device: str) -> Callable[[], Any]:
@@ -114,6 +137,29 @@ def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: V
         return loss
 
     return train
+
+
+def cast_once_dtype(variant: Variant, mode: str) -> str | None:
+    """The dtype ``variant`` cast the weights to once for this mode (``fp16``/``bf16``
+    inference), or None (the step runs under ``variant.autocast``)."""
+    fn = getattr(variant, "cast_once_dtype", None)
+    return fn("torch", mode) if callable(fn) else None
+
+
+def apply_fp32_math(torch: Any, variant: Variant, mode: str) -> dict[str, Any]:
+    """Set float32 matmul/convolution precision for ``variant.fp32_math`` ("ieee":
+    strict IEEE fp32 on cuBLAS, cuDNN and oneDNN; "tf32": TF32 allowed) and return the
+    step's ``runtime`` record: ``precision_method`` when the variant states one and
+    ``precision`` = the flags now in force."""
+    from harness.variants.precision import fp32_math_settings, set_fp32_math
+
+    fp32_math = str(getattr(variant, "fp32_math", "ieee"))
+    set_fp32_math(torch, fp32_math)
+    runtime: dict[str, Any] = {"precision": {"fp32_math": fp32_math, **fp32_math_settings(torch)}}
+    method = getattr(variant, "precision_method", None)
+    if callable(method):
+        runtime["precision_method"] = method("torch", mode)
+    return runtime
 
 
 class TorchBackend(Backend):
@@ -195,6 +241,7 @@ class TorchBackend(Backend):
             torch.cuda.set_device(dev)
         model = workload.build("torch").to(dev)
         model = variant.apply("torch", model, device=dev, mode=mode, workload=workload)
+        runtime = apply_fp32_math(torch, variant, mode)  # after apply: a skipped cell changes nothing
         arrays, labels_np = workload.make_inputs(batch_size, seed=seed)
         inputs = [torch.from_numpy(a).to(dev) for a in arrays]
         labels = torch.from_numpy(labels_np).to(dev)
@@ -202,6 +249,16 @@ class TorchBackend(Backend):
 
         if mode == "inference":
             model.eval()
+            cast = cast_once_dtype(variant, mode)
+            if cast is not None:  # weights were cast once by the variant: inputs once too, no autocast
+                dtype = getattr(torch, cast)
+                inputs = [x.to(dtype) if x.is_floating_point() else x for x in inputs]
+
+                def forward_ctx() -> contextlib.AbstractContextManager[Any]:
+                    return contextlib.nullcontext()
+            else:
+                def forward_ctx() -> contextlib.AbstractContextManager[Any]:
+                    return variant.autocast("torch", device)
 
             def infer() -> Any:
                 return model(*inputs)
@@ -209,7 +266,7 @@ class TorchBackend(Backend):
             def ctx() -> contextlib.AbstractContextManager[Any]:
                 stack = contextlib.ExitStack()
                 stack.enter_context(torch.inference_mode())
-                stack.enter_context(variant.autocast("torch", device))
+                stack.enter_context(forward_ctx())
                 return stack
 
             fn: Callable[[], Any] = infer
@@ -217,10 +274,14 @@ class TorchBackend(Backend):
             model.train()
             fn = _train_fn(torch, model, inputs, labels, variant, device)
 
+            def forward_ctx() -> contextlib.AbstractContextManager[Any]:
+                return variant.autocast("torch", device)
+
             def ctx() -> contextlib.AbstractContextManager[Any]:
                 return contextlib.nullcontext()
 
-        return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode)
+        return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode,
+                         forward_context=forward_ctx, runtime=runtime)
 
     data_parallel: ClassVar[str | None] = "torchrun"
     data_parallel_description: ClassVar[str] = "torchrun + DistributedDataParallel (gloo on cpu, NCCL on cuda)"
@@ -259,6 +320,7 @@ class TorchBackend(Backend):
         torch.manual_seed(seed)
         model = workload.build("torch").to(dev)
         model = variant.apply("torch", model, device=dev, mode="training", workload=workload)
+        runtime = apply_fp32_math(torch, variant, "training")
         params = sum(p.numel() for p in model.parameters())
         model.train()
         ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -267,7 +329,8 @@ class TorchBackend(Backend):
         labels = torch.from_numpy(labels_np).to(dev)
         fn = _train_fn(torch, ddp, inputs, labels, variant, device)
         return TorchStep(torch, dev, fn, contextlib.nullcontext, params, model=ddp, inputs=inputs, labels=labels,
-                         mode="training")
+                         mode="training", forward_context=lambda: variant.autocast("torch", device),
+                         runtime=runtime)
 
     def runtime_info(self) -> dict[str, Any]:
         import torch

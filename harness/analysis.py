@@ -11,13 +11,29 @@ from typing import Any, Callable
 Analysis = Callable[..., tuple[dict[str, Any], dict[str, str]]]
 
 
-def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], **_: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """Analytic FLOP/s at the median latency (``flops_analytic`` / p50)."""
+def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], variant: Any = None,
+                   **_: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Analytic FLOP/s at the median latency (``flops_analytic`` / p50), of the model
+    the cell actually runs: a variant that runs a different model (distill's student,
+    structured pruning) replaces the workload's ``flops_analytic`` with its own count
+    (the workload's stays under ``flops_analytic_workload``), or nulls it with the
+    reason when it has none, so no FLOP/s or MFU is ever the teacher's."""
+    from harness.flops import run_model_analytic_flops
+
+    out: dict[str, Any] = {}
+    missing: dict[str, str] = {}
     flops = metrics.get("flops_analytic")
-    p50_ms = metrics.get("latency_ms", {}).get("p50")
-    if not flops or not p50_ms:
-        return {}, {}
-    return {"achieved_flops_per_s_analytic": flops / (p50_ms / 1e3)}, {}
+    if callable(getattr(variant, "model_analytic_flops", None)):
+        flops, what = run_model_analytic_flops(workload, variant, spec.batch_size, spec.mode)
+        out["flops_analytic_workload"] = metrics.get("flops_analytic")
+        out["flops_analytic"] = flops
+        out["flops_analytic_source"] = what
+        if flops is None:
+            missing["flops_analytic"] = missing["achieved_flops_per_s_analytic"] = what
+    p50_ms = (metrics.get("latency_ms") or {}).get("p50")
+    if flops and p50_ms:
+        out["achieved_flops_per_s_analytic"] = flops / (p50_ms / 1e3)
+    return out, missing
 
 
 def _flops(**kw: Any) -> tuple[dict[str, Any], dict[str, str]]:

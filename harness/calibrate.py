@@ -2,11 +2,16 @@
 
 Per device (``cpu``, ``cuda:N``), with PyTorch in this process:
 
-* **Peak matmul FLOP/s per dtype** (fp32, bf16, fp16 where the device runs them):
+* **Peak matmul FLOP/s per dtype** (fp32, tf32, bf16, fp16 where the device runs them):
   square ``torch.mm(a, b, out=c)`` at a few sizes, repeated in blocks of >= ~20 ms
   for a time budget; FLOP/s = 2 n^3 x repetitions / block time; the peak is the best
   block over sizes (a peak is an upper bound, so the max, not the median, is the
-  estimand). The device is synchronized around each block on CUDA.
+  estimand). The device is synchronized around each block on CUDA. ``fp32`` is strict
+  IEEE fp32 (TF32 off on cuBLAS, oneDNN in fp32), the same float32 math every cell but
+  ``tf32`` runs with; ``tf32`` is float32 operands with TF32 allowed
+  (``torch.set_float32_matmul_precision("high")``), on NVIDIA GPUs of compute
+  capability >= 8.0 only (elsewhere unavailable, with the reason). See
+  :mod:`harness.variants.precision`.
 * **Memory bandwidth**: ``dst.copy_(src)`` of a buffer far larger than the last-level
   cache (128 MiB on CPU, 1 GiB on CUDA); bytes = 2 x size (read + write) per copy;
   best block.
@@ -15,7 +20,10 @@ Stored as ``<dir>/<fingerprint>.json`` (atomic write; devices merge into the sam
 file), where the fingerprint is :func:`harness.environment.fingerprint` of this
 machine. A run looks its calibration up by fingerprint (:func:`find_calibration`) and
 stores it in the result's top-level ``calibration``. The CPU peaks depend on the
-thread count, which is recorded (``threads``); calibrate with the threads you run with.
+thread count, which is recorded (``threads``); each thread count calibrated is kept
+under ``by_threads`` (``harness calibrate -d cpu --threads N``), and a CPU cell's MFU
+uses the calibration of its own thread count, or is null with the reason
+(:func:`harness.flops.apply_calibration`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 DEFAULT_DIR = Path("results") / "calibration"
-DTYPES = ("fp32", "bf16", "fp16")
+DTYPES = ("fp32", "tf32", "bf16", "fp16")
 
 
 def _sync(torch: Any, dev: Any) -> Callable[[], None]:
@@ -75,12 +83,21 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
     if sizes is None:
         sizes = (1024, 2048, 4096, 8192) if dev.type == "cuda" else (512, 1024, 2048)
     sizes = list(sizes)
-    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    from harness.variants.precision import set_fp32_math, tf32_unsupported_reason
+
+    tdt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     peaks: dict[str, float | None] = {}
     unavailable: dict[str, str] = {}
     per_size: dict[str, dict[str, float]] = {}
     for name in dtypes:
         rates: dict[str, float] = {}
+        if name == "tf32":
+            reason = tf32_unsupported_reason(torch, dev)
+            if reason:
+                peaks[name], unavailable[name] = None, reason
+                continue
+        # fp32 is strict IEEE (TF32 off), like every cell but tf32's; tf32 allows TF32
+        set_fp32_math(torch, "tf32" if name == "tf32" else "ieee")
         try:
             for n in sorted(sizes):
                 if rates and 2.0 * n**3 / max(rates.values()) > budget_s / 4:
@@ -96,6 +113,7 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
             continue
         per_size[name] = rates
         peaks[name] = max(rates.values())
+    set_fp32_math(torch, "ieee")  # leave the process in the harness's default: strict fp32
     nbytes = copy_bytes or (1 << 30 if dev.type == "cuda" else 128 << 20)
     src = torch.ones(nbytes // 4, device=dev, dtype=torch.float32)
     dst = torch.empty_like(src)
@@ -108,6 +126,8 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
         "unavailable": unavailable,
         "method": {
             "matmul": f"torch.mm square n in {sizes}, best block of >= 20 ms over {budget_s:g} s per size",
+            "fp32_math": "fp32: strict IEEE (TF32 off: set_float32_matmul_precision('highest')); "
+                         "tf32: float32 operands with TF32 on (set_float32_matmul_precision('high'))",
             "bandwidth": f"tensor.copy_ of {nbytes / 2**20:.0f} MiB fp32, 2 x size bytes per copy, best block",
         },
         "torch": torch.__version__,
@@ -128,7 +148,15 @@ def save(directory: str | Path, fingerprint: str, device: str, info: dict[str, A
     path = calibration_path(directory, fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = load(path) or {"calibration_version": 1, "fingerprint": fingerprint, "devices": {}}
-    doc["devices"][device] = info
+    entry = dict(info)
+    if info.get("threads") is not None:  # CPU: keep every thread count calibrated
+        prev = doc["devices"].get(device) or {}
+        by = dict(prev.get("by_threads") or {}) if isinstance(prev.get("by_threads"), dict) else {}
+        if prev.get("threads") is not None:  # files written before by_threads existed
+            by.setdefault(str(prev["threads"]), _essentials(prev))
+        by[str(info["threads"])] = _essentials(info)
+        entry["by_threads"] = by
+    doc["devices"][device] = entry
     if environment is not None:
         doc["environment"] = environment
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -143,6 +171,17 @@ def save(directory: str | Path, fingerprint: str, device: str, info: dict[str, A
             os.unlink(tmp)
         raise
     return path
+
+
+def _essentials(info: dict[str, Any]) -> dict[str, Any]:
+    """What MFU and the roofline need of one calibration (no per-size detail)."""
+    return {
+        "peak_flops_per_s": info.get("peak_flops_per_s", {}),
+        "mem_bandwidth_bytes_per_s": info.get("mem_bandwidth_bytes_per_s"),
+        "measured_at": info.get("measured_at"),
+        "threads": info.get("threads"),
+        "unavailable": info.get("unavailable", {}),
+    }
 
 
 def load(path: str | Path) -> dict[str, Any] | None:
@@ -167,14 +206,10 @@ def find_calibration(fingerprint: str, directories: Iterable[str | Path]) -> dic
             continue
         out = {}
         for device, info in doc["devices"].items():
-            out[device] = {
-                "peak_flops_per_s": info.get("peak_flops_per_s", {}),
-                "mem_bandwidth_bytes_per_s": info.get("mem_bandwidth_bytes_per_s"),
-                "measured_at": info.get("measured_at"),
-                "threads": info.get("threads"),
-                "fingerprint": fingerprint,
-                "source": str(path),
-            }
+            out[device] = {**_essentials(info), "fingerprint": fingerprint, "source": str(path)}
+            if isinstance(info.get("by_threads"), dict):
+                out[device]["by_threads"] = {str(k): _essentials(v) for k, v in info["by_threads"].items()
+                                             if isinstance(v, dict)}
         return out or None
     return None
 

@@ -12,14 +12,25 @@ and inputs (``Step.model``/``inputs``/``labels``/``mode``):
   ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer``'s eval fast path (a
   fused op the counter ignores; the fast path is switched off and grad mode left on
   while counting).
-* **Cross-checked** against ``workload.analytic_flops_for(batch, mode)``:
-  ``flops_analytic_ratio`` = counted / analytic. The analytic training count is the
-  3x-forward rule; the counted one is exact (it skips the input-gradient of the first
-  layer, so small MLPs show ~0.8-0.9). When the counter fails, sees nothing (a model
-  running outside torch, e.g. ONNX Runtime) or meets a matmul/conv/attention op it has
-  no formula for (e.g. ``quantized::linear_dynamic``), ``flops`` is the analytic count
-  and ``flops_source_reason`` says why. A variant that shrinks the model (pruning,
-  distillation) is counted as it is; ``flops_note`` says so when the ratio is low.
+* **The model actually run.** A compile wrapper is counted through its eager module
+  (``eager_module``, or ``torch.compile``'s ``_orig_mod``), never by running the
+  compiler under the counter. The forward pass runs under the step's own
+  ``forward_context`` (autocast in mixed-precision training; nothing for a model whose
+  weights were cast once), so dtypes and bytes are those of the timed step.
+* **Cross-checked** against the analytic count of the model run
+  (:func:`run_model_analytic_flops`: the workload's ``analytic_flops_for(batch, mode)``,
+  or the variant's ``model_analytic_flops`` when it runs a different model: the
+  distill student, the structurally pruned MLP): ``flops_analytic_ratio`` = counted /
+  analytic. The analytic training count is the 3x-forward rule; the counted one is
+  exact (it skips the input-gradient of the first layer, so small MLPs show ~0.8-0.9).
+  When the counter fails, sees nothing (a model running outside torch, e.g. ONNX
+  Runtime) or meets a matmul/conv/attention op it has no formula for (e.g.
+  ``quantized::linear_dynamic``), ``flops`` is that analytic count and
+  ``flops_source_reason`` says why; when the variant's model has no analytic count
+  either (structured pruning of the CNN/Transformer), ``flops``, achieved FLOP/s and
+  MFU are null with the reason: never the unpruned teacher's count, which inflated MFU
+  4-8x. A model smaller than the workload's formula with no variant formula is counted
+  as it is; ``flops_note`` says so when the ratio is low.
 * **Bytes moved** (``bytes_moved_estimate``): every aten op of the counted step reads
   each of its tensor inputs once and writes its outputs once, at their real dtypes
   (eager execution, no cache reuse, views free). Parameters are thus read by every op
@@ -27,9 +38,11 @@ and inputs (``Step.model``/``inputs``/``labels``/``mode``):
   and gradients are written. The optimizer step is excluded, like its FLOPs.
   ``arithmetic_intensity_flop_per_byte`` = flops / bytes — the roofline's x axis.
 * ``achieved_flops_per_s`` = flops / p50 latency. ``mfu`` = achieved / the device's
-  measured peak for the variant's dtype, from the run's calibration
+  measured peak for the variant's dtype (``tf32`` for the tf32 variant; fp32 is strict
+  IEEE, see :mod:`harness.variants.precision`), from the run's calibration
   (:func:`apply_calibration`, called by the runner); null with the reason when this
-  machine has no calibration.
+  machine has no calibration, or, on a CPU, when the calibration was measured with a
+  different thread count than the cell ran with (CPU peaks scale with threads).
 """
 
 from __future__ import annotations
@@ -86,7 +99,7 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
     from torch.utils.flop_counter import FlopCounterMode
 
     model, inputs, mode = step.model, list(step.inputs or []), step.mode
-    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper: same FLOPs, count eagerly
+    model = eager_module(model)  # a compile wrapper: same weights and FLOPs, counted eagerly
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"the step's model is a {type(model).__name__}, not a torch.nn.Module")
     was_training = bool(getattr(model, "training", False))
@@ -105,13 +118,13 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
             if mode == "training":
                 model.train()
                 model.zero_grad(set_to_none=True)  # as the step does: grads are written, not accumulated
-                with variant.autocast("torch", device) if variant is not None else contextlib.nullcontext():
+                with _forward_context(step, variant, device):
                     out = model(*inputs)
                 loss = F.cross_entropy(out.float(), step.labels)
                 loss.backward()
             else:
                 model.eval()
-                with variant.autocast("torch", device) if variant is not None else contextlib.nullcontext():
+                with _forward_context(step, variant, device):
                     model(*inputs)
     finally:
         if mha is not None and fastpath is not None:
@@ -124,6 +137,40 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
     unseen = sorted(str(p) for p in nbytes.packets if _COMPUTE_OP.search(str(p)) and p not in flop_registry)
     return {"flops": int(counter.get_total_flops()), "bytes": int(nbytes.bytes), "ops": int(nbytes.ops),
             "unseen_ops": unseen}
+
+
+def eager_module(model: Any) -> Any:
+    """The eager module behind compile wrappers: the harness's own wrapper exposes
+    ``eager_module``; ``torch.compile``'s ``OptimizedModule`` has ``_orig_mod``."""
+    for _ in range(8):  # wrappers may nest; never loop forever on an odd object
+        inner = getattr(model, "eager_module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
+        if inner is None or inner is model:
+            return model
+        model = inner
+    return model
+
+
+def _forward_context(step: Any, variant: Any, device: str) -> Any:
+    """What the step's forward pass runs under: the step's own ``forward_context``
+    (torch backend), else the variant's autocast (older steps, hand-made ones)."""
+    ctx = getattr(step, "forward_context", None)
+    if callable(ctx):
+        return ctx()
+    return variant.autocast("torch", device) if variant is not None else contextlib.nullcontext()
+
+
+def run_model_analytic_flops(workload: Any, variant: Any, batch_size: int, mode: str) -> tuple[int | None, str]:
+    """Analytic FLOPs of one step of the model the cell actually runs: the variant's
+    ``model_analytic_flops(workload, batch_size, mode)`` when it runs a different model
+    (distill's student, structured pruning), else the workload's formula. Returns
+    (FLOPs, what they are) or (None, why there is no analytic count)."""
+    own = getattr(variant, "model_analytic_flops", None)
+    if callable(own):
+        flops, what = own(workload, batch_size, mode)
+        return (None if flops is None else int(flops)), str(what)
+    return int(workload.analytic_flops_for(batch_size, mode)), "the workload's analytic formula"
 
 
 # op names that do matmul/conv/attention work; one of these outside FlopCounterMode's
@@ -144,7 +191,7 @@ def flops_analysis(
     ``achieved_flops_per_s``, bytes moved and arithmetic intensity."""
     out: dict[str, Any] = {}
     missing: dict[str, str] = {}
-    analytic = int(workload.analytic_flops_for(spec.batch_size, spec.mode))
+    analytic, analytic_what = run_model_analytic_flops(workload, variant, spec.batch_size, spec.mode)
     counted: dict[str, Any] | None = None
     why = ""
     if spec.backend != "torch" or step is None or getattr(step, "model", None) is None:
@@ -159,9 +206,9 @@ def flops_analysis(
         ratio = counted["flops"] / analytic if analytic else None
         out["flops_counted"] = counted["flops"]
         out["flops_analytic_ratio"] = ratio
+        seen = f" (it saw {ratio:.0%} of the analytic count)" if ratio is not None else ""
         if counted["unseen_ops"]:
-            why = (f"FlopCounterMode cannot count {', '.join(counted['unseen_ops'][:5])} "
-                   f"(it saw {ratio:.0%} of the analytic count)")
+            why = f"FlopCounterMode cannot count {', '.join(counted['unseen_ops'][:5])}{seen}"
         elif counted["flops"] <= 0:
             why = ("FlopCounterMode saw no FLOPs (the model runs outside torch's dispatcher, e.g. ONNX Runtime, "
                    "or only in kernels the counter cannot see)")
@@ -169,15 +216,19 @@ def flops_analysis(
             out["flops"] = counted["flops"]
             out["flops_source"] = "FlopCounterMode"
             if ratio is not None and ratio < MIN_RATIO:
-                out["flops_note"] = (f"counted {ratio:.0%} of the workload's analytic count with no uncountable op: "
-                                     "the variant made the model smaller (pruning, distillation)")
+                out["flops_note"] = (f"counted {ratio:.0%} of the analytic count ({analytic_what}) with no "
+                                     "uncountable op: the variant made the model smaller (pruning, distillation)")
         if counted["bytes"] > 0 and "flops" in out:
             out["bytes_moved_estimate"] = counted["bytes"]
             out["bytes_moved_method"] = BYTES_METHOD
     if "flops" not in out:
-        out["flops"] = analytic
-        out["flops_source"] = "analytic"
-        out["flops_source_reason"] = why
+        if analytic is not None:
+            out["flops"] = analytic
+            out["flops_source"] = "analytic"
+            out["flops_source_reason"] = f"{why}; using {analytic_what}" if why else analytic_what
+        else:
+            out["flops"] = None
+            missing["flops"] = f"{why}; no analytic fallback: {analytic_what}"
     out["flops_scope"] = scope
     if "bytes_moved_estimate" not in out:
         out["bytes_moved_estimate"] = None
@@ -187,9 +238,12 @@ def flops_analysis(
     else:
         out["arithmetic_intensity_flop_per_byte"] = out["flops"] / out["bytes_moved_estimate"]
     p50_ms = (metrics.get("latency_ms") or {}).get("p50")
-    out["achieved_flops_per_s"] = out["flops"] / (p50_ms / 1e3) if p50_ms else None
+    out["achieved_flops_per_s"] = out["flops"] / (p50_ms / 1e3) if p50_ms and out["flops"] else None
     out["mfu"] = None
-    missing["mfu"] = "needs the run's calibration; set by the runner (run `harness calibrate` first)"
+    if out["flops"] is None:
+        missing["achieved_flops_per_s"] = missing["mfu"] = f"no FLOP count for the model run: {missing['flops']}"
+    else:
+        missing["mfu"] = "needs the run's calibration; set by the runner (run `harness calibrate` first)"
     return out, missing
 
 
@@ -197,19 +251,54 @@ def flops_analysis(
 
 
 def peak_dtype(variant: str) -> str:
-    """The calibration dtype a variant's matmuls run in (fp32 unless it names bf16/fp16)."""
+    """The calibration dtype a variant's matmuls run in: bf16 / fp16 when it names one,
+    tf32 for the tf32 variant, else fp32 (strict IEEE: see
+    :mod:`harness.variants.precision`)."""
     v = variant.lower()
     if "bf16" in v or "bfloat16" in v:
         return "bf16"
     if "fp16" in v or "half" in v or "float16" in v:
         return "fp16"
+    if "tf32" in v or "tensorfloat" in v:
+        return "tf32"
     return "fp32"
+
+
+def cell_cpu_threads(cell: dict[str, Any]) -> tuple[int | None, str]:
+    """CPU threads a cell computed with, per machine, from its ``runtime``: torch's
+    ``threads`` (TensorFlow's ``intra_op_threads``), times the data-parallel workers
+    sharing one machine. (None, why) when the cell did not record a number."""
+    runtime = cell.get("runtime") or {}
+    threads = runtime.get("threads")
+    if threads is None:
+        threads = runtime.get("intra_op_threads")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        return None, ("the cell did not record its CPU thread count (e.g. a framework default thread pool); "
+                      "run it with --threads N")
+    dist = (cell.get("metrics") or {}).get("distributed") or {}
+    world, nnodes = dist.get("world_size"), dist.get("nnodes") or 1
+    if isinstance(world, int) and world > 1:
+        per_node = max(1, world // max(1, int(nnodes)))
+        return threads * per_node, f"{threads} threads x {per_node} workers per machine"
+    return threads, f"{threads} threads"
+
+
+def _calibration_for_threads(dev: dict[str, Any], threads: int) -> dict[str, Any] | None:
+    """The CPU calibration measured with ``threads`` threads: the device's latest
+    entry, or one kept under ``by_threads``; None when there is none."""
+    if dev.get("threads") == threads:
+        return dev
+    by = dev.get("by_threads") or {}
+    found = by.get(str(threads)) or by.get(threads)
+    return found if isinstance(found, dict) else None
 
 
 def apply_calibration(cell: dict[str, Any], calibration: dict[str, Any] | None) -> None:
     """Set ``metrics.mfu`` (achieved / measured peak) and the roofline's attainable
     FLOP/s (min(peak, intensity x bandwidth)) of an ok cell, in place; null with the
-    reason in ``unavailable`` when there is no calibration for its device."""
+    reason in ``unavailable`` when there is no calibration for its device, or (CPU) none
+    measured with the cell's thread count: a CPU's peak scales with its threads, so an
+    all-thread peak against a 1-thread cell understates MFU by about the core count."""
     if cell.get("status") != "ok":
         return
     m = cell.setdefault("metrics", {})
@@ -226,10 +315,29 @@ def apply_calibration(cell: dict[str, Any], calibration: dict[str, Any] | None) 
             f"no calibration for {device} with this machine's fingerprint; run `harness calibrate -d {device}`"
         )
         return
+    if device == "cpu":
+        threads, what = cell_cpu_threads(cell)
+        if threads is None:
+            m["mfu"] = None
+            unavailable["mfu"] = f"CPU peaks depend on the thread count and {what}"
+            return
+        matched = _calibration_for_threads(dev, threads)
+        if matched is None:
+            have = sorted({int(t) for t in [dev.get("threads"), *(dev.get("by_threads") or {})]
+                           if t is not None and str(t).isdigit()})
+            measured = (f"calibration measured with {', '.join(map(str, have))} thread(s)" if have
+                        else "the calibration did not record its thread count")
+            m["mfu"] = None
+            unavailable["mfu"] = (f"{measured}, this cell ran with {what}; run "
+                                  f"`harness calibrate -d cpu --threads {threads}`")
+            return
+        dev = matched
+        m["mfu_peak_threads"] = threads
     peak = (dev.get("peak_flops_per_s") or {}).get(dtype)
     if not peak:
         m["mfu"] = None
-        unavailable["mfu"] = f"calibration of {device} has no {dtype} peak"
+        why = ((dev.get("unavailable") or {}).get(dtype) if isinstance(dev.get("unavailable"), dict) else None)
+        unavailable["mfu"] = f"calibration of {device} has no {dtype} peak" + (f" ({why})" if why else "")
         return
     # data-parallel cells: one calibrated device per GPU worker (or per machine on CPU)
     peak *= int((m.get("distributed") or {}).get("devices_for_peak") or 1)

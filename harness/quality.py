@@ -270,6 +270,9 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
     """
     import numpy as np
 
+    if getattr(variant, "fp32_math", "ieee") != "ieee":  # the tf32 variant
+        raise SkipCell("the quality track runs on the CPU, which has no TF32 (it would evaluate the fp32 model); "
+                       "TF32's accuracy cost is not measured")
     qwl = quality_workload(workload)
     data = quality_data(qwl)
     budget = budget_tflop()
@@ -295,7 +298,14 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
 
         fp32_logits = predict(teacher, data.test_inputs)
         applied = fresh.apply("torch", copy.deepcopy(teacher), device=_cpu(), **ctx)
-        logits = predict(applied, data.test_inputs, context=lambda: fresh.autocast("torch", "cpu"))
+        # evaluate what the speed track timed: a model whose weights the variant cast once
+        # (fp16/bf16 inference) gets its inputs cast the same way and no autocast
+        cast = getattr(fresh, "cast_once_dtype", None)
+        cast = cast("torch", "inference") if callable(cast) else None
+        if cast is not None:
+            logits = predict(applied, data.test_inputs, input_dtype=cast)
+        else:
+            logits = predict(applied, data.test_inputs, context=lambda: fresh.autocast("torch", "cpu"))
     elif backend == "tensorflow":
         from harness.variants._tf_utils import keras_predict
         from workloads._keras_models import keras_inputs, load_torch_state
@@ -307,21 +317,25 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
             load_torch_state(km, state)
             return km
 
+        import tensorflow as tf
+
         test_inputs = keras_inputs(qwl, data.test_inputs)
-        fp32_logits = keras_predict(keras_teacher(), test_inputs)
-        applied = fresh.apply("tensorflow", keras_teacher(), device="/CPU:0", strategy=None, **ctx)
-        if getattr(fresh, "tf_jit_compile", False):  # evaluate what the backend runs: XLA
-            import tensorflow as tf
+        # the quality models' variables and ops are pinned to the host: on a GPU machine
+        # TensorFlow would otherwise place them on GPU:0 and add them to the cell's device
+        # peak memory (the speed cell's device is the only thing the GPU should hold)
+        with tf.device("/CPU:0"):
+            fp32_logits = keras_predict(keras_teacher(), test_inputs)
+            applied = fresh.apply("tensorflow", keras_teacher(), device="/CPU:0", strategy=None, **ctx)
+            if getattr(fresh, "tf_jit_compile", False):  # evaluate what the backend runs: XLA
+                keras_model = applied
+                jitted = tf.function(lambda x: keras_model(x, training=False), jit_compile=True)
 
-            keras_model = applied
-            jitted = tf.function(lambda x: keras_model(x, training=False), jit_compile=True)
+                def applied_xla(x: Any, training: bool = False) -> Any:
+                    return jitted(x)
 
-            def applied_xla(x: Any, training: bool = False) -> Any:
-                return jitted(x)
-
-            applied = applied_xla
-        with fresh.autocast("tensorflow", "cpu"):
-            logits = keras_predict(applied, test_inputs)
+                applied = applied_xla
+            with fresh.autocast("tensorflow", "cpu"):
+                logits = keras_predict(applied, test_inputs)
     else:
         raise SkipCell(f"the quality track supports the torch and tensorflow backends, not {backend!r}")
     y = np.asarray(data.test_labels)

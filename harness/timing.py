@@ -17,16 +17,31 @@ How a cell is timed (the README's "How latency is measured" says the same):
 3. **Timed loop.** Blocks run until ``min_time_s`` of timed work *and*
    ``min_samples`` samples are collected (or ``max_samples``). Each sample is the
    block's time divided by ``iters_per_sample``. The device is synchronized before
-   the loop and inside the clock (CUDA events + event synchronize on GPUs), and
-   nothing but the step runs in the timed region.
+   the loop, and nothing but the step runs in the timed region.
+
+**Device event clocks (CUDA events): every step timed on its own.** A
+:class:`DeviceEventClock` records marks into the device's queue without blocking the
+host. With one, steps 2 and 3 change: no blocks (``iters_per_sample = 1``); each step
+of the timed loop gets its own pair of marks, recorded back to back around
+``step.run(1)`` *without* a host-device synchronization, so the device never idles
+waiting for the host to read a clock; the host waits once, on the last mark, after the
+loop, then reads every pair. ``samples_s`` are then true per-step device times (their
+p90/p99 are per-step percentiles, not block averages), even for steps of hundreds of
+milliseconds. The loop runs until ``min_time_s`` of host wall time has passed *and*
+``min_samples`` steps were queued; ``loop_window_s`` ends after the final wait, so
+sustained throughput (steps / loop wall time) counts the device finishing its queue.
+``clock_overhead_s`` is then the device time between two back-to-back marks (the
+resolution of a per-step sample). The host-clock path (CPUs, synchronous devices) is
+unchanged.
 """
 
 from __future__ import annotations
 
+import abc
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from harness.api import Clock, Step
 
@@ -44,6 +59,51 @@ class HostClock(Clock):
 
     def elapsed(self, token: Any) -> float:
         return self._now() - token
+
+
+class DeviceEventClock(Clock):
+    """A device-side clock whose marks are recorded into the device's queue without
+    blocking the host (e.g. CUDA events). :func:`measure` times every step with its own
+    pair of marks and waits once, after the timed loop (see the module doc).
+
+    Subclasses implement :meth:`mark`, :meth:`wait` and :meth:`seconds_between`; the
+    plain :class:`~harness.api.Clock` API (``start``/``elapsed``, used for the warm-up)
+    is built from them and waits on every ``elapsed``."""
+
+    per_step_events: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def mark(self) -> Any:
+        """Record a mark in the device's queue now; must not block the host."""
+
+    @abc.abstractmethod
+    def wait(self, mark: Any) -> None:
+        """Block the host until the device has passed ``mark`` (and every mark before it)."""
+
+    @abc.abstractmethod
+    def seconds_between(self, first: Any, second: Any) -> float:
+        """Device seconds from ``first`` to ``second``, both already passed."""
+
+    def start(self) -> Any:
+        return self.mark()
+
+    def elapsed(self, token: Any) -> float:
+        end = self.mark()
+        self.wait(end)
+        return self.seconds_between(token, end)
+
+    def overhead(self) -> float:
+        """Device seconds between two marks recorded back to back (median of 20): the
+        resolution of one per-step sample."""
+        pairs = [(self.mark(), self.mark()) for _ in range(20)]
+        self.wait(pairs[-1][1])
+        return statistics.median(self.seconds_between(a, b) for a, b in pairs)
+
+
+def is_per_step_clock(clock: Any) -> bool:
+    """Whether ``clock`` times each step with its own device marks (no host sync)."""
+    return bool(getattr(clock, "per_step_events", False)) and all(
+        callable(getattr(clock, m, None)) for m in ("mark", "wait", "seconds_between"))
 
 
 @dataclass(frozen=True)
@@ -97,6 +157,10 @@ class Measurement:
     # host perf_counter() at the start and end of the timed loop: collectors use it to
     # cut their series to the timed region
     loop_window_s: tuple[float, float] | None = None
+    # how samples were taken: "blocks" (host or synchronizing clock, iters_per_sample
+    # steps per sample) or "per-step device events" (one mark pair per step, one wait
+    # after the loop)
+    sampling: str = "blocks"
 
     @property
     def loop_wall_s(self) -> float | None:
@@ -124,6 +188,7 @@ class Measurement:
             "clock": self.clock,
             "clock_overhead_us": self.clock_overhead_s * 1e6,
             "loop_wall_s": self.loop_wall_s,
+            "sampling": self.sampling,
         }
 
 
@@ -174,6 +239,9 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None,
     recent = warm[-config.warmup_window :]
     est = max(statistics.median(recent), 1e-12)
 
+    if is_per_step_clock(clock):
+        return _measure_per_step(step, config, clock, clock_name, warm, stable, mark)
+
     # 2. block size so the clock's cost is <= max_overhead_ratio of a sample
     overhead = max(clock.overhead(), 0.0)
     n = 1
@@ -209,4 +277,40 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None,
         clock_overhead_s=overhead,
         warmup_samples_s=warm,
         loop_window_s=(loop_t0, loop_t1),
+    )
+
+
+def _measure_per_step(step: Step, config: TimingConfig, clock: Any, clock_name: str, warm: list[float],
+                      stable: bool, mark: Callable[[str], None]) -> Measurement:
+    """Steps 2-3 for a :class:`DeviceEventClock`: one mark pair per step, recorded back
+    to back without a host sync; one wait after the loop; samples are per step."""
+    overhead = max(clock.overhead(), 0.0)
+    step.sync()
+    mark("loop_start")
+    pairs: list[tuple[Any, Any]] = []
+    now = time.perf_counter
+    loop_t0 = now()
+    while (now() - loop_t0 < config.min_time_s or len(pairs) < config.min_samples) and len(
+        pairs
+    ) < config.max_samples:
+        first = clock.mark()
+        step.run(1)
+        pairs.append((first, clock.mark()))
+    clock.wait(pairs[-1][1])  # the loop's only host-device synchronization
+    loop_t1 = now()
+    mark("loop_end")
+    samples = [clock.seconds_between(a, b) for a, b in pairs]
+    return Measurement(
+        samples_s=samples,
+        iters_per_sample=1,
+        warmup_iters=len(warm),
+        warmup_s=sum(warm),
+        warmup_stable=stable,
+        first_iter_s=warm[0],
+        timed_s=sum(samples),
+        clock=clock_name,
+        clock_overhead_s=overhead,
+        warmup_samples_s=warm,
+        loop_window_s=(loop_t0, loop_t1),
+        sampling="per-step device events",
     )

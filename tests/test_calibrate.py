@@ -42,11 +42,13 @@ def test_run_includes_calibration_and_sets_mfu(tmp_path: Path):
 
     fp = collect_environment()["fingerprint"]
     calibrate.save(tmp_path / "calibration", fp, "cpu",
-                   {"peak_flops_per_s": {"fp32": 1e10}, "mem_bandwidth_bytes_per_s": 1e9, "measured_at": "t"})
+                   {"peak_flops_per_s": {"fp32": 1e10}, "mem_bandwidth_bytes_per_s": 1e9, "measured_at": "t",
+                    "threads": 2})
     spec = TaskSpec("mlp", "torch", "cpu", "fp32", "inference", 4, "tiny")
 
     def fake_cell(s: TaskSpec, settings: Settings) -> dict:
         return {"id": s.id, "spec": s.to_dict(), "status": "ok", "reason": None, "unavailable": {},
+                "runtime": {"threads": 2},
                 "metrics": {"achieved_flops_per_s": 2e9, "arithmetic_intensity_flop_per_byte": 4.0,
                             "latency_ms": {"p50": 1.0}},
                 "samples_ms": [1.0]}
@@ -79,3 +81,56 @@ def test_cli_calibrate_usage_errors(cli, tmp_path: Path):
     if not torch.cuda.is_available():
         proc = cli(["calibrate", "-d", "cuda", "--out", str(tmp_path)])
         assert proc.returncode == 2 and "CUDA" in proc.stderr
+
+
+def test_cpu_tf32_is_unavailable_with_the_reason_and_fp32_is_strict(monkeypatch):
+    """fp32 is measured with TF32/bf16 reductions off whatever the process had set; the
+    tf32 peak exists only on Ampere+ GPUs (here: unavailable, with the reason)."""
+    import torch
+
+    torch.set_float32_matmul_precision("medium")  # oneDNN bf16 / cuBLAS tf32 matmuls
+    seen = []
+    real_mm = torch.mm
+
+    def mm(*a, **k):  # the flags in force when the peak's matmuls run
+        seen.append((torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision))
+        return real_mm(*a, **k)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    try:
+        info = calibrate.measure_device("cpu", budget_s=0.02, sizes=[32], copy_bytes=1 << 16, dtypes=["fp32", "tf32"])
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert seen and set(seen) == {("ieee", "ieee")}
+    assert info["peak_flops_per_s"]["fp32"] > 0
+    assert info["peak_flops_per_s"]["tf32"] is None
+    assert info["unavailable"]["tf32"] == "TF32 is an NVIDIA Ampere+ GPU format; CPUs run fp32"
+    assert "tf32" in calibrate.DTYPES
+
+
+def test_every_thread_count_calibrated_is_kept(tmp_path: Path):
+    d = tmp_path / "cal"
+    calibrate.save(d, "fp", "cpu", {"peak_flops_per_s": {"fp32": 2e10}, "mem_bandwidth_bytes_per_s": 1e9,
+                                    "measured_at": "t0", "threads": 2})
+    calibrate.save(d, "fp", "cpu", {"peak_flops_per_s": {"fp32": 1e10}, "mem_bandwidth_bytes_per_s": 1e9,
+                                    "measured_at": "t1", "threads": 1})
+    found = calibrate.find_calibration("fp", [d])["cpu"]
+    assert found["threads"] == 1 and found["peak_flops_per_s"]["fp32"] == 1e10  # the latest
+    assert found["by_threads"]["2"]["peak_flops_per_s"]["fp32"] == 2e10
+    assert found["by_threads"]["1"]["peak_flops_per_s"]["fp32"] == 1e10
+    from harness.flops import apply_calibration
+
+    cell = {"status": "ok", "spec": {"device": "cpu", "variant": "fp32"}, "runtime": {"threads": 2},
+            "metrics": {"achieved_flops_per_s": 1e9}, "unavailable": {}}
+    apply_calibration(cell, {"cpu": found})
+    assert cell["metrics"]["mfu"] == pytest.approx(0.05)  # against the 2-thread peak
+
+
+def test_cli_calibrate_threads_are_recorded(cli, tmp_path: Path):
+    proc = cli(["calibrate", "-d", "cpu", "--threads", "1", "--dtype", "fp32", "--budget", "0.02", "--out",
+                str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    assert ", 1 threads" in proc.stdout
+    (path,) = tmp_path.glob("*.json")
+    cpu = json.loads(path.read_text())["devices"]["cpu"]
+    assert cpu["threads"] == 1 and set(cpu["by_threads"]) == {"1"}

@@ -153,6 +153,45 @@ def test_evaluate_quality_baseline_and_a_configurable_gate(shared_cache, monkeyp
     assert strict["gate"]["passed"] is (strict["accuracy"] >= 0.99 * base["accuracy"])
 
 
+@pytest.mark.parametrize("name,dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_quality_of_mixed_precision_is_the_cast_once_model_that_was_timed(shared_cache, monkeypatch, name, dtype):
+    """The speed track times a model whose weights were cast once (no autocast); the
+    quality track must evaluate that same model, not fp32 weights under autocast."""
+    import torch
+
+    from harness import registry
+    from harness.variants import _torch_utils
+
+    monkeypatch.setenv(quality.CACHE_ENV, str(shared_cache))
+    real_predict = _torch_utils.predict
+    seen = []
+
+    def predict(model, inputs, batch_size=256, context=None, input_dtype=None):
+        seen.append(({p.dtype for p in model.parameters()}, input_dtype, context))
+        return real_predict(model, inputs, batch_size, context, **({"input_dtype": input_dtype} if input_dtype else {}))
+
+    monkeypatch.setattr(_torch_utils, "predict", predict)
+    q = quality.evaluate_quality(MLPWorkload("tiny"), registry.load("variant", name)())
+    teacher, variant = seen
+    assert teacher[0] == {torch.float32}
+    assert variant[0] == {getattr(torch, dtype)} and variant[1] == dtype and variant[2] is None
+    assert q["accuracy"] > 0.8 and q["agreement"] > 0.95
+
+
+def test_tf32_quality_is_not_claimed_from_a_cpu(shared_cache, monkeypatch):
+    from harness.variants.precision import TF32Variant
+
+    monkeypatch.setenv(quality.CACHE_ENV, str(shared_cache))
+    spec = TaskSpec("mlp", "torch", "cuda", "tf32", "inference", 8, "tiny")
+
+    class FakeStep:
+        model = MLPWorkload("tiny").build_torch()
+
+    _, missing = quality.quality_analysis(step=FakeStep(), workload=MLPWorkload("tiny"), variant=TF32Variant(),
+                                          spec=spec)
+    assert "no TF32" in missing["quality"]
+
+
 def test_analysis_reports_reasons_instead_of_numbers_it_cannot_make(shared_cache, monkeypatch):
     monkeypatch.setenv(quality.CACHE_ENV, str(shared_cache))
 

@@ -29,7 +29,7 @@ from workloads.mlp import MLPWorkload  # noqa: E402
 from workloads.transformer import TransformerWorkload  # noqa: E402
 
 WORKLOADS = [MLPWorkload, CNNWorkload, TransformerWorkload]
-ALL_VARIANTS = ["fp32", "fp16", "bf16", "int8-dynamic", "int8-static", "prune-unstructured",
+ALL_VARIANTS = ["fp32", "fp16", "bf16", "tf32", "int8-dynamic", "int8-static", "prune-unstructured",
                 "prune-structured", "distill", "compile"]
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx / onnxruntime not installed")
@@ -147,16 +147,20 @@ def test_int8_is_inference_only(V):
 
 
 @pytest.mark.parametrize("V,dtype", [(FP16Variant, torch.float16), (BF16Variant, torch.bfloat16)])
-def test_mixed_precision_autocasts_matmuls_on_cpu(V, dtype):
+def test_mixed_precision_autocasts_training_and_casts_inference_weights_once(V, dtype):
     wl = MLPWorkload("tiny")
     v = V()
-    model = _apply(v, wl)
     x = torch.from_numpy(wl.make_inputs(4)[0][0])
-    with torch.inference_mode(), v.autocast("torch", "cpu"):
-        out = model(x)
-    assert out.dtype == dtype
+    model = _apply(v, wl, mode="training")  # fp32 master weights, autocast per step
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with v.autocast("torch", "cpu"):
+        assert model(x).dtype == dtype
+    assert v.cast_once_dtype("torch", "training") is None
+    deployed = _apply(v, wl, mode="inference")  # weights cast once, as deployed
+    assert {p.dtype for p in deployed.parameters()} == {dtype}
+    assert v.cast_once_dtype("torch", "inference") == V.torch_dtype
     with torch.inference_mode():
-        assert model(x).dtype == torch.float32  # weights untouched
+        assert deployed(x.to(dtype)).dtype == dtype
 
 
 def test_distill_student_is_smaller_and_learns_from_the_teacher():

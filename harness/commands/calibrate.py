@@ -19,9 +19,12 @@ def add_parser(sub: Any) -> None:
     cal.add_argument("--out", default="results/calibration", help="directory for <fingerprint>.json (default: results/calibration)")
     cal.add_argument("--budget", type=positive_float, default=1.0,
                      help="seconds of timing per (dtype, size) and for the copy (default 1.0)")
-    cal.add_argument("--dtype", action="append", default=[], choices=("fp32", "bf16", "fp16"),
-                     help="dtypes to measure (repeatable; default all three)")
-    cal.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the CPU (default: torch's)")
+    cal.add_argument("--dtype", action="append", default=[], choices=("fp32", "tf32", "bf16", "fp16"),
+                     help="dtypes to measure (repeatable; default all four; fp32 is strict IEEE, tf32 needs an "
+                          "Ampere+ GPU)")
+    cal.add_argument("--threads", type=int, default=None,
+                     help="torch intra-op threads for the CPU (default: torch's); CPU peaks depend on it, and a "
+                          "CPU cell's MFU needs a calibration with its own thread count (each count is kept)")
     cal.add_argument("--json", action="store_true", help="print the stored calibration as JSON")
 
 

@@ -16,7 +16,8 @@ from torch import nn
 from workloads._torch_models import MLP, BasicBlock, BertClassifier, SelfAttention
 
 
-def _n_keep(total: int, keep: float) -> int:
+def kept_units(total: int, keep: float) -> int:
+    """How many of ``total`` units survive when the ``keep`` fraction is kept (>= 1)."""
     return max(1, min(total, int(math.ceil(total * keep - 1e-9))))
 
 
@@ -48,7 +49,7 @@ def prune_mlp(model: MLP, keep: float) -> None:
     for a, b in zip(lin_idx[:-1], lin_idx[1:]):
         src, nxt = layers[a], layers[b]
         scores = src.weight.detach().norm(dim=1) + nxt.weight.detach().norm(dim=0)
-        idx = _top(scores, _n_keep(src.out_features, keep))
+        idx = _top(scores, kept_units(src.out_features, keep))
         layers[a] = _linear(src, idx, None)
         layers[b] = _linear(nxt, None, idx)
     model.net = nn.Sequential(*layers)
@@ -58,7 +59,7 @@ def prune_block(block: BasicBlock, keep: float) -> None:
     """Keep the ``keep`` fraction of a BasicBlock's inner channels (conv1 out / conv2 in)."""
     c1, bn, c2 = block.conv1, block.bn1, block.conv2
     scores = c1.weight.detach().flatten(1).norm(dim=1) * bn.weight.detach().abs()
-    idx = _top(scores, _n_keep(c1.out_channels, keep))
+    idx = _top(scores, kept_units(c1.out_channels, keep))
     k = len(idx)
     dev, dt = c1.weight.device, c1.weight.dtype
     n1 = nn.Conv2d(c1.in_channels, k, c1.kernel_size, c1.stride, c1.padding, bias=False, device=dev, dtype=dt)
@@ -105,7 +106,7 @@ def prune_attention(attn: Any, keep: float) -> nn.Module:
         attn.v.weight.detach().view(h, d, -1).flatten(1).norm(dim=1),
         attn.out.weight.detach().view(-1, h, d).transpose(0, 1).flatten(1).norm(dim=1),
     ]).sum(0)
-    heads = _top(per_head, _n_keep(h, keep))
+    heads = _top(per_head, kept_units(h, keep))
     rows = (heads[:, None] * d + torch.arange(d, device=heads.device)[None, :]).flatten()
     return PrunedSelfAttention(
         _linear(attn.q, rows, None), _linear(attn.k, rows, None), _linear(attn.v, rows, None),
@@ -119,7 +120,7 @@ def prune_bert(model: BertClassifier, keep: float) -> None:
         layer.attn = prune_attention(layer.attn, keep)
         fi, fo = layer.ffn_in, layer.ffn_out
         scores = fi.weight.detach().norm(dim=1) + fo.weight.detach().norm(dim=0)
-        idx = _top(scores, _n_keep(fi.out_features, keep))
+        idx = _top(scores, kept_units(fi.out_features, keep))
         layer.ffn_in, layer.ffn_out = _linear(fi, idx, None), _linear(fo, None, idx)
 
 

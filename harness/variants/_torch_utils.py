@@ -137,7 +137,11 @@ class OrtModel(nn.Module):
 
 class FirstCallTimer(nn.Module):
     """Wraps a compiled module and records how long its first call took (seconds):
-    with ``torch.compile`` that call traces and compiles the graph, then runs it."""
+    with ``torch.compile`` that call traces and compiles the graph, then runs it.
+
+    ``eager_module`` is the uncompiled module with the same weights: post-measurement
+    analyses (the FLOP counter) run it instead of triggering the compiler (the
+    compiled module's ``_orig_mod`` is hidden behind this wrapper)."""
 
     def __init__(self, compiled: Any, original: nn.Module) -> None:
         super().__init__()
@@ -158,6 +162,11 @@ class FirstCallTimer(nn.Module):
         self.first_call_s = time.perf_counter() - t0
         return out
 
+    @property
+    def eager_module(self) -> nn.Module:
+        """The uncompiled module (same parameters as the compiled one)."""
+        return self.original
+
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # serialize the weights once
         return self.original.state_dict(*args, **kwargs)
 
@@ -166,8 +175,10 @@ class FirstCallTimer(nn.Module):
 
 
 def predict(model: Any, inputs: Sequence[Any], batch_size: int = 256,
-            context: Any = None) -> Any:
-    """Logits (numpy float32) of ``model`` on numpy ``inputs`` in eval/inference mode."""
+            context: Any = None, input_dtype: str | None = None) -> Any:
+    """Logits (numpy float32) of ``model`` on numpy ``inputs`` in eval/inference mode.
+    ``input_dtype`` (e.g. ``"bfloat16"``): floating inputs are cast to it, as the speed
+    track feeds a model whose weights were cast once."""
     import contextlib
 
     import numpy as np
@@ -179,6 +190,8 @@ def predict(model: Any, inputs: Sequence[Any], batch_size: int = 256,
     with torch.inference_mode():
         for i in range(0, n, batch_size):
             xs = [torch.from_numpy(np.ascontiguousarray(a[i:i + batch_size])) for a in inputs]
+            if input_dtype is not None:
+                xs = [x.to(getattr(torch, input_dtype)) if x.is_floating_point() else x for x in xs]
             with (context() if context is not None else contextlib.nullcontext()):
                 out = model(*xs)
             outs.append(out.float().cpu().numpy())

@@ -2,7 +2,9 @@
 
 PyTorch: ``torch.compile(model)`` (inductor, default mode; on CPU it generates C++
 and needs a C++ compiler). Compilation happens lazily on the first call, so the
-returned module times that call and reports it as ``metrics.compile_time_s``
+returned module (:class:`~harness.variants._torch_utils.FirstCallTimer`, whose
+``eager_module`` is the uncompiled model the FLOP counter runs) times that call and
+reports it as ``metrics.compile_time_s``
 (compilation + one execution, seconds); the harness's warm-up absorbs it and the timed
 loop measures the steady state. In training cells the backward graph is compiled on
 the first backward pass, which is inside ``first_iter_ms`` but not ``compile_time_s``.

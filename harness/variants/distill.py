@@ -95,6 +95,16 @@ class DistillVariant(Variant):
     def metrics(self) -> dict[str, Any]:
         return dict(self._metrics)
 
+    def model_analytic_flops(self, workload: Any, batch_size: int, mode: str) -> tuple[int | None, str]:
+        """Analytic FLOPs of one step of the *student* (the model the cell runs), not
+        the teacher's: (FLOPs, what they are) or (None, why unknown)."""
+        try:
+            cfg = student_config(workload.name, workload.config, self.config.width, self.config.depth)
+        except ValueError as e:
+            return None, str(e)
+        student = type(workload)(size=workload.size, config=cfg)
+        return int(student.analytic_flops_for(batch_size, mode)), "the distill student's analytic formula"
+
     def apply_torch(self, model: Any, *, workload: Any = None, device: Any = "cpu",
                     train_data: Any = None, train_epochs: int = 20, train_lr: float = 3e-3,
                     train_batch_size: int = 64, **ctx: Any) -> Any:

@@ -1,18 +1,44 @@
-"""``fp16`` and ``bf16`` mixed precision.
+"""``fp16`` and ``bf16`` mixed precision, ``tf32``, and what "fp32" means.
 
-PyTorch: the weights stay float32 and each step runs under
-``torch.autocast(device_type, dtype)``, which casts matmuls and convolutions to the
-low-precision type and keeps precision-sensitive ops (softmax, norms, losses) in
-float32. On CPU, fp16 autocast is supported by torch 2.13 but most CPUs have no fast
-fp16 kernels, and bf16 is only fast with AVX512_BF16/AMX: measure, don't assume.
-Training under fp16 autocast runs without a GradScaler (the step's speed is what is
-measured; for real fp16 training on CUDA use a scaler).
+PyTorch, ``fp16`` / ``bf16``:
 
-TensorFlow: a Keras mixed-precision policy (``mixed_float16`` / ``mixed_bfloat16``).
-Keras layers read the global policy when they are constructed, so ``apply_tensorflow``
-rebuilds the workload's model under the policy (inside the backend's device scope),
-copies the fp32 model's weights into it (variables stay float32) and restores the
-global policy; the backend needs no extra hook.
+* **Inference is measured as it is deployed: weights cast once.** ``apply_torch``
+  returns ``model.to(dtype)`` for inference; the backend casts the floating inputs once
+  before timing (:meth:`_MixedPrecision.cast_once_dtype`) and runs the step *without*
+  autocast. Autocast is the wrong tool here: under ``torch.inference_mode()`` its cast
+  cache does not work, so every step re-cast every weight (4 steps of the tiny MLP made
+  28 ``_to_copy`` calls). The cell records ``runtime.precision_method = "weights and
+  inputs cast once to bfloat16 (model.to(dtype)); no autocast"``. Norms and softmax
+  then run in the low-precision type too, as in a deployed half-precision model; the
+  quality track evaluates exactly this model.
+* **Training keeps autocast**: fp32 master weights, each step under
+  ``torch.autocast(device_type, dtype)`` (matmuls/convolutions in the low-precision
+  type, precision-sensitive ops in float32); ``precision_method = "torch.autocast(
+  bfloat16) per step, fp32 master weights"``. Training under fp16 autocast runs without
+  a GradScaler (the step's speed is what is measured; for real fp16 training on CUDA
+  use a scaler).
+* On CPU, fp16 is supported by torch 2.13 but most CPUs have no fast fp16 kernels, and
+  bf16 is only fast with AVX512_BF16/AMX: measure, don't assume.
+
+**Strict fp32 and ``tf32``.** Every variant declares ``fp32_math`` (see
+:class:`harness.api.Variant`): ``"ieee"`` (the default, every variant but ``tf32``)
+means float32 matmuls and convolutions run in IEEE fp32 on every device; ``"tf32"``
+allows TensorFloat-32 (10-bit mantissa inputs, fp32 accumulation) on NVIDIA Ampere and
+newer GPUs. PyTorch's own defaults are *not* strict: cuDNN convolutions run in TF32 by
+default (``torch.backends.cudnn.conv.fp32_precision == "tf32"``), so an "fp32" CNN on an
+A100 was really TF32. :func:`set_fp32_math` sets every precision flag the harness knows
+(torch 2.13's ``fp32_precision`` API only: mixing it with the legacy ``allow_tf32``
+flags raises) and :func:`fp32_math_settings` reads them back for the cell's
+``runtime.precision``. The ``tf32`` variant is skipped with the reason where there is
+no TF32: CPUs, GPUs below compute capability 8.0, TPUs.
+
+TensorFlow: ``fp16``/``bf16`` use a Keras mixed-precision policy (``mixed_float16`` /
+``mixed_bfloat16``). Keras layers read the global policy when they are constructed,
+so ``apply_tensorflow`` rebuilds the workload's model under the policy (inside the
+backend's device scope), copies the fp32 model's weights into it (variables stay
+float32) and restores the global policy. ``tf32``: the TensorFlow backend reads
+``fp32_math``, sets ``tf.config.experimental.enable_tensor_float_32_execution`` and
+skips the cell where there is no TF32 (see ``backends/tf_backend.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +46,85 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar
 
-from harness.api import Variant
+from harness.api import SkipCell, Variant
 from harness.variants.base import CompressionConfig
+
+#: Why a CPU has no tf32 cell (shared by both backends and ``harness calibrate``).
+TF32_CPU_REASON = "TF32 is an NVIDIA Ampere+ GPU format; CPUs run fp32"
+TF32_TPU_REASON = "TF32 is an NVIDIA Ampere+ GPU format; the torch backend does not drive TPUs"
+FP32_MATH = ("ieee", "tf32")
+
+# (module path under torch.backends, what it governs); read/written with the
+# torch >= 2.9 ``fp32_precision`` API only
+_PRECISION_FLAGS: tuple[tuple[str, str], ...] = (
+    ("cuda.matmul", "cuda_matmul"),  # cuBLAS float32 matmuls
+    ("cudnn.conv", "cudnn_conv"),    # cuDNN float32 convolutions (TF32 by default!)
+    ("cudnn.rnn", "cudnn_rnn"),
+    ("mkldnn.matmul", "mkldnn_matmul"),  # oneDNN on the CPU: "bf16"/"tf32" would reduce fp32
+    ("mkldnn.conv", "mkldnn_conv"),
+    ("mkldnn.rnn", "mkldnn_rnn"),
+)
+
+
+def _flag(torch: Any, path: str) -> Any:
+    obj = torch.backends
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_fp32_math(torch: Any, fp32_math: str) -> None:
+    """Make float32 matmuls/convolutions strict IEEE fp32 (``"ieee"``) or allow TF32
+    (``"tf32"``) for the whole process, on every backend torch has (cuBLAS, cuDNN, oneDNN).
+
+    ``torch.set_float32_matmul_precision`` ("highest" / "high") sets cuBLAS and oneDNN
+    matmuls together, so ``torch.get_float32_matmul_precision()`` stays readable (it
+    raises when the two disagree); convolutions and RNNs are set per backend. oneDNN
+    convolutions and RNNs stay IEEE in both modes (no CPU has TF32).
+    """
+    if fp32_math not in FP32_MATH:
+        raise ValueError(f"fp32_math must be one of {', '.join(FP32_MATH)}, got {fp32_math!r}")
+    tf32 = fp32_math == "tf32"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    _flag(torch, "cudnn.conv").fp32_precision = "tf32" if tf32 else "ieee"
+    _flag(torch, "cudnn.rnn").fp32_precision = "tf32" if tf32 else "ieee"
+    _flag(torch, "mkldnn.conv").fp32_precision = "ieee"
+    _flag(torch, "mkldnn.rnn").fp32_precision = "ieee"
+
+
+def fp32_math_settings(torch: Any) -> dict[str, Any]:
+    """The float32 precision flags in force, for the cell's ``runtime.precision``:
+    ``cuda_matmul``, ``cudnn_conv``, ... (``"ieee"``, ``"tf32"``, ``"bf16"`` or
+    ``"none"`` = inherit torch's default) and ``float32_matmul_precision``
+    (``torch.get_float32_matmul_precision()``). A flag that cannot be read says why."""
+    out: dict[str, Any] = {}
+    for path, key in _PRECISION_FLAGS:
+        try:
+            out[key] = str(_flag(torch, path).fp32_precision)
+        except Exception as e:  # noqa: BLE001 - an older/odd torch: say so, never fail the cell
+            out[key] = f"unreadable: {type(e).__name__}: {str(e)[:120]}"
+    try:
+        out["float32_matmul_precision"] = str(torch.get_float32_matmul_precision())
+    except Exception as e:  # noqa: BLE001 - raises when cuBLAS and oneDNN flags disagree
+        out["float32_matmul_precision"] = f"unreadable: {type(e).__name__}: {str(e)[:120]}"
+    return out
+
+
+def tf32_unsupported_reason(torch: Any, device: Any) -> str | None:
+    """Why ``device`` (a ``torch.device`` or a device string) has no TF32, or None when
+    it has (an NVIDIA GPU of compute capability >= 8.0, read with
+    ``torch.cuda.get_device_capability``)."""
+    kind = getattr(device, "type", None) or str(device).split(":")[0].lower()
+    if kind != "cuda":
+        return TF32_TPU_REASON if kind == "tpu" else TF32_CPU_REASON
+    if not torch.cuda.is_available():
+        return "TF32 needs an NVIDIA Ampere+ GPU and torch sees no CUDA device"
+    index = getattr(device, "index", None)
+    major, minor = torch.cuda.get_device_capability(index)
+    if (int(major), int(minor)) < (8, 0):
+        return (f"TF32 needs an NVIDIA Ampere+ GPU (compute capability >= 8.0); this GPU is "
+                f"{int(major)}.{int(minor)} and runs fp32")
+    return None
 
 
 class _MixedPrecision(Variant):
@@ -29,7 +132,27 @@ class _MixedPrecision(Variant):
     keras_policy: ClassVar[str]
     Config = CompressionConfig
 
-    def apply_torch(self, model: Any, **ctx: Any) -> Any:
+    def cast_once_dtype(self, backend: str, mode: str) -> str | None:
+        """The dtype the weights are cast to once by ``apply`` (torch inference): the
+        backend then casts floating inputs once before timing and runs the step without
+        autocast. None: the step runs under :meth:`autocast` (training)."""
+        return self.torch_dtype if backend == "torch" and mode == "inference" else None
+
+    def precision_method(self, backend: str, mode: str) -> str:
+        """How the cell runs in low precision (``runtime.precision_method``)."""
+        if backend == "torch":
+            if self.cast_once_dtype(backend, mode):
+                return f"weights and inputs cast once to {self.torch_dtype} (model.to(dtype)); no autocast"
+            return f"torch.autocast({self.torch_dtype}) per step, fp32 master weights"
+        return f"Keras {self.keras_policy} policy (float32 variables, {self.torch_dtype} compute)"
+
+    def apply_torch(self, model: Any, *, mode: str = "inference", **ctx: Any) -> Any:
+        """Inference: the model cast once to the low-precision dtype. Training: unchanged
+        (fp32 master weights; the step runs under :meth:`autocast`)."""
+        if self.cast_once_dtype("torch", mode):
+            import torch
+
+            return model.to(getattr(torch, self.torch_dtype))
         return model
 
     def autocast(self, backend: str, device: str) -> contextlib.AbstractContextManager[None]:
@@ -50,18 +173,50 @@ class _MixedPrecision(Variant):
 
 
 class FP16Variant(_MixedPrecision):
-    """float16 mixed precision (autocast / Keras ``mixed_float16``)."""
+    """float16: weights cast once for inference, autocast for training / Keras ``mixed_float16``."""
 
     name: ClassVar[str] = "fp16"
-    description: ClassVar[str] = "float16 mixed precision: torch.autocast(float16) / Keras mixed_float16"
+    description: ClassVar[str] = ("float16: inference with weights cast once, training under torch.autocast(float16) "
+                                  "/ Keras mixed_float16")
     torch_dtype: ClassVar[str] = "float16"
     keras_policy: ClassVar[str] = "mixed_float16"
 
 
 class BF16Variant(_MixedPrecision):
-    """bfloat16 mixed precision (autocast / Keras ``mixed_bfloat16``)."""
+    """bfloat16: weights cast once for inference, autocast for training / Keras ``mixed_bfloat16``."""
 
     name: ClassVar[str] = "bf16"
-    description: ClassVar[str] = "bfloat16 mixed precision: torch.autocast(bfloat16) / Keras mixed_bfloat16"
+    description: ClassVar[str] = ("bfloat16: inference with weights cast once, training under "
+                                  "torch.autocast(bfloat16) / Keras mixed_bfloat16")
     torch_dtype: ClassVar[str] = "bfloat16"
     keras_policy: ClassVar[str] = "mixed_bfloat16"
+
+
+class TF32Variant(Variant):
+    """float32 weights and activations with TensorFloat-32 matmuls and convolutions
+    (NVIDIA Ampere+ GPUs). The model is unchanged: the backend reads ``fp32_math``."""
+
+    name: ClassVar[str] = "tf32"
+    description: ClassVar[str] = ("float32 with TensorFloat-32 matmuls/convolutions (NVIDIA Ampere+ GPUs only; "
+                                  "every other variant runs strict IEEE fp32)")
+    Config = CompressionConfig
+    fp32_math: ClassVar[str] = "tf32"
+
+    def precision_method(self, backend: str, mode: str) -> str:
+        return "float32 weights and activations; float32 matmuls/convolutions in TF32"
+
+    def supports_backend(self, backend: str) -> bool:
+        return backend in ("torch", "tensorflow")
+
+    def apply_torch(self, model: Any, *, device: Any = "cpu", **ctx: Any) -> Any:
+        import torch
+
+        reason = tf32_unsupported_reason(torch, device)
+        if reason:
+            raise SkipCell(reason)
+        return model
+
+    def apply_tensorflow(self, model: Any, **ctx: Any) -> Any:
+        """The model unchanged: the TensorFlow backend reads ``fp32_math``, enables TF32
+        execution and skips the cell with its reason where the device has no TF32."""
+        return model

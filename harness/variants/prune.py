@@ -88,6 +88,23 @@ class PruneStructuredVariant(Variant):
             )
         return model
 
+    def model_analytic_flops(self, workload: Any, batch_size: int, mode: str) -> tuple[int | None, str]:
+        """Analytic FLOPs of one step of the *pruned* model: the MLP's formula with the
+        kept hidden widths; (None, why) for the CNN and Transformer, whose pruned inner
+        channels / heads the workload's formula cannot describe (their FLOPs are counted)."""
+        import dataclasses
+
+        keep = 1.0 - float(self.config.amount)
+        if getattr(workload, "name", None) == "mlp":
+            from harness.variants._structured import kept_units
+
+            cfg = dataclasses.replace(workload.config, hidden=tuple(kept_units(h, keep) for h in workload.config.hidden))
+            pruned = type(workload)(size=workload.size, config=cfg)
+            return int(pruned.analytic_flops_for(batch_size, mode)), "the pruned MLP's analytic formula"
+        return None, (f"prune-structured removes inner channels / attention heads of {getattr(workload, 'name', '?')!r}, "
+                      "which the workload's analytic formula cannot describe (the unpruned count would overstate "
+                      "the work)")
+
     def apply_tensorflow(self, model: Any, **ctx: Any) -> Any:
         raise SkipCell(
             "prune-structured is implemented for the torch backend only (the Keras twin would "
