@@ -102,7 +102,10 @@ METRICS: tuple[Metric, ...] = (
     _m("nonzero_params", "count", None, "parameters that are not zero (pruning)", "model"),
     _m("flops", "FLOP", None, "FLOPs per step (counted, else analytic; see flops_source)", "one step"),
     _m("flops_counted", "FLOP", None, "FLOPs per step counted by FlopCounterMode", "one step"),
-    _m("flops_analytic", "FLOP", None, "FLOPs per step from the workload's formula", "one step"),
+    _m("flops_analytic", "FLOP", None, "FLOPs per step from the analytic formula of the model the cell runs "
+       "(a distilled student or pruned model where the variant changes it)", "one step"),
+    _m("flops_analytic_workload", "FLOP", None, "FLOPs per step of the workload's own (teacher) model, kept "
+       "where the variant runs a different model", "one step"),
     _m("flops_analytic_ratio", "", None, "counted / analytic FLOPs (cross-check)", "one step"),
     _m("achieved_flops_per_s", "FLOP/s", HIGHER, "FLOPs per step / median step latency", "one step", True),
     _m("achieved_flops_per_s_analytic", "FLOP/s", HIGHER, "analytic FLOPs per step / median step latency",
@@ -110,6 +113,7 @@ METRICS: tuple[Metric, ...] = (
     _m("mfu", "", HIGHER, "model FLOPs utilisation: achieved FLOP/s / the calibrated peak of the device "
        "at the cell's precision and thread count", "device", True),
     _m("mfu_peak_flops_per_s", "FLOP/s", None, "the calibrated peak MFU is relative to", "device"),
+    _m("mfu_peak_threads", "count", None, "CPU threads of the calibration MFU is relative to", "device"),
     _m("roofline_attainable_flops_per_s", "FLOP/s", None, "min(peak, intensity x bandwidth)", "device"),
     _m("bytes_moved_estimate", "bytes", None, "estimated bytes moved per step (estimate; see method)",
        "one step"),

@@ -80,6 +80,7 @@ class HarnessCell:
 
         try:
             runtime = dict(self.backend.runtime_info())
+            runtime.update(self.harness_step.runtime_info())  # precision_method etc., as the worker records it
         except Exception as e:  # noqa: BLE001 - facts for the record, never fatal
             runtime = {"error": f"{type(e).__name__}: {e}"}
         return {

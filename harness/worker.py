@@ -153,20 +153,29 @@ def resolve_cell(spec: TaskSpec, settings: Settings) -> tuple[Workload, Variant,
     return workload, variant, backend
 
 
-def data_parallel_analysis(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """FLOPs of a data-parallel cell: the analytic count of the global batch (the FLOP
-    counter and the quality model are not run: they would execute the DDP model outside
-    the workers' lock-step loop). The single-process cell of the same spec has them."""
+def data_parallel_analysis(metrics: dict[str, Any], workload: Any = None, variant: Any = None,
+                           spec: TaskSpec | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """FLOPs of a data-parallel cell: the analytic count of the global batch of the model
+    the cell runs (a distilled student or structurally pruned model, not the workload's
+    teacher: :func:`harness.flops.run_model_analytic_flops`). The FLOP counter and the
+    quality model are not run: they would execute the DDP model outside the workers'
+    lock-step loop. The single-process cell of the same spec has them."""
     why = ("not computed for data-parallel cells (it would run the model outside the workers' lock-step "
            "loop); see the single-process cell of the same workload")
     p50_ms = metrics["latency_ms"]["p50"]
-    out = {
-        "flops": metrics["flops_analytic"],
-        "flops_source": "analytic",
-        "flops_source_reason": "FlopCounterMode " + why,
+    flops: int | None = metrics["flops_analytic"]
+    what = "the workload's analytic formula"
+    if workload is not None and spec is not None:
+        from harness.flops import run_model_analytic_flops
+
+        flops, what = run_model_analytic_flops(workload, variant, spec.global_batch_size, "training")
+    out: dict[str, Any] = {
+        "flops": flops,
+        "flops_source": "analytic" if flops is not None else None,
+        "flops_source_reason": "FlopCounterMode " + why + f"; analytic count: {what}",
         "flops_scope": "forward + backward (optimizer step excluded), all workers",
-        "achieved_flops_per_s": metrics["flops_analytic"] / (p50_ms / 1e3),
-        "achieved_flops_per_s_analytic": metrics["flops_analytic"] / (p50_ms / 1e3),
+        "achieved_flops_per_s": flops / (p50_ms / 1e3) if flops is not None else None,
+        "achieved_flops_per_s_analytic": flops / (p50_ms / 1e3) if flops is not None else None,
         "bytes_moved_estimate": None,
         "arithmetic_intensity_flop_per_byte": None,
         "mfu": None,
@@ -177,6 +186,16 @@ def data_parallel_analysis(metrics: dict[str, Any]) -> tuple[dict[str, Any], dic
         "quality": "quality is evaluated on inference cells only",
         "mfu": "needs the run's calibration; set by the runner (run `harness calibrate` first)",
     }
+    if flops is None:
+        if metrics.get("flops_analytic") is not None:
+            out["flops_analytic_workload"] = metrics["flops_analytic"]
+        out["flops_analytic"] = None
+        for k in ("flops", "flops_analytic", "achieved_flops_per_s", "achieved_flops_per_s_analytic", "mfu"):
+            missing[k] = f"no analytic FLOP count of the model this cell runs: {what}"
+    elif flops != metrics.get("flops_analytic"):
+        out["flops_analytic_workload"] = metrics.get("flops_analytic")
+        out["flops_analytic"] = flops
+        out["flops_analytic_source"] = what
     return out, missing
 
 
@@ -279,7 +298,7 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
             for key, value in col.cell_fields().items():
                 cell.setdefault(key, value)
         if spec.world_size is not None:
-            extra, missing = data_parallel_analysis(metrics)
+            extra, missing = data_parallel_analysis(metrics, workload, variant, spec)
             metrics.update(extra)
             cell["unavailable"].update(missing)
         else:

@@ -3,8 +3,10 @@
 =====================  =====================================================  ==========
 name                   what it does                                           module
 =====================  =====================================================  ==========
-fp32                   the model as built, float32 (the baseline)             here
-fp16, bf16             mixed precision (torch.autocast; Keras policies)       precision
+fp32                   the model as built, strict IEEE float32 (TF32 off)     here
+tf32                   float32 with TensorFloat-32 matmuls/convs (Ampere+)    precision
+fp16, bf16             inference: weights cast once; training: autocast       precision
+                       (torch); Keras mixed-precision policies
 int8-dynamic           int8 weights, activations quantized per batch          quantize
 int8-static            int8 weights and activations, calibrated scales        quantize
 prune-unstructured     global magnitude pruning of Linear/Conv weights        prune
