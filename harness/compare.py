@@ -5,58 +5,79 @@ far larger than the sampling error inside one run. Two separate runs of unchange
 give medians that differ by 10-100% here, while each run's own confidence interval is
 1-3% wide, so any test on the raw samples of two single runs (Mann-Whitney U on
 thousands of samples) calls almost every difference "significant". The unit of
-replication for a regression gate is therefore the *run* (process), not the sample.
+replication for a regression gate is therefore the *process*, not the sample.
 
-How a cell is compared (see docs/compare.md for the full argument):
+How a cell is compared (docs/compare.md has the full argument and the calibration):
 
-* Every occurrence of a cell in a side's documents is one *observation* (one worker
-  process). A side given as several result files (a directory), or a run holding the
-  same cell several times, has several observations.
-* The location of one observation is a statistic of its raw samples, ``stat``:
-  ``min``, ``p10``, ``p50`` (median) or ``mean``. Contention from other processes only
-  ever adds time, so low quantiles are much more reproducible between processes
-  (measured here: between-process sd of log min 3%, of log median 9-19%).
-* **between-run test** (both sides together have at least one degree of freedom of
-  run-to-run variation, e.g. 2+ runs on one side): a two-sample t-test on the log
-  locations with the pooled run-to-run variance (moderated towards the median variance
-  of the cells when 3+ cells are compared, like limma's empirical Bayes t), a
-  t-interval for the ratio, and the minimum detectable change (80% power).
-* **within-run test** (one run per side, nothing else known): Mann-Whitney U on the raw
-  samples and a bootstrap CI of the ratio of the location statistic. This ignores
-  run-to-run noise, so it is labelled, the verdict additionally needs the threshold,
-  and ``auto`` falls back to ``FALLBACK_THRESHOLD``.
-* Interference from other processes only ever adds time, so run-to-run noise of a
-  timing metric is one-sided: with 4+ runs on a side the slowest quarter of its runs is
-  trimmed and the variance winsorized (Yuen's trimmed t with upper trimming).
-* p-values are one-sided per direction and Holm-adjusted over all compared cells.
-* **regression** = adjusted p < alpha in the "worse" direction AND the estimated change
-  exceeds the cell's threshold. ``auto`` thresholds are the noise band: the largest
-  change two unchanged runs show with probability 1 - alpha (at least ``AUTO_FLOOR``).
+* **Metric**: direction (lower/higher is better) and unit come from the declared table
+  :mod:`harness.metrics`; an undeclared or non-gateable metric is refused. Nothing is
+  guessed from a metric's name.
+* **Observations**: each worker process that measured the cell is one observation: each
+  ``ok`` entry of ``cell["repeats"]`` (``harness run --repeats N``), else the cell
+  itself; a side given as several result files has one or more per file. The value of
+  an observation is a statistic of that process's own raw samples (``latency_ms``:
+  ``min``, ``p10``, ``p50`` or ``mean``) or that process's metric (a dotted path).
+* Everything is done on z = log(value), oriented so that larger z is worse
+  (z = -log(value) for higher-is-better metrics).
+* **between-run test** (the cell has at least one degree of freedom of run-to-run
+  variation: 2+ processes on at least one side): Student/Yuen t on z with the pooled
+  run-to-run variance, moderated towards the other cells' noise (limma's empirical
+  Bayes, prior weight estimated from the data and at most ``PRIOR_DF_MAX``).
+* **One-sided trimming**: interference only ever makes a timing metric worse, so when
+  both sides have the same number n >= 4 of processes the worst ``floor(n/4)`` of each
+  side are trimmed (Yuen's trimmed t with upper trimming). Only *equal* sides are
+  trimmed: the same estimator on both sides keeps the test exactly unbiased under the
+  null for any noise distribution (trimming one side only biased 8-vs-3 and 20-vs-1
+  comparisons towards "slower": 10.8% and 12.0% false alarms at a nominal 5%).
+* **No run-to-run noise, no verdict**: with one process per side the verdict is
+  ``inconclusive: run-to-run noise unknown`` unless ``within_run`` is set (then
+  Mann-Whitney U on the raw samples + a bootstrap CI, labelled ``within-run only``).
+* **Contention**: a cell with any contended observation (``timing.contention.detected``
+  on the cell or a repeat) is ``inconclusive: contended`` unless ``allow_contended``.
+* p-values are one-sided per direction and Holm-adjusted over the tested cells.
+* **regression** = adjusted p < alpha in the worse direction AND the estimated change
+  exceeds the cell's threshold (``auto``: the noise band, at least ``AUTO_FLOOR``).
+* **min_detectable_change**: the change of one cell (all others unchanged) that the gate
+  as configured flags with probability ``POWER``: Holm (p < alpha/m), the threshold and
+  the t distribution with the cell's degrees of freedom all included.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from harness import metrics as M
 
 STATS = ("min", "p10", "p50", "mean")
 DEFAULT_STAT = "min"
 DEFAULT_ALPHA = 0.05
 AUTO_FLOOR = 0.01  # auto thresholds are at least 1%
-FALLBACK_THRESHOLD = 0.10  # auto with no measured run-to-run noise
+FALLBACK_THRESHOLD = 0.10  # auto with no measured run-to-run noise (within-run test)
 POWER = 0.80  # for the minimum detectable change
-PRIOR_DF = 4.0  # weight (degrees of freedom) of the cells' median noise in a moderated variance
-TRIM_SLOW_RUNS = 0.25  # timing metrics: trim the slowest quarter of runs per side (4 runs: 1)
+PRIOR_DF_MAX = 4.0  # most weight (degrees of freedom) the other cells' noise gets in a moderated variance
+PRIOR_MIN_CELLS = 3  # fewer tested cells: no moderation
+TRIM_SLOW_RUNS = 0.25  # timing metrics, equal sides of n >= 4: trim the worst floor(n/4) processes per side
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20261123
-_HIGHER_IS_BETTER = ("throughput", "per_s", "accuracy", "agreement", "samples_per_j", "mfu", "per_watt", "per_dollar")
+WITHIN_RUN_MAX_SAMPLES = 20_000  # within-run test: longer sample lists are thinned (cost bound)
+VAR_FLOOR = 1e-12  # variance of log values (sd 1e-6): a deterministic metric
+# units of metrics that interference from other processes only ever makes worse (time,
+# rates): their run-to-run noise is one-sided and the worst processes may be trimmed
+ONE_SIDED_UNITS = frozenset({"ms", "s", "samples/s", "FLOP/s"})
+ONE_SIDED_METRICS = frozenset({"mfu"})
+
+NOISE_UNKNOWN = "inconclusive: run-to-run noise unknown"
+CONTENDED = "inconclusive: contended"
 
 
 class CompareError(ValueError):
-    """A user mistake in comparison settings (bad threshold, unknown stat...)."""
+    """A user mistake in comparison settings (bad threshold, unknown stat or metric...)."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -79,10 +100,47 @@ def parse_threshold(text: Any) -> float | None:
     return v / 100.0
 
 
+def resolve_metric(name: str) -> M.Metric:
+    """The declared, gateable metric ``name`` (dotted path or unambiguous last component);
+    :class:`CompareError` listing the gateable metrics otherwise."""
+    m = M.lookup(str(name))
+    gateable = ", ".join(M.gateable_names())
+    if m is None:
+        raise CompareError(f"unknown metric {name!r} (not in the declared metric table); gateable metrics: {gateable}")
+    if not m.gateable:
+        why = "it has no better direction" if m.direction is None else "it is not declared gateable"
+        raise CompareError(f"metric {m.name!r} cannot be gated ({why}); gateable metrics: {gateable}")
+    return m
+
+
+def check_metric_present(docs: Iterable[Mapping[str, Any]], metric: str) -> None:
+    """:class:`CompareError` when no ok cell of ``docs`` has ``metric`` (a misspelt or
+    unmeasured metric would otherwise pass the gate silently), listing the gateable
+    metrics the cells do have."""
+    cells: list[Mapping[str, Any]] = []
+    for d in docs:
+        cs = d.get("cells") if isinstance(d, Mapping) else None
+        for c in cs if isinstance(cs, list) else []:
+            if not isinstance(c, Mapping):
+                continue
+            cells.append(c)
+            reps = c.get("repeats")
+            cells.extend(r for r in (reps if isinstance(reps, list) else []) if isinstance(r, Mapping))
+    have = M.present(cells)
+    if metric in have:
+        return
+    gate = [n for n in have if M.TABLE[n].gateable]
+    raise CompareError(f"no cell on either side has metric {metric!r}; metrics present: "
+                       + (", ".join(gate) if gate else "none (no ok cells)"))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CompareSettings:
-    """How to compare. ``threshold`` is a fraction (0.05 = 5%) or None for auto;
-    ``workload_thresholds``/``cell_thresholds`` override it per workload / cell id."""
+    """How to compare. ``metric`` is resolved against :mod:`harness.metrics` (stored as
+    its declared dotted name); ``threshold`` is a fraction (0.05 = 5%) or None for auto;
+    ``workload_thresholds``/``cell_thresholds`` override it per workload / cell id.
+    ``within_run``: with one process per side, test the raw samples (ignores run-to-run
+    noise). ``allow_contended``: draw verdicts from contended measurements too."""
 
     metric: str = "latency_ms"
     stat: str = DEFAULT_STAT
@@ -91,14 +149,26 @@ class CompareSettings:
     workload_thresholds: Mapping[str, float | None] = field(default_factory=dict)
     cell_thresholds: Mapping[str, float | None] = field(default_factory=dict)
     fallback_threshold: float = FALLBACK_THRESHOLD
+    within_run: bool = False
+    allow_contended: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "metric", resolve_metric(self.metric).name)
         if self.stat not in STATS:
             raise CompareError(f"unknown stat {self.stat!r}; choose from: {', '.join(STATS)}")
         if not 0 < self.alpha < 0.5:
             raise CompareError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if self.threshold is not None and self.threshold < 0:
             raise CompareError("threshold must be >= 0")
+
+    @property
+    def declared(self) -> M.Metric:
+        return M.TABLE[self.metric]
+
+    @property
+    def from_samples(self) -> bool:
+        """True when each observation's value is ``stat`` of its raw samples."""
+        return self.declared.from_samples
 
     def threshold_for(self, key: str, workload: str) -> tuple[float | None, str]:
         """(threshold fraction or None for auto, where it came from)."""
@@ -152,6 +222,8 @@ def settings_from_config(cfg: Mapping[str, Any], base: CompareSettings) -> Compa
 def cell_key(cell: Mapping[str, Any]) -> str:
     """The identity of a cell across runs (its spec as ``a/b/c/...``)."""
     s = cell.get("spec") or {}
+    if not _is_map(s):
+        s = {}
     return "/".join(
         [str(s.get(k, "?")) for k in ("workload", "backend", "device", "variant", "mode")]
         + [f"bs{s.get('batch_size', '?')}", str(s.get("size", "?"))]
@@ -160,33 +232,57 @@ def cell_key(cell: Mapping[str, Any]) -> str:
 
 
 def higher_is_better(metric: str) -> bool:
-    m = metric.lower()
-    return any(t in m for t in _HIGHER_IS_BETTER)
+    """True for declared higher-is-better metrics (delegates to :mod:`harness.metrics`)."""
+    return M.higher_is_better(metric)
 
 
-def _finite(xs: Iterable[Any]) -> np.ndarray:
-    a = np.asarray([x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)], dtype=float)
+def one_sided(metric: M.Metric) -> bool:
+    """Is interference from other processes only ever making ``metric`` worse (time and
+    rates), so that the worst processes of a side may be trimmed?"""
+    return metric.unit in ONE_SIDED_UNITS or metric.name in ONE_SIDED_METRICS
+
+
+def _finite(xs: Sequence[Any]) -> np.ndarray:
+    """The finite numbers of ``xs`` (booleans and non-numbers dropped) as floats."""
+    if set(map(type, xs)) <= {int, float}:  # fast path: what json.loads gives
+        a = np.asarray(xs, dtype=float)
+    else:
+        a = np.asarray([x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)], dtype=float)
     return a[np.isfinite(a)]
 
 
 def location(samples: np.ndarray, stat: str) -> float:
     """The location statistic of one observation's raw samples."""
     if stat == "min":
-        return float(np.min(samples))
+        return float(samples.min())
     if stat == "p10":
         return float(np.percentile(samples, 10))
     if stat == "p50":
         return float(np.median(samples))
-    return float(np.mean(samples))
+    return float(samples.mean())
 
 
-def _dotted(metrics: Mapping[str, Any], path: str) -> Any:
+def _is_map(x: Any) -> bool:
+    """A mapping (dicts, as JSON gives them, checked first: ``Mapping`` checks are slow)."""
+    return type(x) is dict or isinstance(x, Mapping)
+
+
+def _dotted(metrics: Any, path: str) -> Any:
     cur: Any = metrics
     for part in path.split("."):
-        if not isinstance(cur, Mapping):
+        if not _is_map(cur):
             return None
         cur = cur.get(part)
     return cur
+
+
+def contention_of(record: Mapping[str, Any]) -> bool | None:
+    """``timing.contention.detected`` of a cell or repeat: True/False, None when unknown
+    (older files have no contention record)."""
+    t = record.get("timing")
+    c = t.get("contention") if _is_map(t) else None
+    d = c.get("detected") if _is_map(c) else None
+    return d if isinstance(d, bool) else None
 
 
 @dataclass
@@ -195,48 +291,71 @@ class Observation:
 
     run_id: str
     value: float | None  # the location statistic (or scalar metric); None when not measured
-    samples: np.ndarray | None  # raw samples in the metric's unit (latency only)
+    samples: np.ndarray | None  # raw samples in ms (latency only)
     status: str
     workload: str
     threads: Any = None
     reason: str = ""
+    contended: bool | None = None  # None: not recorded (older files)
+
+
+def _observation(rec: Mapping[str, Any], run_id: str, workload: str, threads: Any, metric: str, stat: str,
+                 from_samples: bool, contended: bool | None) -> Observation:
+    status = str(rec.get("status"))
+    value: float | None = None
+    samples = None
+    if status == "ok":
+        if from_samples:
+            raw = rec.get("samples_ms")
+            s = _finite(raw if isinstance(raw, list) else [])
+            if s.size:
+                samples = s
+                value = location(s, stat)
+        else:
+            v = _dotted(rec.get("metrics"), metric)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                value = float(v)
+    reason = rec.get("reason")
+    return Observation(run_id=run_id, value=value, samples=samples, status=status, workload=workload,
+                       threads=threads, reason=str(reason) if reason else "", contended=contended)  # fmt: skip
 
 
 def observations(docs: Sequence[Mapping[str, Any]], metric: str, stat: str) -> dict[str, list[Observation]]:
-    """Cell key -> observations over ``docs`` (every occurrence of a cell is one)."""
-    use_samples = metric in ("latency_ms", "throughput_per_s")
+    """Cell key -> observations over ``docs``: one per ``ok`` repeat of a cell measured
+    with ``--repeats`` (failed/skipped repeats are kept as unmeasured observations), else
+    one per cell. ``metric`` is a declared name (dotted path)."""
+    m = M.lookup(metric)
+    from_samples = bool(m and m.from_samples)
+    path = m.name if m else metric
     out: dict[str, list[Observation]] = {}
     for doc in docs:
         seen: set[str] = set()
-        for cell in doc.get("cells") or []:
-            if not isinstance(cell, Mapping):
+        cells = doc.get("cells")
+        for cell in cells if isinstance(cells, list) else []:
+            if not _is_map(cell):
                 continue
             key = cell_key(cell)
             if key in seen:  # a cell repeated inside one run is not another run: first one counts
                 continue
             seen.add(key)
-            status = str(cell.get("status"))
-            spec = cell.get("spec") or {}
-            runtime = cell.get("runtime") if isinstance(cell.get("runtime"), Mapping) else {}
-            value: float | None = None
-            samples = None
-            if status == "ok":
-                if use_samples:
-                    s = _finite(cell.get("samples_ms") or [])
-                    if s.size:
-                        samples = s
-                        value = location(s, stat)
-                else:
-                    v = _dotted(cell.get("metrics") or {}, metric)
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                        value = float(v)
-            out.setdefault(key, []).append(
-                Observation(
-                    run_id=str(doc.get("run_id")), value=value, samples=samples, status=status,
-                    workload=str(spec.get("workload")), threads=runtime.get("threads"),
-                    reason=str(cell.get("reason") or ""),
-                )
-            )  # fmt: skip
+            spec = cell.get("spec") if _is_map(cell.get("spec")) else {}
+            runtime = cell.get("runtime") if _is_map(cell.get("runtime")) else {}
+            run_id = str(doc.get("run_id"))
+            workload = str(spec.get("workload"))
+            cell_cont = contention_of(cell)
+            reps = cell.get("repeats")
+            reps = [r for r in reps if _is_map(r)] if isinstance(reps, list) else []
+            if not reps:
+                out.setdefault(key, []).append(_observation(cell, run_id, workload, runtime.get("threads"), path,
+                                                            stat, from_samples, cell_cont))  # fmt: skip
+                continue
+            for i, r in enumerate(reps):
+                rt = r.get("runtime") if _is_map(r.get("runtime")) else runtime
+                rc = contention_of(r)
+                cont = True if (rc or cell_cont) else (False if (rc is False or cell_cont is False) else None)
+                idx = r.get("index", i)
+                out.setdefault(key, []).append(_observation(r, f"{run_id}#{idx}", workload, rt.get("threads"), path,
+                                                            stat, from_samples, cont))  # fmt: skip
     return out
 
 
@@ -253,6 +372,13 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adj[i] = running
     return adj
+
+
+def _thin(x: np.ndarray, cap: int) -> np.ndarray:
+    """At most ``cap`` samples, evenly strided (keeps the time order's coverage)."""
+    if x.size <= cap:
+        return x
+    return x[np.linspace(0, x.size - 1, cap).astype(int)]
 
 
 def _bootstrap_log_ratio(b: np.ndarray, c: np.ndarray, stat: str, resamples: int, seed: int) -> np.ndarray:
@@ -284,11 +410,15 @@ def _bootstrap_log_ratio(b: np.ndarray, c: np.ndarray, stat: str, resamples: int
 class CellComparison:
     """The comparison of one cell; ``ratio`` is candidate/baseline of the metric as
     stored (latency: >1 is slower), ``change`` the relative change in the "worse"
-    direction (positive = worse)."""
+    direction (positive = worse). ``min_detectable_change`` (fraction, worse direction)
+    is the change of this cell alone that the gate as configured flags as a regression
+    with probability ``POWER`` (Holm over ``Comparison.tested`` cells, the threshold and
+    the t distribution included); None when the cell cannot be tested."""
 
     key: str
     workload: str
     verdict: str  # regression | improvement | unchanged | inconclusive | only_baseline | only_candidate | not_comparable
+    verdict_text: str = ""  # e.g. "inconclusive: contended"; empty = the verdict itself
     n_baseline: int = 0
     n_candidate: int = 0
     baseline_value: float | None = None
@@ -301,16 +431,32 @@ class CellComparison:
     p_adjusted: float | None = None
     test: str = ""
     noise_model: str = ""
-    run_noise: float | None = None  # sd of log location between runs (~ relative sd)
+    run_noise: float | None = None  # sd of log value between processes (~ relative sd), moderated
+    df: float | None = None  # degrees of freedom of the test
     threshold: float | None = None
     threshold_source: str = ""
-    mdc: float | None = None  # minimum detectable change (fraction), 80% power
+    min_detectable_change: float | None = None
+    contended: bool | None = None  # any observation contended (None: not recorded)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def mdc(self) -> float | None:
+        """Alias of :attr:`min_detectable_change`."""
+        return self.min_detectable_change
+
+    @property
+    def label(self) -> str:
+        return self.verdict_text or self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["ratio_ci"] = list(self.ratio_ci) if self.ratio_ci else None
+        d["verdict_text"] = self.label
         return d
+
+
+MDC_BASIS = (f"{POWER:.0%} power for one changed cell among the tested cells (Holm: p < alpha/tested), the "
+             "estimate beyond the threshold too, t distribution with the cell's degrees of freedom")  # fmt: skip
 
 
 @dataclass
@@ -320,6 +466,9 @@ class Comparison:
     warnings: list[str]
     baseline_runs: list[str]
     candidate_runs: list[str]
+    tested: int = 0  # cells in the Holm family (the m of alpha/m)
+    prior_df: float = 0.0  # weight of the other cells' noise in each moderated variance
+    prior_noise: float | None = None  # sd of log value the cells are moderated towards
 
     @property
     def lost(self) -> list[CellComparison]:
@@ -335,16 +484,25 @@ class Comparison:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for c in self.cells:
-            out[c.verdict] = out.get(c.verdict, 0) + 1
+            out[c.label] = out.get(c.label, 0) + 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
+        m = s.declared
         return {
             "metric": s.metric,
-            "stat": s.stat if s.metric in ("latency_ms", "throughput_per_s") else None,
+            "unit": m.unit,
+            "direction": m.direction,
+            "stat": s.stat if s.from_samples else None,
             "alpha": s.alpha,
             "threshold": s.threshold,
+            "within_run": s.within_run,
+            "allow_contended": s.allow_contended,
+            "tested_cells": self.tested,
+            "prior_df": self.prior_df,
+            "prior_noise": self.prior_noise,
+            "min_detectable_change_basis": MDC_BASIS,
             "baseline_runs": self.baseline_runs,
             "candidate_runs": self.candidate_runs,
             "warnings": self.warnings,
@@ -354,74 +512,222 @@ class Comparison:
         }
 
 
-def _moderated(var: float, df: float, prior_var: float | None, prior_df: float) -> tuple[float, float]:
-    if prior_var is None or prior_df <= 0:
-        return var, df
-    return (df * var + prior_df * prior_var) / (df + prior_df), df + prior_df
+# ----------------------------------------------------------------------------- the between-run test
 
 
-def upper_trim(y: np.ndarray, trim: float) -> tuple[float, float, int, int]:
-    """Upper-trimmed mean of ``y`` and the winsorized sum of squares (Yuen), trimming the
-    ``floor(trim * n)`` largest values: (mean of kept, winsorized SS, n, kept h)."""
-    n = y.size
-    g = int(math.floor(trim * n + 1e-9))
-    ys = np.sort(y)
+def trim_count(n_b: int, n_c: int, trim: float) -> int:
+    """Worst processes trimmed per side: ``floor(trim * n)`` when both sides have the same
+    n, else 0. Equal sides get the same estimator, so under the null the estimated change
+    is symmetric about 0 for any noise distribution; trimming one side only (or unequal
+    sides by "the same" fraction) shifts the estimate towards "worse"."""
+    if n_b != n_c or trim <= 0:
+        return 0
+    return int(math.floor(trim * n_b + 1e-9))
+
+
+def upper_trim(y: Any, trim: float = 0.0, g: int | None = None) -> tuple[float, float, int, int]:
+    """Upper-trimmed mean of ``y`` and its winsorized sum of squares (Yuen, one-sided),
+    trimming the ``g`` (default ``floor(trim * n)``) largest values:
+    (mean of kept, winsorized SS, n, kept h)."""
+    ys = sorted(float(v) for v in y)
+    n = len(ys)
+    if g is None:
+        g = int(math.floor(trim * n + 1e-9))
+    g = max(0, min(g, n - 2)) if n >= 2 else 0
     h = n - g
-    w = ys.copy()
-    w[h:] = ys[h - 1]
-    return float(ys[:h].mean()), float(((w - w.mean()) ** 2).sum()), n, h
+    kept_mean = math.fsum(ys[:h]) / h
+    w = ys[:h] + [ys[h - 1]] * g
+    wm = math.fsum(w) / n
+    return kept_mean, math.fsum((v - wm) ** 2 for v in w), n, h
 
 
 def _factor(n: int, h: int) -> float:
-    """Variance factor of an upper-trimmed mean: (n-1)/(h(h-1)) (Yuen); 1/n untrimmed."""
-    return 1.0 / n if h == n or h < 2 else (n - 1) / (h * (h - 1))
+    """se^2 of a side's (trimmed) mean per unit of (winsorized) variance: (n-1)/(h(h-1))
+    (Yuen); 1/n untrimmed."""
+    return 1.0 / n if h == n else (n - 1) / (h * (h - 1))
 
 
-def _between(
-    yb: np.ndarray, yc: np.ndarray, prior_var: float | None, prior_df: float, alpha: float, trim: float = 0.0
-) -> dict[str, Any]:
-    """Two-sample t on log locations with pooled (moderated) run-to-run variance; with
-    ``trim`` > 0 the slowest ``trim`` fraction of runs per side is trimmed and the
-    variance winsorized (Yuen's trimmed t, one-sided trimming)."""
+@dataclass
+class _Cell:
+    """A cell with a value on both sides, prepared for testing (z: worse = larger)."""
+
+    cc: CellComparison
+    zb: np.ndarray
+    zc: np.ndarray
+    b: list[Observation]
+    c: list[Observation]
+    contended: bool
+    g: int = 0  # processes trimmed per side
+    diff: float = 0.0  # trimmed mean(zc) - trimmed mean(zb): log of the change (worse direction)
+    var: float = 0.0  # pooled (winsorized) variance of z, per observation
+    df: int = 0  # h_b + h_c - 2
+    factor: float = 0.0  # se^2 = var * factor
+    r: dict[str, Any] | None = None
+
+
+def _prepare(p: _Cell, trim: float) -> None:
+    nb, nc = p.zb.size, p.zc.size
+    p.g = trim_count(nb, nc, trim)
+    mb, ssb, _, hb = upper_trim(p.zb, g=p.g)
+    mc, ssc, _, hc = upper_trim(p.zc, g=p.g)
+    p.diff = mc - mb
+    p.df = hb + hc - 2
+    p.var = (ssb + ssc) / (nb + nc - 2) if nb + nc > 2 else 0.0
+    p.factor = _factor(nb, hb) + _factor(nc, hc)
+
+
+def _trigamma_inverse(x: float) -> float:
+    """y with trigamma(y) = x (Newton, as limma's trigammaInverse)."""
+    from scipy.special import polygamma
+
+    if x > 1e7:
+        return 1.0 / math.sqrt(x)
+    if x < 1e-6:
+        return 1.0 / x
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = float(polygamma(1, y))
+        dif = tri * (1.0 - tri / x) / float(polygamma(2, y))
+        y += dif
+        if -dif / y < 1e-8:
+            break
+    return y
+
+
+def noise_prior(variances: Sequence[float], dfs: Sequence[float]) -> tuple[float | None, float]:
+    """(prior variance s0^2, prior weight d0) of the cells' run-to-run variances, by
+    limma's method of moments on log variances (Smyth 2004, ``fitFDist``): each log
+    variance is corrected by E[log(chi2_d/d)] = digamma(d/2) - log(d/2), so the prior is
+    not biased low the way a plain median of variances is (median chi2_d/d < 1: 0.69 at
+    2 df); the spread of the log variances beyond what chi2 scatter explains measures
+    how different the cells' noise really is, and sets d0 (little moderation when cells
+    differ). d0 is capped at ``PRIOR_DF_MAX``; fewer than ``PRIOR_MIN_CELLS`` cells: none."""
+    from scipy.special import digamma, polygamma
+
+    k = len(variances)
+    if k < PRIOR_MIN_CELLS:
+        return None, 0.0
+    v = np.maximum(np.asarray(variances, dtype=float), VAR_FLOOR)
+    d = np.asarray(dfs, dtype=float)
+    e = np.log(v) - digamma(d / 2) + np.log(d / 2)
+    emean = float(e.mean())
+    evar = float(((e - emean) ** 2).sum() / (k - 1) - np.mean(polygamma(1, d / 2)))
+    if evar > 0:
+        d0 = 2.0 * _trigamma_inverse(evar)
+        s0 = math.exp(emean + float(digamma(d0 / 2)) - math.log(d0 / 2))
+    else:
+        d0, s0 = math.inf, math.exp(emean)
+    return s0, min(d0, PRIOR_DF_MAX)
+
+
+_QUAD = 64  # quadrature points over the se's scatter
+
+
+@functools.lru_cache(maxsize=256)
+def _chi2_quantiles(df: float) -> np.ndarray:
+    """Midpoint quantiles of chi2_df/df (the scatter of a variance estimate with df)."""
+    from scipy.special import chdtri
+
+    return chdtri(df, (np.arange(_QUAD) + 0.5) / _QUAD) / df
+
+
+def detectable_shift(se: Any, df: Any, alpha_cell: float, power: float, floor: Any = 0.0,
+                     band_alpha: Any = None) -> Any:
+    """Smallest true log-shift delta that the gate flags with probability ``power``:
+    P(d > c*se_hat and d > max(floor, c_band*se_hat)) with d ~ N(delta, se^2),
+    se_hat = se*sqrt(W), W ~ chi2_df/df, c = t_{1-alpha_cell, df} (the Holm level of the
+    first rejection) and c_band = t_{1-band_alpha, df} (an ``auto`` threshold is the noise
+    band exp(c_band*se_hat)-1, at least ``floor``; a fixed threshold: floor = log(1+thr),
+    band_alpha None). Exact for the t-test up to quadrature (without a threshold it equals
+    scipy's ``nctdtrinc`` noncentrality times se); ``df = inf`` is the normal case.
+
+    That answers "if the true noise is the measured one". The figure is printed from the
+    measured se, though, and a change equal to the printed figure (k * se_hat) is caught
+    with probability P(Z > (c - k) sqrt(W)) = F_t,df(k - c), so k = c + t_{power,df}
+    (on top of the threshold) answers "a change as large as printed". The larger of the
+    two is returned: the printed figure is honest under either reading (they differ by
+    at most a few % of the figure: 2.73 vs 2.75 se at 8 df and one cell, 6.77 vs 6.42 se
+    at 8 df and 180 cells). Vectorised: array arguments give an array (one per cell)."""
+    from scipy.special import ndtr, ndtri, stdtrit
+
+    scalar = np.ndim(se) == 0
+    se_a = np.atleast_1d(np.asarray(se, dtype=float))
+    n = se_a.size
+    df_a = np.broadcast_to(np.asarray(df, dtype=float), (n,))
+    fl = np.broadcast_to(np.asarray(floor, dtype=float), (n,))
+    ba = np.broadcast_to(np.asarray(np.nan if band_alpha is None else band_alpha, dtype=float), (n,))
+    fin = np.isfinite(df_a)
+    dfx = np.where(fin, df_a, 1.0)
+    c = np.where(fin, stdtrit(dfx, 1 - alpha_cell), ndtri(1 - alpha_cell))
+    bq = np.where(np.isnan(ba), 0.5, 1 - np.nan_to_num(ba, nan=0.5))
+    cb = np.where(np.isnan(ba), 0.0, np.where(fin, stdtrit(dfx, bq), ndtri(bq)))
+    w = np.ones((n, _QUAD))
+    for d in np.unique(dfx[fin]):
+        w[fin & (dfx == d)] = _chi2_quantiles(float(d))
+    sev = np.maximum(se_a, 1e-300)[:, None]
+    bar = np.maximum(fl[:, None], np.maximum(c, cb)[:, None] * sev * np.sqrt(w))
+    zp = float(ndtri(power))  # the root lies where all / no quadrature points reach power
+    lo = bar.min(axis=1) + zp * sev[:, 0]
+    hi = bar.max(axis=1) + zp * sev[:, 0]
+    x = 0.5 * (lo + hi)
+    for _ in range(12):  # Newton's method kept inside the bracket (bisection when it leaves it)
+        u = (x[:, None] - bar) / sev
+        f = ndtr(u).mean(axis=1) - power
+        fp = (np.exp(-0.5 * u * u) / sev).mean(axis=1) / math.sqrt(2 * math.pi)
+        hi = np.where(f >= 0, x, hi)
+        lo = np.where(f < 0, x, lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nx = x - f / fp
+        x = np.where((nx > lo) & (nx < hi) & np.isfinite(nx), nx, 0.5 * (lo + hi))
+    hi = x
+    # the figure is printed from the *measured* se; a change equal to it is caught with
+    # probability F_t(k - c) over the se's own scatter, so k = bar/se + t_{power,df} is the
+    # plug-in answer; take the larger of the two (each exact for its reading of "detectable")
+    tp = np.where(fin, stdtrit(dfx, power), ndtri(power))
+    plug = np.maximum(fl, np.maximum(c, cb) * se_a) + tp * se_a
+    out = np.where(se_a > 0, np.maximum(hi, plug), fl)
+    return float(out[0]) if scalar else out
+
+
+def _between(p: _Cell, prior_var: float | None, prior_df: float, alpha: float) -> dict[str, Any]:
+    """Two-sample (Yuen) t on z with pooled, moderated run-to-run variance."""
     from scipy.special import stdtr, stdtrit  # Student t CDF and its inverse (scipy.stats is slow to import)
 
-    mb, ssb, nb, hb = upper_trim(yb, trim)
-    mc, ssc, nc, hc = upper_trim(yc, trim)
-    df = float(hb + hc - 2)
-    var = (ssb + ssc) / df if df > 0 else 0.0
-    var, df = _moderated(var, df, prior_var, prior_df)
-    var = max(var, 1e-12)
-    se = math.sqrt(var * (_factor(nb, hb) + _factor(nc, hc)))
-    diff = mc - mb
-    t = diff / se
-    p_up = float(stdtr(df, -t))
-    p_down = float(stdtr(df, t))
+    var, df = p.var, float(p.df)
+    if prior_var is not None and prior_df > 0:
+        var, df = (df * var + prior_df * prior_var) / (df + prior_df), df + prior_df
+    var = max(var, VAR_FLOOR)
+    se = math.sqrt(var * p.factor)
+    t = p.diff / se
     q = float(stdtrit(df, 1 - alpha / 2))
-    crit = float(stdtrit(df, 1 - alpha))
-    mdc = math.exp((crit + float(stdtrit(df, POWER))) * se) - 1.0
     return {
-        "log_ratio": diff, "ci": (math.exp(diff - q * se), math.exp(diff + q * se)),
-        "p_up": p_up, "p_down": p_down, "noise": math.sqrt(var), "df": df,
-        "band": math.exp(crit * se) - 1.0, "mdc": mdc,
+        "diff": p.diff, "ci": (p.diff - q * se, p.diff + q * se), "p_worse": float(stdtr(df, -t)),
+        "p_better": float(stdtr(df, t)), "noise": math.sqrt(var), "df": df, "se": se,
+        "band": math.exp(float(stdtrit(df, 1 - alpha)) * se) - 1.0,
     }  # fmt: skip
 
 
-def _within(b: np.ndarray, c: np.ndarray, stat: str, alpha: float, seed: int) -> dict[str, Any]:
-    """Mann-Whitney U on raw samples + bootstrap CI of the ratio of ``stat``."""
+def _within(b: np.ndarray, c: np.ndarray, stat: str, alpha: float, seed: int, sign: float) -> dict[str, Any]:
+    """Mann-Whitney U on raw samples + bootstrap CI of the ratio of ``stat`` (``sign`` -1:
+    higher is better). Sides longer than ``WITHIN_RUN_MAX_SAMPLES`` are thinned."""
     from scipy import stats as st
 
+    b, c = _thin(b, WITHIN_RUN_MAX_SAMPLES), _thin(c, WITHIN_RUN_MAX_SAMPLES)
     p_up = float(st.mannwhitneyu(c, b, alternative="greater", method="asymptotic").pvalue)
     p_down = float(st.mannwhitneyu(c, b, alternative="less", method="asymptotic").pvalue)
     lr = _bootstrap_log_ratio(b, c, stat, BOOTSTRAP_RESAMPLES, seed)
-    lr = lr[np.isfinite(lr)]
-    diff = math.log(location(c, stat) / location(b, stat))
+    lr = sign * lr[np.isfinite(lr)]
+    diff = sign * math.log(location(c, stat) / location(b, stat))
     lo, hi = np.quantile(lr, [alpha / 2, 1 - alpha / 2]) if lr.size else (diff, diff)
     se = float(lr.std(ddof=1)) if lr.size > 1 else 0.0
-    z = st.norm.ppf(1 - alpha) + st.norm.ppf(POWER)
     return {
-        "log_ratio": diff, "ci": (math.exp(float(lo)), math.exp(float(hi))), "p_up": p_up, "p_down": p_down,
-        "band": math.exp(float(st.norm.ppf(1 - alpha)) * se) - 1.0, "mdc": math.exp(z * se) - 1.0,
+        "diff": diff, "ci": (float(lo), float(hi)), "p_worse": p_up if sign > 0 else p_down,
+        "p_better": p_down if sign > 0 else p_up, "noise": None, "df": math.inf, "se": se,
+        "band": math.exp(float(st.norm.ppf(1 - alpha)) * se) - 1.0,
     }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the gate
 
 
 def compare_docs(
@@ -430,121 +736,136 @@ def compare_docs(
     settings: CompareSettings | None = None,
 ) -> Comparison:
     """Compare every cell of ``candidate`` against ``baseline`` (lists of result docs;
-    several docs on one side are repeated runs of the same code)."""
+    several docs on one side, or ``repeats`` inside a cell, are separate processes)."""
     s = settings or CompareSettings()
-    warnings = environment_warnings(baseline, candidate)
-    ob = observations(baseline, s.metric, s.stat)
-    oc = observations(candidate, s.metric, s.stat)
-    hib = higher_is_better(s.metric)
-    lat_based = s.metric in ("latency_ms", "throughput_per_s")
-    flip = s.metric == "throughput_per_s"  # computed on latency samples, shown as throughput
+    return compare_observations(
+        observations(baseline, s.metric, s.stat), observations(candidate, s.metric, s.stat), s,
+        warnings=environment_warnings(baseline, candidate), baseline_runs=[str(d.get("run_id")) for d in baseline],
+        candidate_runs=[str(d.get("run_id")) for d in candidate],
+    )  # fmt: skip
+
+
+def compare_observations(
+    ob: Mapping[str, Sequence[Observation]],
+    oc: Mapping[str, Sequence[Observation]],
+    settings: CompareSettings | None = None,
+    warnings: Sequence[str] = (),
+    baseline_runs: Sequence[str] = (),
+    candidate_runs: Sequence[str] = (),
+) -> Comparison:
+    """The gate on parsed observations (cell key -> one :class:`Observation` per worker
+    process, as :func:`observations` returns them): everything statistical that
+    :func:`compare_docs` does happens here."""
+    s = settings or CompareSettings()
+    metric = s.declared
+    sign = -1.0 if metric.higher_is_better else 1.0  # z = sign * log(value): larger is worse
+    trim = TRIM_SLOW_RUNS if one_sided(metric) else 0.0
 
     results: list[CellComparison] = []
-    pending: list[tuple[CellComparison, np.ndarray, np.ndarray, list[Observation], list[Observation]]] = []
+    pending: list[_Cell] = []
     for key in list(dict.fromkeys(list(ob) + list(oc))):
         b_all, c_all = ob.get(key, []), oc.get(key, [])
         workload = (b_all or c_all)[0].workload
         cc = CellComparison(key=key, workload=workload, verdict="unchanged")
+        results.append(cc)
+        valid = lambda obs: [o for o in obs if o.value is not None and o.value > 0]  # noqa: E731
+        b, c = valid(b_all), valid(c_all)
+        cc.n_baseline, cc.n_candidate = len(b), len(c)
         if not b_all or not c_all:
             cc.verdict = "only_candidate" if not b_all else "only_baseline"
-            cc.n_baseline = sum(1 for o in b_all if o.value is not None and o.value > 0)
-            cc.n_candidate = sum(1 for o in c_all if o.value is not None and o.value > 0)
-            results.append(cc)
             continue
-        b = [o for o in b_all if o.value is not None and o.value > 0]
-        c = [o for o in c_all if o.value is not None and o.value > 0]
-        cc.n_baseline, cc.n_candidate = len(b), len(c)
+        for side, obs in (("baseline", b_all), ("candidate", c_all)):
+            nonpos = sum(1 for o in obs if o.value is not None and o.value <= 0)
+            if nonpos:
+                cc.notes.append(f"{nonpos} {side} value(s) <= 0 left out (changes are ratios)")
+            bad = [o for o in obs if o.value is None]
+            if bad and len(bad) < len(obs):
+                cc.notes.append(f"{len(bad)} {side} process(es) without {s.metric}: {bad[0].status}"
+                                + (f" ({bad[0].reason})" if bad[0].reason else ""))  # fmt: skip
         if not b or not c:
             cc.verdict = "not_comparable"
             side = "baseline" if not b else "candidate"
             o = (b_all if not b else c_all)[0]
             cc.notes.append(f"no {s.metric} in {side}: {o.status}" + (f" ({o.reason})" if o.reason else ""))
-            results.append(cc)
             continue
-        tb = {o.threads for o in b if o.threads is not None}
-        tc = {o.threads for o in c if o.threads is not None}
+        tb = {str(o.threads) for o in b if o.threads is not None}
+        tc = {str(o.threads) for o in c if o.threads is not None}
         if tb and tc and tb != tc:
-            cc.notes.append(f"thread counts differ: baseline {sorted(tb, key=str)}, candidate {sorted(tc, key=str)}")
-        yb = np.log([o.value for o in b])
-        yc = np.log([o.value for o in c])
-        pending.append((cc, yb, yc, b, c))
-        results.append(cc)
+            cc.notes.append(f"thread counts differ: baseline {sorted(tb)}, candidate {sorted(tc)}")
+        flags = [o.contended for o in b + c]
+        cc.contended = True if any(f is True for f in flags) else (False if all(f is False for f in flags) else None)
+        zb = sign * np.log([o.value for o in b])
+        zc = sign * np.log([o.value for o in c])
+        p = _Cell(cc, zb, zc, b, c, contended=cc.contended is True)
+        _prepare(p, trim)
+        pending.append(p)
 
-    # run-to-run variance of the compared cells: its median is the prior of each cell's moderated variance
-    cell_vars = []
-    for cc, yb, yc, _, _ in pending:
-        trim = TRIM_SLOW_RUNS if lat_based else 0.0
-        _, ssb, _, hb = upper_trim(yb, trim)
-        _, ssc, _, hc = upper_trim(yc, trim)
-        df = hb + hc - 2
-        if df > 0:
-            cell_vars.append(((ssb + ssc) / df, df))
+    use = lambda p: not p.contended or s.allow_contended  # noqa: E731
+    between = [p for p in pending if p.df > 0]
+    prior_cells = [p for p in between if use(p)]
+    prior_var, prior_df = noise_prior([p.var for p in prior_cells], [p.df for p in prior_cells])
 
-    for cc, yb, yc, b, c in pending:
-        df = yb.size + yc.size - 2
-        if df > 0 and len(cell_vars) >= 3:
-            prior_var = float(np.median([v for v, _ in cell_vars]))
-            prior_df = min(PRIOR_DF, float(sum(d for _, d in cell_vars)))
-        else:
-            prior_var, prior_df = None, 0.0
-        if df > 0:
-            trim = TRIM_SLOW_RUNS if lat_based else 0.0
-            r = _between(yb, yc, prior_var, prior_df, s.alpha, trim)
-            trimmed = int(math.floor(trim * yb.size + 1e-9)) + int(math.floor(trim * yc.size + 1e-9))
-            cc.test = ("trimmed " if trimmed else "") + "t-test on log(" + (s.stat if lat_based else "value") + ") between runs"
-            if trimmed:
-                cc.notes.append(f"slowest {trimmed} run(s) trimmed (interference only adds time)")
+    for p in pending:
+        cc = p.cc
+        mb, mc = math.fsum(p.zb) / p.zb.size, math.fsum(p.zc) / p.zc.size
+        if p.df > 0:
+            p.r = _between(p, prior_var, prior_df, s.alpha)
+            cc.test = ("trimmed (Yuen) " if p.g else "") + "t-test on log(" + (s.stat if s.from_samples else "value") \
+                + ") between processes" + (", moderated" if prior_var is not None and prior_df > 0 else "")
+            if p.g:
+                cc.notes.append(f"worst {p.g} process(es) per side trimmed (interference only makes "
+                                f"{metric.name} worse)")  # fmt: skip
+                mb = upper_trim(p.zb, g=p.g)[0]
+                mc = upper_trim(p.zc, g=p.g)[0]
             cc.noise_model = "between-run"
-            cc.run_noise = r["noise"]
-        elif lat_based and b[0].samples is not None and c[0].samples is not None:
-            r = _within(b[0].samples, c[0].samples, s.stat, s.alpha, BOOTSTRAP_SEED)
-            cc.test = "Mann-Whitney U on raw samples + bootstrap CI"
+            cc.run_noise, cc.df = p.r["noise"], p.r["df"]
+        elif s.within_run and p.b[0].samples is not None and p.c[0].samples is not None:
+            p.r = _within(p.b[0].samples, p.c[0].samples, s.stat, s.alpha, BOOTSTRAP_SEED, sign)
+            cc.test = "Mann-Whitney U on raw samples + bootstrap CI (--within-run)"
             cc.noise_model = "within-run only"
-            cc.notes.append("run-to-run noise not measured (one run per side): give repeated runs or a history")
+            cc.notes.append("within-run test (--within-run): run-to-run noise not measured, one process per side")
         else:
-            r = None
-            cc.test = "none (one value per side)"
+            cc.test = "none (one process per side)"
             cc.noise_model = "unknown"
-        if r is not None and "trimmed" in cc.test:
-            log_ratio = r["log_ratio"]
-            cc.baseline_value = float(math.exp(upper_trim(yb, TRIM_SLOW_RUNS)[0]))
-            cc.candidate_value = float(math.exp(upper_trim(yc, TRIM_SLOW_RUNS)[0]))
-        else:
-            log_ratio = float(yc.mean() - yb.mean())
-            cc.baseline_value = float(math.exp(yb.mean()))
-            cc.candidate_value = float(math.exp(yc.mean()))
-        ratio = math.exp(log_ratio)
-        ci = r["ci"] if r else None
-        p_up = r["p_up"] if r else None
-        p_down = r["p_down"] if r else None
-        if flip:  # throughput = batch / latency
-            ratio = 1.0 / ratio
-            ci = (1.0 / ci[1], 1.0 / ci[0]) if ci else None
-            p_up, p_down = p_down, p_up
-            cc.baseline_value, cc.candidate_value = None, None
-        cc.ratio, cc.ratio_ci = ratio, ci
-        # worse direction: latency up (ratio > 1) unless higher is better
-        cc.change = (1.0 / ratio - 1.0) if hib else (ratio - 1.0)
-        cc.p_worse, cc.p_better = (p_down, p_up) if hib else (p_up, p_down)
+        diff = p.r["diff"] if p.r else (mc - mb)
+        cc.baseline_value = math.exp(sign * mb)
+        cc.candidate_value = math.exp(sign * mc)
+        cc.ratio = math.exp(sign * diff)  # candidate / baseline of the metric as stored
+        cc.change = math.exp(diff) - 1.0  # worse direction
+        if p.r:
+            lo, hi = p.r["ci"]
+            cc.ratio_ci = tuple(sorted((math.exp(sign * lo), math.exp(sign * hi))))  # type: ignore[assignment]
+            cc.p_worse, cc.p_better = p.r["p_worse"], p.r["p_better"]
         thr, src = s.threshold_for(cc.key, cc.workload)
         if thr is None:
-            if r is not None and cc.noise_model == "between-run":
-                thr, src = max(AUTO_FLOOR, r["band"]), "auto (run-to-run noise band)"
-            elif r is not None:
-                thr, src = max(s.fallback_threshold, r["band"]), "auto (fallback: run-to-run noise unknown)"
+            if p.r is not None and cc.noise_model == "between-run":
+                thr, src = max(AUTO_FLOOR, p.r["band"]), "auto (run-to-run noise band)"
+            elif p.r is not None:
+                thr, src = max(s.fallback_threshold, p.r["band"]), "auto (fallback: run-to-run noise unknown)"
             else:
                 thr, src = s.fallback_threshold, "auto (fallback: run-to-run noise unknown)"
         cc.threshold, cc.threshold_source = thr, src
-        cc.mdc = max(thr, r["mdc"]) if r else None
 
-    # Holm over every tested cell, each direction separately
-    tested = [cc for cc, *_ in pending if cc.p_worse is not None]
-    adj_w = holm([cc.p_worse for cc in tested])  # type: ignore[misc]
-    adj_b = holm([cc.p_better for cc in tested])  # type: ignore[misc]
-    for cc, pw, pb in zip(tested, adj_w, adj_b):
+    # Holm over every tested cell that may get a verdict, each direction separately
+    family = [p for p in pending if p.r is not None and use(p)]
+    adj_w = holm([p.cc.p_worse for p in family])  # type: ignore[misc]
+    adj_b = holm([p.cc.p_better for p in family])  # type: ignore[misc]
+    m = len(family)
+    if family:  # smallest detectable change of each tested cell, all cells at once
+        auto = np.array([p.cc.threshold_source.startswith("auto") and p.cc.noise_model == "between-run"
+                         for p in family])  # fmt: skip
+        floors = np.where(auto, math.log1p(AUTO_FLOOR), np.log1p([p.cc.threshold for p in family]))
+        deltas = detectable_shift(np.array([p.r["se"] for p in family]), np.array([p.r["df"] for p in family]),
+                                  s.alpha / m, POWER, floor=floors, band_alpha=np.where(auto, s.alpha, np.nan))  # fmt: skip
+        for p, delta in zip(family, deltas):
+            p.cc.min_detectable_change = math.expm1(float(delta))
+    for p, pw, pb in zip(family, adj_w, adj_b):
+        cc, r = p.cc, p.r
+        assert r is not None and cc.change is not None and cc.threshold is not None
         cc.p_adjusted = pw
-        worse = cc.change is not None and cc.change > (cc.threshold or 0.0)
-        better = cc.change is not None and cc.change < -(cc.threshold or 0.0) / (1 + (cc.threshold or 0.0))
+        thr = cc.threshold
+        worse = cc.change > thr
+        better = cc.change < -thr / (1 + thr)
         if pw < s.alpha and worse:
             cc.verdict = "regression"
         elif pb < s.alpha and better:
@@ -553,27 +874,37 @@ def compare_docs(
         elif worse or better:
             cc.verdict = "inconclusive"
             cc.notes.append("change exceeds the threshold but is not significant")
-    for cc, *_ in pending:
-        if cc.p_worse is None and cc.change is not None and abs(cc.change) > (cc.threshold or 0.0):
-            cc.verdict = "inconclusive"
-            cc.notes.append("change exceeds the threshold but cannot be tested (one value per side)")
+    for p in pending:
+        cc = p.cc
+        if p.contended and not s.allow_contended:
+            cc.verdict, cc.verdict_text = "inconclusive", CONTENDED
+            cc.notes.append("measured while the machine was contended (timing.contention): no verdict; "
+                            "rerun on a quiet machine, or --allow-contended")  # fmt: skip
+        elif p.r is None:
+            cc.verdict, cc.verdict_text = "inconclusive", NOISE_UNKNOWN
+            cc.notes.append("one process per side: give repeated runs (harness run --repeats 3) or a history "
+                            "as the baseline" + (", or --within-run" if s.from_samples else ""))  # fmt: skip
+        elif p.contended:
+            cc.notes.append("contended measurements used (--allow-contended)")
 
     return Comparison(
-        settings=s, cells=results, warnings=warnings,
-        baseline_runs=[str(d.get("run_id")) for d in baseline],
-        candidate_runs=[str(d.get("run_id")) for d in candidate],
+        settings=s, cells=results, warnings=list(warnings), baseline_runs=list(baseline_runs),
+        candidate_runs=list(candidate_runs), tested=m, prior_df=prior_df,
+        prior_noise=math.sqrt(prior_var) if prior_var is not None and prior_df > 0 else None,
     )  # fmt: skip
 
 
 def fingerprint(doc: Mapping[str, Any]) -> str:
     """The machine identity of a run: its environment fingerprint, else host + CPU."""
     env = doc.get("environment") or {}
-    fp = env.get("fingerprint") if isinstance(env, Mapping) else None
+    if not isinstance(env, Mapping):
+        env = {}
+    fp = env.get("fingerprint")
     if fp:
         return str(fp)
-    cpu = env.get("cpu") if isinstance(env, Mapping) else None
+    cpu = env.get("cpu")
     model = cpu.get("model") if isinstance(cpu, Mapping) else None
-    return f"{env.get('host') if isinstance(env, Mapping) else '?'}|{model}"
+    return f"{env.get('host', '?')}|{model}"
 
 
 def environment_warnings(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -587,7 +918,8 @@ def environment_warnings(baseline: Sequence[Mapping[str, Any]], candidate: Seque
             f"{', '.join(fc)}): differences may come from the machine, not the code"
         )
     for name, docs in (("baseline", baseline), ("candidate", candidate)):
-        fw = {str((d.get("environment") or {}).get("frameworks")) for d in docs}
+        env = [d.get("environment") for d in docs]
+        fw = {str(e.get("frameworks")) if isinstance(e, Mapping) else "None" for e in env}
         if len(fw) > 1:
             out.append(f"the {name} runs used different framework versions")
     return out

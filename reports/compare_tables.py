@@ -33,31 +33,59 @@ def _p(x: float | None) -> str:
     return "<0.0001" if x < 1e-4 else f"{x:.4f}"
 
 
+def _label(cc: Any) -> str:
+    text = getattr(cc, "verdict_text", "") or cc.verdict
+    return _LABEL.get(text, text)
+
+
+def _order(label: str) -> int:
+    return _ORDER.get(label.split(":")[0], 9)
+
+
 def rows(result: Any) -> list[list[str]]:
-    """One row per cell: cell, verdict, ratio change, CI, p (adj.), threshold, MDC, noise, n, test, notes."""
+    """One row per cell: cell, verdict, ratio change, CI, p (adj.), threshold, smallest
+    detectable change, noise, processes per side, noise model, notes."""
     out = []
     for cc in sorted(result.cells, key=lambda c: (_ORDER.get(c.verdict, 9), c.key)):
         delta = _pct(cc.ratio - 1) if F.is_number(cc.ratio) else "n/a"
         out.append([
-            cc.key, _LABEL.get(cc.verdict, cc.verdict), delta, _ci(cc), _p(cc.p_adjusted),
+            cc.key, _label(cc), delta, _ci(cc), _p(cc.p_adjusted),
             _pct(cc.threshold, False) + (" (auto)" if cc.threshold_source.startswith("auto") else ""),
-            _pct(cc.mdc, False), _pct(cc.run_noise, False) if cc.run_noise is not None else "n/a",
+            _pct(cc.min_detectable_change, False), _pct(cc.run_noise, False) if cc.run_noise is not None else "n/a",
             f"{cc.n_baseline}/{cc.n_candidate}", cc.noise_model or "", "; ".join(cc.notes),
         ])  # fmt: skip
     return out
 
 
-HEADS = ["cell", "verdict", "change (cand/base)", "95% CI", "p (Holm)", "threshold", "min. detectable",
-         "run noise", "runs b/c", "noise model", "notes"]  # fmt: skip
+HEADS = ["cell", "verdict", "change (cand/base)", "95% CI", "p (Holm)", "threshold", "detectable (80%)",
+         "run noise", "processes b/c", "noise model", "notes"]  # fmt: skip
 
 
 def _header(result: Any) -> str:
     s = result.settings
     c = result.counts()
-    stat = f", stat {s.stat}" if s.metric in ("latency_ms", "throughput_per_s") else ""
-    counts = ", ".join(f"{_LABEL.get(k, k)}: {n}" for k, n in sorted(c.items(), key=lambda kv: _ORDER.get(kv[0], 9)))
+    stat = f", stat {s.stat}" if s.from_samples else ""
+    unit = s.declared.unit
+    what = f"{s.metric} ({unit + ', ' if unit else ''}{s.declared.direction} is better){stat}"
+    counts = ", ".join(f"{_LABEL.get(k, k)}: {n}" for k, n in sorted(c.items(), key=lambda kv: _order(kv[0])))
     verdict = f"REGRESSION in {len(result.regressions)} cell(s)" if result.regressions else "no regression"
-    return f"{verdict} — metric {s.metric}{stat}, alpha {s.alpha} (Holm over cells); {counts}"
+    return f"{verdict} — metric {what}, alpha {s.alpha} (Holm over {result.tested} tested cell(s)); {counts}"
+
+
+def _advice(result: Any) -> list[str]:
+    """What to do about inconclusive cells (one line each kind)."""
+    from harness.compare import CONTENDED, NOISE_UNKNOWN
+
+    labels = [c.verdict_text for c in result.cells]
+    out = []
+    if NOISE_UNKNOWN in labels:
+        out.append(f"{labels.count(NOISE_UNKNOWN)} cell(s) {NOISE_UNKNOWN}: one process per side says nothing about "
+                   "run-to-run variation; measure each side in several processes (harness run --repeats 3) or use "
+                   "a history of runs as the baseline" + (" (or --within-run)" if result.settings.from_samples else ""))
+    if CONTENDED in labels:
+        out.append(f"{labels.count(CONTENDED)} cell(s) {CONTENDED}: the machine was busy during a measurement; "
+                   "rerun on a quiet machine (or --allow-contended)")
+    return out
 
 
 def comparison_text(result: Any) -> str:
@@ -67,6 +95,8 @@ def comparison_text(result: Any) -> str:
     lines = [_header(result), ""]
     for r in table:
         lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(HEADS) - 1)) + ("  " + r[-1] if r[-1] else ""))
+    for a in _advice(result):
+        lines.append(f"note: {a}")
     for w in result.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines) + "\n"
@@ -87,7 +117,10 @@ def comparison_markdown(result: Any) -> str:
             r[1] = "**regression**"
         lines.append("| " + " | ".join(md_escape(x) if i != 1 else x for i, x in enumerate(r)) + " |")
     lines.append("")
+    advice = _advice(result)
+    lines += [f"> {md_escape(a)}" for a in advice] + ([""] if advice else [])
     lines.append("change: candidate/baseline of the metric (latency: + is slower). A regression needs a "
-                 "significant change AND a change beyond the threshold; *min. detectable* is the smallest change "
-                 "this comparison finds with 80% power.")  # fmt: skip
+                 "significant change (Holm-adjusted) AND a change beyond the threshold; *detectable (80%)* is the "
+                 "smallest change of one cell that this gate, as configured (Holm over the tested cells, the "
+                 "threshold), flags with 80% probability.")  # fmt: skip
     return "\n".join(lines) + "\n"

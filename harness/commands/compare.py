@@ -2,8 +2,11 @@
 on a regression (the CI contract), 0 otherwise, 2 on usage errors.
 
 BASELINE and CANDIDATE are each a result file or a directory of result files; several
-files on one side are repeated runs of the same code, which is what lets the verdict
-account for run-to-run noise (see harness/compare.py and docs/compare.md).
+files on one side, or cells measured with ``harness run --repeats N``, are separate
+processes of the same code, which is what lets the verdict account for run-to-run noise
+(see harness/compare.py and docs/compare.md). With one process per side a cell is
+"inconclusive: run-to-run noise unknown" (exit 0) unless ``--within-run``; a contended
+cell is "inconclusive: contended" unless ``--allow-contended``.
 """
 
 from __future__ import annotations
@@ -35,13 +38,21 @@ def add_parser(sub: Any) -> None:
                         "write NAME right after --baseline or as --baseline=NAME")  # fmt: skip
     p.add_argument("--store", default=None, help="baseline store for --baseline (default: $HARNESS_BASELINE_DIR or ./baselines)")
     p.add_argument("--threshold", default=None, help="PCT (e.g. 5 or 5%%) or 'auto' (noise-derived; the default)")
-    p.add_argument("--metric", default="latency_ms",
-                   help="latency_ms (default, from raw samples), throughput_per_s, or a metric path "
-                        "such as peak_host_mem_bytes or energy.energy_per_sample_j")  # fmt: skip
+    p.add_argument("--metric", default=None,
+                   help="a gateable metric of the declared table (harness/metrics.py): latency_ms (default, "
+                        "from each process's raw samples), throughput_per_s (sustained), peak_host_mem_bytes, "
+                        "energy.energy_per_sample_j (or energy_per_sample_j), quality.accuracy, ...")  # fmt: skip
     p.add_argument("--stat", default=None, choices=("min", "p10", "p50", "mean"),
                    help="location statistic of each run's samples (default: min, the most reproducible "
                         "between processes on a shared machine)")  # fmt: skip
     p.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
+    p.add_argument("--within-run", action="store_true",
+                   help="with one process per side, test the raw samples of the two runs (Mann-Whitney U + "
+                        "bootstrap); this ignores run-to-run noise. Without it such cells are 'inconclusive: "
+                        "run-to-run noise unknown'")  # fmt: skip
+    p.add_argument("--allow-contended", action="store_true",
+                   help="draw verdicts from cells measured while the machine was contended "
+                        "(timing.contention.detected); by default they are 'inconclusive: contended'")  # fmt: skip
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--fail-on-missing", action="store_true",
                    help="also exit 1 when a cell measured in the baseline is absent, skipped or failed in the "
@@ -94,7 +105,14 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.compare import CompareError, CompareSettings, compare_docs, parse_threshold, settings_from_config
+    from harness.compare import (
+        CompareError,
+        CompareSettings,
+        check_metric_present,
+        compare_docs,
+        parse_threshold,
+        settings_from_config,
+    )
 
     try:
         settings = CompareSettings()
@@ -108,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
             except yaml.YAMLError as e:
                 raise UsageError(f"thresholds config {args.config!r} is not valid YAML ({str(e).splitlines()[0]})") from None
             settings = settings_from_config(cfg, settings)
-        kw: dict[str, Any] = {"metric": args.metric}
+        kw: dict[str, Any] = {"within_run": bool(args.within_run), "allow_contended": bool(args.allow_contended)}
+        if args.metric is not None:
+            kw["metric"] = args.metric
         if args.threshold is not None:
             kw["threshold"] = parse_threshold(args.threshold)
         if args.stat is not None:
@@ -123,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
 
     base, candidate = _sides(args)
     cand = _load_side(candidate, "candidate")
+    if args.metric is not None:  # a metric nobody measured would pass the gate silently
+        try:
+            check_metric_present([*base, *cand], settings.metric)
+        except CompareError as e:
+            raise UsageError(str(e)) from None
     result = compare_docs(base, cand, settings)
     if not any(c.verdict not in ("only_baseline", "only_candidate") for c in result.cells):
         print("warning: the two sides have no cell in common", file=sys.stderr)
