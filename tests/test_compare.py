@@ -267,3 +267,220 @@ def test_a_cell_repeated_inside_one_run_counts_once() -> None:
     cand[0]["cells"].append(dict(cand[0]["cells"][0]))  # the same cell twice in one run
     (c,) = compare_docs(base, cand).cells
     assert c.n_candidate == 1
+
+
+# ------------------------------------------------------------------ issue 11 §1 / issue 13: the gate
+
+
+def metric_runs(values: list[float], path: str, seed: int) -> list[dict[str, Any]]:
+    """One run per value, the cell carrying ``path`` (dotted, under metrics) = value."""
+    docs = []
+    for i, v in enumerate(values):
+        head, _, tail = path.rpartition(".")
+        extra: dict[str, Any] = {tail: v}
+        if head:
+            extra = {head: extra}
+        docs.append(run_doc(1.0, i, seed * 100 + i, extra=extra))
+    return docs
+
+
+def test_energy_per_sample_drop_is_an_improvement_not_a_regression() -> None:
+    # "per_s" in energy_per_sample_j made a 20% energy saving a regression (exit 1)
+    base = metric_runs([1.00, 1.01, 0.99, 1.005], "energy.energy_per_sample_j", 1)
+    cand = metric_runs([0.80, 0.81, 0.79, 0.805], "energy.energy_per_sample_j", 2)
+    for name in ("energy.energy_per_sample_j", "energy_per_sample_j"):
+        res = compare_docs(base, cand, CompareSettings(metric=name))
+        (cc,) = res.cells
+        assert res.settings.metric == "energy.energy_per_sample_j"
+        assert cc.verdict == "improvement" and cc.change < 0 and cc.ratio == pytest.approx(0.8, abs=0.01), cc
+        assert not res.regressions
+
+
+@pytest.mark.parametrize("metric", ["distributed.scaling_efficiency", "distributed.speedup_vs_1"])
+def test_data_parallel_scaling_higher_is_better(metric: str) -> None:
+    base = metric_runs([0.90, 0.91, 0.89, 0.905], metric, 3)
+    worse = metric_runs([0.70, 0.71, 0.69, 0.705], metric, 4)
+    better = metric_runs([0.99, 1.0, 0.98, 0.995], metric, 5)
+    assert compare_docs(base, worse, CompareSettings(metric=metric)).cells[0].verdict == "regression"
+    assert compare_docs(base, better, CompareSettings(metric=metric)).cells[0].verdict == "improvement"
+
+
+def test_undeclared_or_ungateable_metric_is_refused() -> None:
+    from harness.metrics import gateable_names
+
+    with pytest.raises(CompareError, match="unknown metric 'latency_msx'") as e:
+        CompareSettings(metric="latency_msx")
+    assert all(n in str(e.value) for n in gateable_names())  # lists what may be gated
+    with pytest.raises(CompareError, match="cannot be gated"):
+        CompareSettings(metric="params")  # declared, but neither better nor worse
+
+
+def test_cli_misspelt_absent_or_ungateable_metric_exits_2(tmp_path: Path) -> None:
+    base = _write(tmp_path / "b", runs(2, 1.0, seed=31))
+    cand = _write(tmp_path / "c", runs(2, 1.0, seed=32))
+    for metric, msg in (("latency_msx", "unknown metric 'latency_msx'"), ("params", "cannot be gated"),
+                        ("energy.energy_per_sample_j", "no cell on either side has metric")):  # fmt: skip
+        proc = run_cli(["compare", str(base), str(cand), "--metric", metric])
+        assert proc.returncode == 2, (metric, proc.stdout, proc.stderr)
+        assert msg in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    absent = run_cli(["compare", str(base), str(cand), "--metric", "energy_per_sample_j"])
+    assert "metrics present: " in absent.stderr and "latency_ms" in absent.stderr  # what the cells do have
+
+
+def _level_doc(level: float, i: int, tag: str) -> dict[str, Any]:
+    """A bare single-cell result (one process at ``level`` ms): cheap enough for simulations."""
+    return {"run_id": f"{tag}{i}", "environment": {"fingerprint": "fp"},
+            "cells": [{"spec": {"workload": "mlp", "backend": "torch", "device": "cpu", "variant": "fp32",
+                                "mode": "inference", "batch_size": 1, "size": "tiny"}, "status": "ok",
+                       "samples_ms": [level, level * 1.001, level * 1.002], "metrics": {}}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("nb,nc", [(8, 3), (20, 1)])
+def test_unbalanced_sides_have_no_false_alarm_bias(nb: int, nc: int) -> None:
+    # same distribution on both sides (normal run-to-run noise, 3%): at most alpha false alarms,
+    # and no lean towards "slower" (trimming only the longer side made 8v3 10.8% and 20v1 12.0%)
+    rng = np.random.default_rng(11 * nb + nc)
+    reps, worse, better = 300, 0, 0
+    for r in range(reps):
+        lv = 1.0 + 0.03 * rng.standard_normal(nb + nc)
+        base = [_level_doc(float(x), i, f"b{r}-") for i, x in enumerate(lv[:nb])]
+        cand = [_level_doc(float(x), i, f"c{r}-") for i, x in enumerate(lv[nb:])]
+        cc = compare_docs(base, cand).cells[0]
+        worse += cc.verdict == "regression"
+        better += cc.verdict == "improvement"
+    assert worse / reps <= 0.075, (worse, better)  # nominal 5%; Monte-Carlo se 1.3%
+    assert abs(worse - better) <= 12, (worse, better)
+
+
+def test_min_detectable_change_accounts_for_holm() -> None:
+    # the same cell, same noise (5 v 5 processes, 8 df), alone or among 49 quieter cells:
+    # one regressed cell among 50 needs p < alpha/50, so it must be ~2x larger to be caught
+    pattern_b = np.array([-1.3, -0.5, 0.1, 0.6, 1.1])
+    pattern_c = np.array([-1.0, -0.7, 0.2, 0.4, 1.2])
+
+    def side(pattern: np.ndarray, cells: int, tag: str) -> list[dict[str, Any]]:
+        docs = []
+        for i, z in enumerate(pattern):
+            doc = run_doc(1.0, i, i, workloads=tuple(f"w{k}" for k in range(cells)), n=5)
+            for k, cell in enumerate(doc["cells"]):
+                sd = 0.03 if k == 0 else 0.015
+                cell["metrics"]["peak_host_mem_bytes"] = int(4e8 * math.exp(sd * z * (1 + 0.01 * k)))
+            doc["run_id"] = f"{tag}{i}"
+            docs.append(doc)
+        return docs
+
+    st = CompareSettings(metric="peak_host_mem_bytes")
+    one = compare_docs(side(pattern_b, 1, "b"), side(pattern_c, 1, "c"), st).cells[0]
+    many = compare_docs(side(pattern_b, 50, "b"), side(pattern_c, 50, "c"), st)
+    fifty = next(c for c in many.cells if c.workload == "w0")
+    assert 1.8 < fifty.mdc / one.mdc < 2.3, (one.mdc, fifty.mdc)
+    assert fifty.run_noise == pytest.approx(one.run_noise)  # the same noise estimate (not moderated down)
+    assert many.tested == 50 and one.df == fifty.df == 8
+    # and the exact t answer (noncentral t) at the cell's own noise, not (t_a + t_power) * se at alpha
+    from scipy.special import nctdtrinc, stdtrit
+
+    se = math.log(one.ratio_ci[1] / one.ratio_ci[0]) / (2 * float(stdtrit(8, 0.975)))
+    assert math.log1p(one.min_detectable_change) >= nctdtrinc(8, 0.2, stdtrit(8, 0.95)) * se * 0.999
+    assert math.log1p(fifty.min_detectable_change) >= nctdtrinc(8, 0.2, stdtrit(8, 1 - 0.05 / 50)) * se * 0.999
+    assert "min_detectable_change" in many.to_dict()["cells"][0]
+
+
+def test_yuen_standard_error_matches_the_documented_formula() -> None:
+    # docs/compare.md: se^2 = (SSw_b + SSw_c)/(n_b + n_c - 2) * ((n_b-1)/(h_b(h_b-1)) + (n_c-1)/(h_c(h_c-1)))
+    import harness.compare as HC
+    from harness.compare import upper_trim
+
+    lb, lc = [1.00, 1.02, 0.99, 1.30], [1.05, 1.04, 1.07, 1.50]
+    base = [_level_doc(x, i, "b") for i, x in enumerate(lb)]
+    cand = [_level_doc(x, i, "c") for i, x in enumerate(lc)]
+    cc = compare_docs(base, cand).cells[0]
+    _, ssb, nb, hb = upper_trim(np.log(lb), 0.25)  # 4 processes per side: the slowest one trimmed
+    _, ssc, nc, hc = upper_trim(np.log(lc), 0.25)
+    se_doc = math.sqrt((ssb + ssc) / (nb + nc - 2) * ((nb - 1) / (hb * (hb - 1)) + (nc - 1) / (hc * (hc - 1))))
+    from scipy.special import stdtrit
+
+    df = getattr(HC, "YUEN_DF_FACTOR", 1.0) * (hb + hc - 2)  # documented too (why: see the docs)
+    se = math.log(cc.ratio_ci[1] / cc.ratio_ci[0]) / (2 * float(stdtrit(df, 0.975)))
+    assert se == pytest.approx(se_doc, rel=1e-6)
+    assert cc.df == pytest.approx(df)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text()
+    assert "(SS_w,b + SS_w,c) / (n_b + n_c − 2) · ((n_b − 1)/(h_b(h_b − 1)) + (n_c − 1)/(h_c(h_c − 1)))" in doc
+
+
+def test_one_process_per_side_is_inconclusive_unless_within_run(tmp_path: Path) -> None:
+    base = _write(tmp_path / "b", [run_doc(1.00, 0, 41, n=300)])
+    cand = _write(tmp_path / "c", [run_doc(1.30, 1, 42, n=300)])  # +30%: "p < 0.0001" from within-run samples
+    plain = run_cli(["compare", str(base), str(cand), "--format", "json"])
+    assert plain.returncode == 0, plain.stderr
+    (cell,) = json.loads(plain.stdout)["cells"]
+    assert cell["verdict"] == "inconclusive" and cell["verdict_text"] == "inconclusive: run-to-run noise unknown"
+    assert cell["p_adjusted"] is None and cell["min_detectable_change"] is None
+    assert "inconclusive: run-to-run noise unknown" in run_cli(["compare", str(base), str(cand)]).stdout
+    within = run_cli(["compare", str(base), str(cand), "--within-run", "--format", "json"])
+    assert within.returncode == 1, within.stderr
+    (cell,) = json.loads(within.stdout)["cells"]
+    assert cell["verdict"] == "regression" and cell["noise_model"] == "within-run only"
+    # a history of runs against one candidate run is valid: the history measures the noise
+    hist = compare_docs(runs(6, 1.0, seed=43), [run_doc(1.30, 1, 42)]).cells[0]
+    assert hist.verdict == "regression" and hist.noise_model == "between-run"
+
+
+def _contend(cell: dict[str, Any], detected: bool = True) -> None:
+    cell.setdefault("timing", {})["contention"] = {"detected": detected, "evidence": {"loadavg_1m": 6.0}}
+
+
+def test_contended_cells_are_inconclusive_unless_allowed(tmp_path: Path) -> None:
+    base_docs = runs(4, 1.0, seed=51)
+    slow_docs = runs(4, 1.4, seed=52)
+    for d in base_docs:
+        _contend(d["cells"][0], False)
+    _contend(slow_docs[2]["cells"][0])  # one candidate process was measured on a busy machine
+    res = compare_docs(base_docs, slow_docs)
+    (cc,) = res.cells
+    assert cc.verdict == "inconclusive" and cc.verdict_text == "inconclusive: contended" and cc.contended
+    assert not res.regressions and res.tested == 0
+    assert compare_docs(base_docs, slow_docs, CompareSettings(allow_contended=True)).cells[0].verdict == "regression"
+    base, slow = _write(tmp_path / "b", base_docs), _write(tmp_path / "c", slow_docs)
+    proc = run_cli(["compare", str(base), str(slow)])
+    assert proc.returncode == 0 and "inconclusive: contended" in proc.stdout, proc.stderr
+    assert run_cli(["compare", str(base), str(slow), "--allow-contended"]).returncode == 1
+    # a contended repeat (harness run --repeats) counts the same
+    rep = repeats_doc([1.4, 1.41, 1.39, 1.42], "r", seed=53)
+    _contend(rep["cells"][0]["repeats"][1])
+    assert compare_docs(base_docs, [rep]).cells[0].verdict_text == "inconclusive: contended"
+
+
+def repeats_doc(levels: list[float], tag: str, seed: int, failed: int = 0) -> dict[str, Any]:
+    """One result file whose cell was measured in len(levels) worker processes (--repeats)."""
+    rng = np.random.default_rng(seed)
+    doc = run_doc(1.0, 0, seed)
+    doc["run_id"] = f"20261130T000000Z-{tag}"
+    cell = doc["cells"][0]
+    reps = []
+    for i, lv in enumerate(levels):
+        xs = (lv * (1.0 + 0.02 * np.abs(rng.standard_normal(50)))).tolist()
+        reps.append({"index": i, "status": "ok", "samples_ms": xs, "reason": None,
+                     "timing": {"contention": {"detected": False, "evidence": {}}},
+                     "metrics": {"latency_ms": {"min": min(xs)}, "throughput_per_s": 64 / (min(xs) / 1000)}})  # fmt: skip
+    for i in range(failed):
+        reps.append({"index": len(levels) + i, "status": "failed", "samples_ms": [], "metrics": {},
+                     "reason": "RuntimeError: worker died"})  # fmt: skip
+    cell["repeats"] = reps
+    cell["samples_ms"] = [x for r in reps for x in r["samples_ms"]]  # pooled, as the runner stores them
+    return doc
+
+
+def test_repeats_are_observations() -> None:
+    base = repeats_doc([1.00, 1.03, 0.98, 1.01], "base", seed=61, failed=1)
+    same = repeats_doc([1.01, 0.99, 1.02, 1.00], "same", seed=62)
+    slow = repeats_doc([1.25, 1.27, 1.22, 1.26], "slow", seed=63)
+    aa = compare_docs([base], [same]).cells[0]
+    assert (aa.n_baseline, aa.n_candidate) == (4, 4) and aa.noise_model == "between-run"
+    assert aa.verdict == "unchanged"
+    assert any("1 baseline process(es) without latency_ms: failed" in n for n in aa.notes)
+    ab = compare_docs([base], [slow]).cells[0]
+    assert ab.verdict == "regression" and ab.change == pytest.approx(0.25, abs=0.03)
+    assert 0.005 < ab.run_noise < 0.05  # the processes' spread, not the pooled samples'
+    # a scalar metric comes from each process's own metrics
+    thr = compare_docs([base], [slow], CompareSettings(metric="throughput_per_s")).cells[0]
+    assert thr.n_baseline == 4 and thr.verdict == "regression" and thr.ratio < 0.85

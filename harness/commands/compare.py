@@ -27,8 +27,10 @@ def add_parser(sub: Any) -> None:
         "compare",
         help="compare a candidate run against a baseline (exit 1 on a regression)",
         usage="harness compare BASELINE CANDIDATE [options]\n       harness compare --baseline [NAME] CANDIDATE [options]",
-        description="Per-cell deltas with confidence intervals and significance. A cell regresses only "
-        "when the change is significant (Holm-adjusted) AND exceeds its threshold.",
+        description="Per-cell deltas with confidence intervals and significance. Each worker process (a result "
+        "file, or each repeat of 'harness run --repeats N') is one observation. A cell regresses only when the "
+        "change is significant (Holm-adjusted) AND exceeds its threshold; with one process per side, or a "
+        "contended measurement, it is inconclusive (exit 0). See docs/compare.md.",
     )
     p.add_argument("sides", nargs="*", metavar="BASELINE CANDIDATE",
                    help="baseline and candidate: each a result file or a directory of repeated runs "
@@ -43,7 +45,7 @@ def add_parser(sub: Any) -> None:
                         "from each process's raw samples), throughput_per_s (sustained), peak_host_mem_bytes, "
                         "energy.energy_per_sample_j (or energy_per_sample_j), quality.accuracy, ...")  # fmt: skip
     p.add_argument("--stat", default=None, choices=("min", "p10", "p50", "mean"),
-                   help="location statistic of each run's samples (default: min, the most reproducible "
+                   help="location statistic of each process's samples (default: min, the most reproducible "
                         "between processes on a shared machine)")  # fmt: skip
     p.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
     p.add_argument("--within-run", action="store_true",
