@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "harness compare (stat=min, threshold auto)": CompareSettings(stat="min", threshold=None),
         "same gate on medians (stat=p50, threshold auto)": CompareSettings(stat="p50", threshold=None),
     }
-    within = CompareSettings(stat="p50", threshold=0.05)
+    within = CompareSettings(stat="p50", threshold=0.05, within_run=True)  # 1 process each: opt in
     outcomes: dict[str, dict[str, list[bool]]] = {}
 
     def record(name: str, kind: str, flagged: bool) -> None:

@@ -198,10 +198,7 @@ class ContentionProbe:
         self.clock = clock
         self.pid = os.getpid() if pid is None else int(pid)
         if cpus is None:
-            try:
-                cpus = sorted(os.sched_getaffinity(0))
-            except (AttributeError, OSError):
-                cpus = range(os.cpu_count() or 1)
+            cpus = process_cpus(self.proc, self.pid)
         self.cpus = sorted(set(cpus))
         self.ncpu = max(1, len(self.cpus))
         self.threads = threads
@@ -545,6 +542,42 @@ class ContentionProbe:
             reasons.append("busiest other processes: " + ", ".join(
                 f"{r['name']} (pid {r['pid']}, {r['cpu_cores']:.2f} cores)" for r in ev["top_other_processes"]))
         return {"detected": detected, "evidence": ev, "reasons": reasons, "rule": self.rule()}
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """"0-2,5" -> {0, 1, 2, 5} (the kernel's list format)."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def process_cpus(proc_root: Path = Path("/proc"), pid: int | None = None) -> list[int]:
+    """The CPUs the process may run on: the union of its threads' affinity masks
+    (``Cpus_allowed_list``). Not ``os.sched_getaffinity(0)`` alone: that is the calling
+    thread's mask, and OpenMP thread binding (``OMP_PROC_BIND``) pins the main thread to
+    one CPU while the team runs on all of them."""
+    pid = os.getpid() if pid is None else pid
+    cpus: set[int] = set()
+    try:
+        for task in os.listdir(Path(proc_root) / str(pid) / "task"):
+            try:
+                for line in _read(Path(proc_root) / str(pid) / "task" / task / "status").splitlines():
+                    if line.startswith("Cpus_allowed_list:"):
+                        cpus |= parse_cpu_list(line.split(":", 1)[1])
+            except (OSError, ValueError):
+                continue
+    except OSError:
+        pass
+    if not cpus:
+        try:
+            cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = set(range(os.cpu_count() or 1))
+    return sorted(cpus)
 
 
 def _descendants(procs: Mapping[int, _Proc], root: int) -> set[int]:
