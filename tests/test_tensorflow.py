@@ -170,15 +170,21 @@ def test_cpu_peak_memory_is_measured_or_null_with_a_reason_never_zero(backend: A
     small.reset_device_peak_memory()
     small.run(2)
     peak, source = small.device_peak_memory()
-    assert peak is not None and peak >= MLPWorkload("small").analytic_params() * 4
-    assert "get_memory_info('CPU:0')['peak']" in source
+    # TensorFlow's CPU allocator keeps statistics only on some builds/allocators (here:
+    # "Allocator stats not available for device 'CPU:0'" unless TF_CPU_ALLOCATOR_USE_BFC
+    # is set): measured, or null with the reason -- never a made-up number, never 0
+    if peak is None:
+        assert "get_memory_info" in source and ("not available" in source or "0 bytes" in source), source
+    else:
+        assert peak >= MLPWorkload("small").analytic_params() * 4
+        assert "get_memory_info('CPU:0')['peak']" in source
     tiny = backend.prepare(MLPWorkload("tiny"), FP32(), "cpu", "inference", 8)
     tiny.reset_device_peak_memory()
     tiny.run(2)
     peak, why = tiny.device_peak_memory()
     assert peak != 0
     if peak is None:
-        assert "0 bytes" in why
+        assert "0 bytes" in why or "not available" in why, why
 
 
 def test_cuda_is_skipped_with_the_reason_on_a_cpu_build(backend: Any, tf: Any) -> None:
