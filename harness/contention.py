@@ -12,21 +12,21 @@ and judges three windows: ``pre`` (warm-up), ``loop`` (the timed loop) and ``cel
 (both). Evidence per window, all read outside the timed region:
 
 * **CPU time of other processes**, in cores: busy jiffies of the CPUs this process
-  may run on (``os.sched_getaffinity``; per-CPU lines of ``/proc/stat``: user, nice,
-  system, irq, softirq) minus the CPU time of this process and its descendants
-  (``/proc/<pid>/stat`` utime + stime + cutime + cstime, every thread), divided by
-  the window's wall time. **Decisive.**
+  may run on (the union of its threads' affinity masks; per-CPU lines of
+  ``/proc/stat``: user, nice, system, irq, softirq) minus the CPU time of this process
+  and its descendants (``/proc/<pid>/stat`` utime + stime of every thread, plus the
+  reaped children's cutime + cstime), divided by the window's wall time. **Decisive.**
 * **Steal time** share of those CPUs (``/proc/stat`` steal): the hypervisor ran
   someone else on our virtual CPUs. **Decisive.**
 * **Other processes on the GPU** (NVML compute, graphics and MPS process lists, minus
   this process's family) for CUDA cells. **Decisive.**
+* **CPU pressure** (``/proc/pressure/cpu`` "some" total, microseconds): share of the
+  window in which some runnable task waited for a CPU. System-wide and including the
+  cell's own threads, so it decides only together with other processes' CPU (below).
 * **1-minute load average** (``/proc/loadavg``) against the cores and the cell's own
   threads. It lags by about a minute, counts the cell's own runnable threads and every
   CPU of the machine (not only ours), so it is **supporting** evidence only; it decides
   only where ``/proc/stat`` cannot be read.
-* **CPU pressure** (``/proc/pressure/cpu`` "some" total, microseconds): share of the
-  window in which some runnable task waited for a CPU. System-wide and including the
-  cell's own threads, so **supporting** only.
 * The **top other processes** by CPU in the cell window (pid, name, cores) so a user
   sees *who* it was.
 
@@ -36,17 +36,20 @@ where ``free = max(0, ncpu - threads)`` (the cores the cell leaves free: those c
 absorb other work without touching the cell), ``margin = 0.25`` cores (background
 daemons, the parent runner's progress bar) and ``resolution = (2*sqrt(ncpu) + 2) *
 tick / window`` (jiffies are 10 ms: each per-CPU counter and our own counter can be a
-tick off; the per-CPU errors are independent, hence sqrt). Steal is contended above
-``5% + resolution/ncpu``. A window whose resolution is worse than 0.5 cores (shorter
-than about 0.1 s on 2 CPUs) decides nothing: it is reported as not measurable, never as
-contended, so a short cell cannot raise a false alarm from rounding. The cell is
-contended when any measurable window is, or another process is on its GPU.
+tick off; the per-CPU errors are independent, hence sqrt); or when they used more than
+``free + resolution`` while tasks waited for a CPU more than half the window (two hogs
+against a 1-thread cell on 2 cores get only 1.33 cores by fair sharing, inside the
+margin). Steal is contended above ``5% + resolution/ncpu``. A window whose resolution
+is worse than 0.5 cores (shorter than about 0.1 s on 2 CPUs) decides nothing: it is
+reported as not measurable, never as contended, so a short cell cannot raise a false
+alarm from rounding. The cell is contended when any measurable window is, or another
+process is on its GPU.
 
-:func:`thread_policy` is the mitigation the runner applies to every worker: the
-environment variables to set before the framework is imported and the record of the
-policy for the cell. See docs/contention.md for the measurements behind the default.
+:func:`thread_policy` is the mitigation the runner applies to every worker (with
+:func:`sample_other_cpu` taken just before the worker starts): the environment
+variables to set before the framework is imported and the record of the policy for the
+cell. See docs/contention.md for the measurements behind it.
 """
-
 from __future__ import annotations
 
 import math
@@ -421,7 +424,8 @@ class ContentionProbe:
 
     def result(self) -> dict[str, Any]:
         """``{"detected": bool, "evidence": {...}, "reasons": [str], "rule": str}``
-        (see the module doc); never raises."""
+        (see the module doc); never raises. Closes an NVML session the probe opened."""
+        self._close_gpu()
         try:
             return self._result()
         except Exception as e:  # noqa: BLE001 - a probe bug must not fail the cell
@@ -629,45 +633,97 @@ def _compact(cpus: list[int]) -> str:
 
 
 # -- mitigation ----------------------------------------------------------------------
-# Environment variables the policy owns: a user who set one keeps it (recorded).
-_POLICY_VARS = ("OMP_WAIT_POLICY",)
+# Environment variables that steer the threading runtimes: a user who set one keeps it,
+# and every one set is recorded with the policy.
+THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+BUSY_MARGIN_CORES = 0.5  # others' CPU above the free cores that makes a machine "busy" at start
 
 
-def thread_policy(settings_threads: int | None, ncpu: int, *,
+def thread_policy(settings_threads: int | None, ncpu: int, *, other_cores: float | None = None,
                   environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, Any]]:
-    """The thread policy of a worker: (environment variables to set before the worker
+    """The thread policy of one worker: (environment variables to set before the worker
     imports a framework, the record of the policy for the cell's ``runtime``).
 
-    ``settings_threads``: the run's ``--threads`` (None: the framework's default, one
-    thread per physical core for torch). ``ncpu``: the cores in the worker's affinity
-    mask. The thread count is left as the user asked (changing the default would change
-    every user's numbers); what the policy sets is how idle OpenMP threads wait
-    (see docs/contention.md for the measurements behind the choice). A variable the
-    user already set in ``environ`` (default ``os.environ``) is kept and recorded.
+    ``settings_threads``: the run's ``--threads`` (None: the framework's default). It is
+    never changed: a different default thread count would change every user's numbers,
+    and the measurements (docs/contention.md) do not justify it. ``ncpu``: the CPUs of the
+    worker's affinity mask. ``other_cores``: CPU that other processes used just before
+    the worker starts (:func:`sample_other_cpu`; None: not sampled).
+
+    The decision, from bench/contention.py on a 2-core machine: OpenMP's default
+    (idle threads spin before sleeping) is the fastest on a quiet machine (the number
+    deployment sees; ``OMP_WAIT_POLICY=PASSIVE`` costs 1.4-1.8x on tiny cells there), but
+    on a busy machine spinning teams made tiny and small cells 13-185x slower, where
+    PASSIVE kept them within 2.6x. So: OpenMP's default when the machine is quiet at the
+    start of the cell, PASSIVE when others already use more than the cores the cell
+    leaves free (+ :data:`BUSY_MARGIN_CORES`). Such a cell is contended and flagged
+    anyway; the policy only keeps its number from being absurd. A user's own
+    ``OMP_WAIT_POLICY`` is kept; every threading variable in ``environ`` (default
+    ``os.environ``) is recorded.
     """
-    if settings_threads is not None and settings_threads < 1:
+    if settings_threads is not None and (isinstance(settings_threads, bool) or settings_threads < 1):
         raise ValueError(f"threads must be >= 1 or None, got {settings_threads}")
     if ncpu < 1:
         raise ValueError(f"ncpu must be >= 1, got {ncpu}")
     environ = os.environ if environ is None else environ
+    user_env = {k: v for k, v in environ.items() if k.startswith(THREAD_ENV_PREFIXES)}
+    threads_used = settings_threads if settings_threads is not None else ncpu
+    free = max(0, ncpu - threads_used)
+    busy = other_cores is not None and other_cores > free + BUSY_MARGIN_CORES
     env: dict[str, str] = {}
-    user = {k: environ[k] for k in _POLICY_VARS if k in environ}
-    if "OMP_WAIT_POLICY" in user:
-        wait = user["OMP_WAIT_POLICY"]
+    if "OMP_WAIT_POLICY" in user_env:
+        name, wait = "user", user_env["OMP_WAIT_POLICY"]
         why = f"OMP_WAIT_POLICY={wait} set by the user (kept)"
-    else:
-        wait = "PASSIVE"
+    elif busy:
+        name, wait = "omp-passive-busy", "PASSIVE"
         env["OMP_WAIT_POLICY"] = wait
-        why = ("OpenMP threads sleep instead of spinning when idle: with another process on a core, "
-               "spinning threads made torch cells up to hundreds of times slower (docs/contention.md)")
+        why = (f"other processes used {other_cores:.2f} cores of {ncpu} before the cell started "
+               f"(> {free} free + {BUSY_MARGIN_CORES:g}): idle OpenMP threads sleep instead of spinning, "
+               "which kept cells within 2.6x instead of 13-185x slower on a busy machine (docs/contention.md)")
+    else:
+        name, wait = "framework-default", None
+        why = ("quiet machine at the start of the cell" if other_cores is not None else "machine load not sampled"
+               ) + ": OpenMP's default wait policy (spin, then sleep), the fastest on a quiet machine"
     record: dict[str, Any] = {
-        "name": "omp-passive" if wait.upper() == "PASSIVE" else f"omp-{wait.lower()}",
+        "name": name,
         "omp_wait_policy": wait,
         "threads": settings_threads,
         "threads_source": "--threads" if settings_threads is not None else "framework default",
         "ncpu": ncpu,
+        "other_cpu_cores_at_start": None if other_cores is None else round(other_cores, 3),
         "why": why,
+        "user_env": user_env,
     }
     if settings_threads is not None and settings_threads > ncpu:
-        record["warning"] = f"{settings_threads} threads on {ncpu} cores oversubscribe the CPU"
+        record["warning"] = f"{settings_threads} threads on {ncpu} CPUs oversubscribe them"
     return env, record
+
+
+def sample_other_cpu(seconds: float = 0.25, *, proc_root: Path | str = Path("/proc"),
+                     cpus: Iterable[int] | None = None, pid: int | None = None,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep, clk_tck: int | None = None) -> float | None:
+    """CPU (cores) that processes other than ``pid`` (default: this one) used on
+    ``cpus`` (default: our affinity) over ``seconds``, for :func:`thread_policy`; None
+    where ``/proc`` cannot be read. Call it while the caller is idle (the runner between
+    workers): it sleeps for the window. At 0.25 s the jiffy resolution is ~0.2 cores on
+    2 CPUs, inside :data:`BUSY_MARGIN_CORES`."""
+    root = Path(proc_root)
+    pid = os.getpid() if pid is None else pid
+    cpus = process_cpus(root, pid) if cpus is None else sorted(set(cpus))
+    tick = 1.0 / (clk_tck or _clk_tck())
+
+    def read() -> tuple[float, int, int]:
+        busy = parse_proc_stat(_read(root / "stat"), cpus)[0]
+        own = parse_pid_stat(_read(root / str(pid) / "stat")).ticks
+        return clock(), busy, own
+
+    try:
+        t0, b0, o0 = read()
+        sleep(seconds)
+        t1, b1, o1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    return max(0.0, ((b1 - b0) - (o1 - o0)) * tick / (t1 - t0))

@@ -71,21 +71,9 @@ def _describe_exit(rc: int) -> str:
     return f"worker exited with status {rc} without writing a result"
 
 
-def _ncpu() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def worker_env(threads: int | None = None) -> dict[str, str]:
-    """The worker's environment: ours, with this harness's source root importable and
-    the thread policy's variables (:func:`harness.contention.thread_policy`: idle OpenMP
-    threads sleep instead of spinning) set before the worker imports a framework."""
-    from harness.contention import thread_policy
-
+def worker_env() -> dict[str, str]:
+    """The worker's environment: ours, with this harness's source root importable."""
     env = dict(os.environ)
-    env.update(thread_policy(threads, _ncpu())[0])
     parts = [str(_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     env["PYTHONUNBUFFERED"] = "1"
@@ -99,7 +87,15 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
         req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
         req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
         t0 = time.perf_counter()
-        env = worker_env(settings.threads)
+        env = worker_env()
+        # the thread policy (docs/contention.md): OpenMP's default on a quiet machine;
+        # idle threads sleep (OMP_WAIT_POLICY=PASSIVE) when other processes already
+        # compete for the cores as the cell starts (sampled for 0.25 s, runner idle)
+        from harness.contention import process_cpus, sample_other_cpu, thread_policy
+
+        policy_env, policy = thread_policy(settings.threads, len(process_cpus()),
+                                           other_cores=sample_other_cpu(0.25))
+        env.update(policy_env)
         env["DLH_CELL_DIR"] = td  # scratch space removed by us even if the worker is killed
         # a data-parallel cell enforces its timeout itself (so torchrun can stop its
         # workers and the output is kept); this is the backstop
@@ -144,9 +140,7 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
                     cell["error"]["stderr_tail"] = tail
                     cell["error"]["returncode"] = rc
                 if cell.get("status") == "ok" and isinstance(cell.get("runtime"), dict):
-                    from harness.contention import thread_policy
-
-                    cell["runtime"]["thread_policy"] = thread_policy(settings.threads, _ncpu())[1]
+                    cell["runtime"]["thread_policy"] = policy
             return cell
         cell = empty_cell(spec)
         cell["reason"] = _describe_exit(rc)

@@ -84,12 +84,10 @@ def _contention_probe(spec: TaskSpec, settings: Settings) -> Any:
     """A :class:`harness.contention.ContentionProbe` for this cell: the CPU threads the
     cell uses (its thread setting, else every core it may run on; a GPU cell's host
     side is one thread) and, on CUDA, the GPU to watch for other processes."""
-    from harness.contention import ContentionProbe
+    from harness.contention import ContentionProbe, process_cpus
 
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        ncpu = os.cpu_count() or 1
+    # every CPU any of our threads may use (OpenMP binding can pin the main thread to one)
+    ncpu = len(process_cpus()) or os.cpu_count() or 1
     if spec.device.startswith("cuda"):
         threads = 1
     elif spec.world_size is not None:
