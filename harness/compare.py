@@ -33,8 +33,11 @@ How a cell is compared (docs/compare.md has the full argument and the calibratio
 * **No run-to-run noise, no verdict**: with one process per side the verdict is
   ``inconclusive: run-to-run noise unknown`` unless ``within_run`` is set (then
   Mann-Whitney U on the raw samples + a bootstrap CI, labelled ``within-run only``).
-* **Contention**: a cell with any contended observation (``timing.contention.detected``
-  on the cell or a repeat) is ``inconclusive: contended`` unless ``allow_contended``.
+* **Contention**: a cell with any contended candidate observation
+  (``timing.contention.detected`` on the cell or a repeat), or whose baseline has only
+  contended observations, is ``inconclusive: contended`` unless ``allow_contended``;
+  contended baseline processes are left out while clean ones remain (one busy night in
+  a baseline history does not switch the gate off).
 * p-values are one-sided per direction and Holm-adjusted over the tested cells.
 * **regression** = adjusted p < alpha in the worse direction AND the estimated change
   exceeds the cell's threshold (``auto``: the noise band, at least ``AUTO_FLOOR``).
@@ -325,6 +328,11 @@ def _observation(rec: Mapping[str, Any], run_id: str, workload: str, threads: An
                        threads=threads, reason=str(reason) if reason else "", contended=contended)  # fmt: skip
 
 
+def _value_of(rec: Mapping[str, Any], metric: str, stat: str, from_samples: bool) -> float | None:
+    """The value of ``metric`` in one cell or repeat record (None if not measured)."""
+    return _observation(rec, "", "", None, metric, stat, from_samples, None).value
+
+
 def observations(docs: Sequence[Mapping[str, Any]], metric: str, stat: str) -> dict[str, list[Observation]]:
     """Cell key -> observations over ``docs``: one per ``ok`` repeat of a cell measured
     with ``--repeats`` (failed/skipped repeats are kept as unmeasured observations), else
@@ -354,10 +362,18 @@ def observations(docs: Sequence[Mapping[str, Any]], metric: str, stat: str) -> d
                 out.setdefault(key, []).append(_observation(cell, run_id, workload, runtime.get("threads"), path,
                                                             stat, from_samples, cell_cont))  # fmt: skip
                 continue
+            per_process = [_value_of(r, path, stat, from_samples) for r in reps if r.get("status") == "ok"]
+            if not from_samples and not any(v is not None for v in per_process) \
+                    and _value_of(cell, path, stat, from_samples) is not None:
+                # a metric derived over the whole cell (e.g. scaling efficiency across
+                # cells): the cell's own value is its one observation
+                out.setdefault(key, []).append(_observation(cell, run_id, workload, runtime.get("threads"), path,
+                                                            stat, from_samples, cell_cont))  # fmt: skip
+                continue
             for i, r in enumerate(reps):
                 rt = r.get("runtime") if _is_map(r.get("runtime")) else runtime
                 rc = contention_of(r)
-                cont = True if (rc or cell_cont) else (False if (rc is False or cell_cont is False) else None)
+                cont = rc if rc is not None else cell_cont  # the process's own evidence first
                 idx = r.get("index", i)
                 out.setdefault(key, []).append(_observation(r, f"{run_id}#{idx}", workload, rt.get("threads"), path,
                                                             stat, from_samples, cont))  # fmt: skip
@@ -442,6 +458,7 @@ class CellComparison:
     threshold_source: str = ""
     min_detectable_change: float | None = None
     contended: bool | None = None  # any observation contended (None: not recorded)
+    candidate_failed: bool = False  # a candidate process of this cell failed (the cell is failed)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -480,7 +497,8 @@ class Comparison:
         """Cells measured in the baseline that the candidate no longer measures (absent,
         skipped or failed): a gate that ignored them would pass a run that lost its GPU."""
         return [c for c in self.cells
-                if c.verdict in ("only_baseline", "not_comparable") and c.n_baseline > 0 and c.n_candidate == 0]
+                if (c.verdict in ("only_baseline", "not_comparable") and c.n_baseline > 0 and c.n_candidate == 0)
+                or (c.candidate_failed and c.n_baseline > 0)]
 
     @property
     def regressions(self) -> list[CellComparison]:
@@ -807,6 +825,21 @@ def compare_observations(
         tc = {str(o.threads) for o in c if o.threads is not None}
         if tb and tc and tb != tc:
             cc.notes.append(f"thread counts differ: baseline {sorted(tb)}, candidate {sorted(tc)}")
+        failed_c = [o for o in c_all if o.status == "failed"]
+        if failed_c:
+            cc.candidate_failed = True
+            cc.notes.append(f"{len(failed_c)} candidate process(es) failed: {failed_c[0].reason or 'failed'} "
+                            "(the cell is failed; --fail-on-missing makes that exit 1)")
+        if not s.allow_contended:
+            # a contended night in a baseline history must not switch the gate off: its
+            # contended processes are left out while clean ones remain. The candidate is
+            # what is judged: any contended candidate process makes the cell inconclusive.
+            clean_b = [o for o in b if o.contended is not True]
+            if clean_b and len(clean_b) < len(b):
+                cc.notes.append(f"{len(b) - len(clean_b)} contended baseline process(es) left out "
+                                "(timing.contention)")
+                b = clean_b
+                cc.n_baseline = len(b)
         flags = [o.contended for o in b + c]
         cc.contended = True if any(f is True for f in flags) else (False if all(f is False for f in flags) else None)
         zb = sign * np.log([o.value for o in b])

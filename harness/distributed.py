@@ -248,6 +248,7 @@ def _pick_cell(spec: TaskSpec, settings: Settings, ranks: dict[int, dict[str, An
         cell["status"] = "skipped"
         cell["reason"] = (f"this node ran workers {sorted(ranks)} of {spec.world_size}; the cell is recorded "
                           "by the node that runs rank 0")
+        cell["recorded_elsewhere"] = True  # the runner keeps taking part in its repeats
         return cell
     if 0 in ranks and ranks[0].get("status") == "skipped":
         return ranks[0]
@@ -428,7 +429,7 @@ def attach_scaling(cells: list[dict[str, Any]]) -> None:
                 "count; noise), not that workers help each other")
         elif noisy:
             d["scaling_warning"] = f"noisy timing in {', '.join(map(str, noisy))}: the efficiency is uncertain"
-        d["scaling_method"] = "throughput_per_s(N) / (N x throughput_per_s(1)), p50-based, same run"
+        d["scaling_method"] = "throughput_per_s(N) / (N x throughput_per_s(1)), sustained throughput, same run"
         unavailable.pop("distributed.scaling_efficiency", None)
         unavailable.pop("distributed.speedup_vs_1", None)
 

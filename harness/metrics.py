@@ -89,8 +89,8 @@ METRICS: tuple[Metric, ...] = (
        "worker process (host)", True),
     _m("host_mem_baseline_bytes", "bytes", None, "resident set size before the model was built",
        "worker process (host)"),
-    _m("host_mem_increase_bytes", "bytes", LOWER, "peak minus baseline resident set size",
-       "worker process (host)", True),
+    _m("host_mem_increase_bytes", "bytes", LOWER, "peak minus baseline resident set size (can be 0: not "
+       "gateable, changes are ratios)", "worker process (host)"),
     _m("peak_device_mem_bytes", "bytes", LOWER, "peak device memory held by tensors during the timed steps",
        "device (GPU/TPU)", True),
     _m("peak_device_mem_reserved_bytes", "bytes", LOWER, "peak device memory reserved by the caching allocator",
@@ -126,8 +126,10 @@ METRICS: tuple[Metric, ...] = (
     _m("energy.energy_per_sample_net_j", "J", LOWER, "net (above idle) energy per processed sample",
        "see energy.scope", True),
     _m("energy.energy_per_step_j", "J", LOWER, "energy per step", "see energy.scope", True),
-    _m("energy.avg_power_w", "W", LOWER, "mean power over the timed loop", "see energy.scope", True),
-    _m("energy.peak_power_w", "W", LOWER, "peak power over the timed loop", "see energy.scope", True),
+    # power is neither better nor worse by itself (a faster kernel may draw more power
+    # and still use less energy): gate energy per sample instead
+    _m("energy.avg_power_w", "W", None, "mean power over the timed loop", "see energy.scope"),
+    _m("energy.peak_power_w", "W", None, "peak power over the timed loop", "see energy.scope"),
     _m("energy.idle_power_w", "W", None, "idle power measured before the cell", "see energy.scope"),
     _m("energy.samples_per_j", "samples/J", HIGHER, "samples per joule (energy efficiency)",
        "see energy.scope", True),
@@ -140,9 +142,33 @@ METRICS: tuple[Metric, ...] = (
     # ---- quality
     _m("quality.accuracy", "", HIGHER, "accuracy on the held-out digits split", "model", True),
     _m("quality.fp32_accuracy", "", None, "the fp32 baseline's accuracy on the same split", "model"),
-    _m("quality.accuracy_delta", "", HIGHER, "accuracy minus the fp32 baseline's", "model", True),
+    # a difference (0 for fp32, negative for most compression): the gate compares ratios,
+    # so gate quality.accuracy instead
+    _m("quality.accuracy_delta", "", HIGHER, "accuracy minus the fp32 baseline's", "model"),
     _m("quality.agreement", "", HIGHER, "share of predictions equal to the fp32 baseline's", "model", True),
+    _m("quality.n_eval", "count", None, "evaluation examples", "model"),
+    _m("quality.n_train", "count", None, "training examples of the quality model", "model"),
+    # ---- variant details
+    _m("onnx_fp32_size_bytes", "bytes", None, "size of the fp32 ONNX export the int8 model came from", "model"),
+    _m("student_params_analytic", "count", None, "parameters of the distilled student (formula)", "model"),
+    _m("student_flops_forward_per_sample", "FLOP", None, "forward FLOPs per sample of the student", "model"),
+    _m("teacher_params", "count", None, "parameters of the distillation teacher", "model"),
+    _m("latency_ms.n", "count", None, "number of latency samples", "one step"),
+    # ---- energy bookkeeping
+    _m("energy.idle_s", "s", None, "idle-power baseline duration before the cell", "see energy.scope"),
+    _m("energy.window_s", "s", None, "energy measurement window (the timed loop)", "see energy.scope"),
+    _m("energy.sampler_reads_in_window", "count", None, "power/energy reads inside the window", "see energy.scope"),
     # ---- data parallel
+    _m("distributed.world_size", "count", None, "data-parallel workers", "all workers"),
+    _m("distributed.per_worker_batch_size", "count", None, "batch per worker", "all workers"),
+    _m("distributed.global_batch_size", "count", None, "batch over all workers", "all workers"),
+    _m("distributed.devices_for_peak", "count", None, "calibrated devices MFU adds up", "all workers"),
+    _m("distributed.nnodes", "count", None, "machines", "all workers"),
+    _m("distributed.workers_per_node", "count", None, "workers per machine", "all workers"),
+    _m("distributed.threads_per_worker", "count", None, "CPU threads per worker", "all workers"),
+    _m("distributed.steps_timed", "count", None, "lock-step steps timed", "all workers"),
+    _m("distributed.wall_per_step_ms", "ms", None, "timed loop wall time / steps", "all workers"),
+    _m("distributed.per_step_spread_p50_ms", "ms", None, "median per-step spread between workers", "all workers"),
     _m("distributed.speedup_vs_1", "", HIGHER, "throughput / the 1-worker cell's throughput",
        "all workers", True),
     _m("distributed.scaling_efficiency", "", HIGHER, "speedup / world size (1.0 = linear scaling)",
@@ -150,6 +176,20 @@ METRICS: tuple[Metric, ...] = (
 )
 
 TABLE: dict[str, Metric] = {m.name: m for m in METRICS}
+
+# numbers inside a cell's metrics that describe a configuration, not a measurement
+# (the quality model's architecture and training recipe): not metrics, never gated
+CONFIG_PREFIXES = ("quality.quality_config.", "quality.trained.", "quality.gate.")
+
+
+def undeclared(cells: Iterable[Mapping[str, object]]) -> list[str]:
+    """Numeric values in the metrics of ``cells`` that are neither declared metrics nor
+    configuration (:data:`CONFIG_PREFIXES`): a new metric someone forgot to declare."""
+    seen: set[str] = set()
+    for cell in cells:
+        if isinstance(cell, Mapping):
+            _walk("", cell.get("metrics") or {}, seen)
+    return sorted(n for n in seen if lookup(n) is None and not n.startswith(CONFIG_PREFIXES))
 
 
 class UnknownMetric(KeyError):

@@ -118,7 +118,14 @@ def merge(records: Sequence[dict[str, Any]], planned: int, global_batch: int) ->
     }
     base["samples_ms"] = pooled
     timing = base.setdefault("timing", {})
+    # the cell's timing describes all its processes, so that throughput_per_s is
+    # recomputable from it: steps_timed x global batch / loop_wall_s
+    ips = {(r.get("timing") or {}).get("iters_per_sample") for r in ok}
     timing["samples"] = len(pooled)
+    timing["iters_per_sample"] = ips.pop() if len(ips) == 1 else None
+    timing["steps_timed"] = int(steps)
+    timing["loop_wall_s"] = wall if wall > 0 else None
+    timing["scope"] = f"all {len(ok)} ok processes (each process's own timing is under repeats[])"
     contended = [i for i, r in enumerate(records)
                  if ((r.get("timing") or {}).get("contention") or {}).get("detected")]
     first = (timing.get("contention") or {})

@@ -225,15 +225,20 @@ def run_suite(
                 progress.update(task, description=f"[{k + 1}/{len(order)}] {spec.id}{label}")
                 record = cell_runner(spec, suite.settings)
                 records.setdefault(i, []).append(record)
-                if record.get("status") != "ok":
-                    stopped.add(i)
+                if record.get("status") != "ok" and not record.get("recorded_elsewhere"):
+                    stopped.add(i)  # a skip or a failure is not repeated
                 cell = repeats.merge(records[i], planned, spec.global_batch_size)
                 apply_calibration(cell, calibration)
+                for entry in cell.get("repeats") or []:  # each process's own MFU, as compare reads them
+                    apply_calibration({**entry, "spec": cell["spec"]}, calibration)
                 merged[i] = cell
                 doc["cells"] = [merged[j] for j in sorted(merged)]  # suite order, whatever ran first
                 if spec.world_size is not None:
                     attach_scaling(doc["cells"])
                 doc["not_run"] = [c.id for j, c in enumerate(cells) if j not in merged]
+                if planned > 1:  # cells with fewer processes than planned so far
+                    doc["incomplete"] = [cells[j].id for j in sorted(merged) if j not in stopped
+                                         and len(records[j]) < planned]
                 results.write_atomic(path, doc)
                 progress.advance(task)
                 progress.console.print(_cell_line(record, label), highlight=False)

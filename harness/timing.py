@@ -188,6 +188,7 @@ class Measurement:
             "clock": self.clock,
             "clock_overhead_us": self.clock_overhead_s * 1e6,
             "loop_wall_s": self.loop_wall_s,
+            "steps_timed": self.steps_timed,
             "sampling": self.sampling,
         }
 

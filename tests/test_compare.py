@@ -484,3 +484,46 @@ def test_repeats_are_observations() -> None:
     # a scalar metric comes from each process's own metrics
     thr = compare_docs([base], [slow], CompareSettings(metric="throughput_per_s")).cells[0]
     assert thr.n_baseline == 4 and thr.verdict == "regression" and thr.ratio < 0.85
+
+
+def test_one_contended_baseline_night_does_not_switch_the_gate_off() -> None:
+    # a history of 6 nights, one measured on a busy machine (much slower): it is left out,
+    # the clean nights still gate a real 40% slowdown
+    history = runs(6, 1.0, seed=61)
+    for d in history:
+        _contend(d["cells"][0], False)
+    history[3]["cells"][0]["samples_ms"] = [x * 3 for x in history[3]["cells"][0]["samples_ms"]]
+    _contend(history[3]["cells"][0])
+    cand = runs(3, 1.4, seed=62)
+    for d in cand:
+        _contend(d["cells"][0], False)
+    (cc,) = compare_docs(history, cand).cells
+    assert cc.verdict == "regression" and cc.n_baseline == 5
+    assert any("contended baseline process" in n for n in cc.notes)
+    # a baseline with only contended processes gives no verdict
+    for d in history:
+        _contend(d["cells"][0])
+    assert compare_docs(history, cand).cells[0].verdict_text == "inconclusive: contended"
+
+
+def test_a_candidate_cell_with_a_failed_process_is_lost() -> None:
+    base = [repeats_doc([1.0, 1.01, 0.99], "b", seed=71)]
+    cand = repeats_doc([1.0, 1.02, 0.98], "c", seed=72, failed=1)
+    cand["cells"][0]["status"] = "failed"
+    cand["cells"][0]["reason"] = "process 4 of 4 failed: RuntimeError: worker died"
+    res = compare_docs(base, [cand])
+    (cc,) = res.cells
+    assert cc.candidate_failed and cc in res.lost  # --fail-on-missing: exit 1
+    assert any("failed" in n for n in cc.notes)
+
+
+def test_cell_level_metric_is_used_when_no_process_carries_it() -> None:
+    # scaling efficiency is computed across cells by the runner: it exists on the cell only
+    docs = []
+    for tag, eff in (("b", 0.9), ("c", 0.6)):
+        d = repeats_doc([1.0, 1.0, 1.0], tag, seed=81 if tag == "b" else 82)
+        d["cells"][0]["metrics"]["distributed"] = {"scaling_efficiency": eff}
+        docs.append(d)
+    (cc,) = compare_docs([docs[0]], [docs[1]], CompareSettings(metric="distributed.scaling_efficiency")).cells
+    assert cc.n_baseline == 1 and cc.n_candidate == 1 and cc.verdict != "not_comparable"
+    assert cc.ratio == pytest.approx(0.6 / 0.9)

@@ -87,3 +87,15 @@ def test_report_and_markdown_from_the_cli(smoke_run, cli, tmp_path):
     assert md.returncode == 0
     assert md.stdout.count("mlp/torch/cpu/fp32") == 2
     assert "|" in md.stdout
+
+
+def test_every_number_a_cell_records_is_a_declared_metric(smoke_run):
+    """One declared table of metrics (harness/metrics.py): a metric the worker emits but
+    nobody declared would get a guessed unit and could not be gated."""
+    from harness import metrics as M
+
+    doc = load_result(smoke_run["files"][0])
+    assert M.undeclared(doc["cells"]) == []
+    for name in ("latency_ms", "throughput_per_s", "peak_host_mem_bytes", "quality.accuracy"):
+        assert M.lookup(name) is not None and M.lookup(name).direction in ("lower", "higher")
+

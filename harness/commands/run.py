@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     c = outcome.counts
     console.print(
         f"{c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed"
-        + (f", {len(outcome.doc.get('not_run', []))} not run (interrupted)" if outcome.interrupted else ""),
+        + (f", {len(outcome.doc.get('not_run', []))} not run (interrupted)" if outcome.interrupted else "")
+        + (f", {len(outcome.doc['incomplete'])} with fewer processes than --repeats (interrupted)"
+           if outcome.interrupted and outcome.doc.get("incomplete") else ""),
         highlight=False,
     )
     print(f"result: {outcome.path}")
