@@ -187,7 +187,8 @@ def _harness_commands(script: str) -> list[list[str]]:
         for w in shlex.split(m.group(1), comments=True):
             if w in (">", ">>", "|", "||", "&&", ";", "2>&1") or w.startswith((">", "2>")):
                 break
-            words.append(re.sub(r"\$\{?\w+\}?", "X", w))
+            # numeric workflow variables stand in as numbers, others as a word
+            words.append(re.sub(r"\$\{?(\w+)\}?", lambda v: "3" if v.group(1) == "REPEATS" else "X", w))
         out.append(words)
     return out
 
