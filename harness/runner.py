@@ -31,6 +31,7 @@ from harness.worker import empty_cell
 
 STDERR_TAIL_CHARS = 4000
 DP_GRACE_S = 60.0  # extra time the runner allows a data-parallel cell to stop torchrun
+WORKER_DEADLINE_GRACE_S = 30.0  # a worker's own deadline: the runner's limit plus this
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -97,9 +98,13 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
                                            other_cores=sample_other_cpu(0.25))
         env.update(policy_env)
         env["DLH_CELL_DIR"] = td  # scratch space removed by us even if the worker is killed
+        # the worker dies with us and keeps its own deadline (harness/lifeline.py): a
+        # grace after our limit, so that we normally record the timeout first
+        env["DLH_PARENT_PID"] = str(os.getpid())
         # a data-parallel cell enforces its timeout itself (so torchrun can stop its
         # workers and the output is kept); this is the backstop
         limit = settings.timeout_s + (DP_GRACE_S if spec.world_size is not None else 0.0)
+        env["DLH_DEADLINE_S"] = f"{limit + WORKER_DEADLINE_GRACE_S:g}"
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
                 [python, "-m", "harness.worker", str(req), str(res)],
@@ -257,9 +262,10 @@ def run_suite(
 
 
 def _terminate_as_interrupt() -> Callable[[], None]:
-    """SIGTERM (a cancelled CI job, ``kill``) stops the run like Ctrl-C: the running
-    worker's process group is killed and the finished cells are kept. Returns the
-    function restoring the previous handler (a no-op outside the main thread)."""
+    """SIGTERM (a cancelled CI job, ``kill``) and SIGHUP (a closed terminal or SSH
+    session) stop the run like Ctrl-C: the running worker's process group is killed and
+    the finished cells are kept. Returns the function restoring the previous handlers
+    (a no-op outside the main thread)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -268,8 +274,14 @@ def _terminate_as_interrupt() -> Callable[[], None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    sigs = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def contended(cell: dict[str, Any]) -> bool:

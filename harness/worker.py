@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m harness.worker REQUEST.json RESULT.json", file=sys.stderr)
         return 2
+    from harness.lifeline import bind_from_env
+
+    bind_from_env()  # die with the runner, keep our own deadline, leave no scratch behind
     request = json.loads(Path(args[0]).read_text())
     spec = TaskSpec.from_dict(request["spec"])
     settings = Settings(**request["settings"])
