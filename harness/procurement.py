@@ -102,7 +102,9 @@ def load_prices(path: str | Path) -> Prices:
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        from harness.safeyaml import safe_load
+
+        data = safe_load(p.read_text())
     except OSError as e:
         raise PriceError(f"cannot read price file {str(p)!r}: {e.strerror or e}") from None
     except yaml.YAMLError as e:

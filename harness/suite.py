@@ -371,13 +371,10 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
 def validate_suite_yaml(text: str, source: str) -> Any:
     """Parse ``text`` with the safe loader and check it against :func:`suite_schema`;
     raise ConfigError ``FILE:LINE: what is wrong; allowed values``."""
-    try:
-        loader = yaml.SafeLoader(text)  # one parse: the node tree (for line numbers) and the data
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+    from harness import safeyaml
+
+    try:  # one parse: the node tree (for line numbers) and the data, bounded (alias bombs)
+        data, root = safeyaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
             import yaml
 
             try:
-                cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+                from harness.safeyaml import safe_load
+
+                cfg = safe_load(Path(args.config).read_text()) or {}
             except OSError as e:
                 raise UsageError(f"cannot read thresholds config {args.config!r}: {e.strerror or e}") from None
             except yaml.YAMLError as e:
