@@ -160,7 +160,12 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
         cell_ids: set[str] = set()
         ok_ids: set[str] = set()
         for f, doc in runs:
-            target = tmp / RUNS / f"{_safe_file_name(str(doc['run_id']))}.json"
+            stem = _safe_file_name(str(doc["run_id"]))
+            target = tmp / RUNS / f"{stem}.json"
+            k = 2
+            while target.exists():  # run ids that sanitise alike ("r/1", "r-1") never overwrite each other
+                target = tmp / RUNS / f"{stem}-{k}.json"
+                k += 1
             shutil.copyfile(f, target)
             for c in doc["cells"]:
                 cid = c.get("id") or json.dumps(c.get("spec"), sort_keys=True)
@@ -260,18 +265,38 @@ def load_baseline_runs(baseline: Baseline) -> list[dict[str, Any]]:
     """The baseline's result documents. BaselineError when any stored run is missing,
     unreadable or differs from the checksum recorded when it was set: a gate must not
     quietly compare against part of its baseline."""
-    for entry in baseline.manifest.get("runs") or []:
-        f = baseline.path / str(entry.get("file"))
+    entries = baseline.manifest.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise BaselineError(f"baseline {baseline.name!r}: its manifest lists no runs; set the baseline again")
+    runs_dir = baseline.runs_dir.resolve()
+    files: list[Path] = []
+    for entry in entries:
+        entry = entry if isinstance(entry, dict) else {}
+        f = (baseline.path / str(entry.get("file"))).resolve()
+        if f.parent != runs_dir:  # only files of the store's runs/ directory, no path tricks
+            raise BaselineError(f"baseline {baseline.name!r}: manifest entry {entry.get('file')!r} is not a file "
+                                f"of {runs_dir}; set the baseline again")
         want = entry.get("sha256")
+        if not isinstance(want, str) or len(want) != 64:
+            raise BaselineError(f"baseline {baseline.name!r}: manifest entry {entry.get('file')!r} has no sha256 "
+                                "checksum, so it cannot be verified; set the baseline again")
         try:
             got = _sha256(f)
         except OSError as e:
             raise BaselineError(f"baseline {baseline.name!r}: stored run {f} is unreadable ({e.strerror or e}); "
                                 "set the baseline again") from None
-        if want and got != want:
+        if got != want:
             raise BaselineError(f"baseline {baseline.name!r}: stored run {f} changed since the baseline was set "
                                 "(sha256 mismatch); set the baseline again")
-    files = baseline.run_files()
+        files.append(f)
+    # only the manifest's runs are the baseline: anything else in runs/ was not set by
+    # `baseline set` (a file dropped in would silently change the gate's verdicts)
+    listed = set(files)
+    extra = sorted(str(p) for p in (runs_dir.iterdir() if runs_dir.is_dir() else []) if p.resolve() not in listed)
+    if extra:
+        raise BaselineError(f"baseline {baseline.name!r}: {extra[0]} is in the store but not in its manifest"
+                            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                            + "; remove it or set the baseline again")
     loaded = load_results(files)
     if loaded.errors or not loaded.runs:
         why = f": {loaded.errors[0]}" if loaded.errors else ""

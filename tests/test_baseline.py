@@ -287,3 +287,42 @@ def test_a_shared_store_stays_readable(tmp_path: Path) -> None:
     os.umask(mask)
     for d in (b.path, b.path / "runs"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~mask
+
+
+def test_only_the_manifests_verified_runs_are_the_baseline(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 13: files dropped into runs/ or a manifest entry without a checksum used to
+    turn a real regression into a pass; now they are a usage error naming the file."""
+    base = write(tmp_path / "base", timed_runs(3, 1.0, seed=21))
+    cand = write(tmp_path / "cand", timed_runs(3, 1.5, seed=22))
+    ok = run_cli(["baseline", "set", str(base), "--name", "nightly"], env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert run_cli(["compare", "--baseline", "nightly", str(cand)], env=env).returncode == 1  # a real regression
+    b = get_baseline("nightly", tmp_path / "store")
+    # two slow runs dropped into the store's runs/ directory
+    for i, d in enumerate(timed_runs(2, 1.5, seed=23)):
+        (b.runs_dir / f"dropped-{i}.json").write_text(json.dumps(d))
+    proc = run_cli(["compare", "--baseline", "nightly", str(cand)], env=env)
+    assert proc.returncode == 2 and "dropped-0.json" in proc.stderr and "not in its manifest" in proc.stderr
+    for f in b.runs_dir.glob("dropped-*.json"):
+        f.unlink()
+    # an entry whose checksum was removed cannot be verified
+    m = json.loads((b.path / "manifest.json").read_text())
+    del m["runs"][0]["sha256"]
+    (b.path / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli(["compare", "--baseline", "nightly", str(cand)], env=env)
+    assert proc.returncode == 2 and "no sha256" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_ids_that_sanitise_alike_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    docs = timed_runs(2, 1.0, seed=31)
+    docs[0]["run_id"], docs[1]["run_id"] = "r/1", "r-1"
+    src = tmp_path / "results"
+    src.mkdir()
+    for i, d in enumerate(docs):  # file names of our own; the run ids collide once sanitised
+        (src / f"run{i}.json").write_text(json.dumps(d))
+    b = set_baseline([src], name="nightly", store=tmp_path / "store", now=0)
+    files = [r["file"] for r in b.manifest["runs"]]
+    assert len(set(files)) == 2 and len(b.run_files()) == 2
+    from harness.baseline import load_baseline_runs
+
+    assert sorted(d["run_id"] for d in load_baseline_runs(b)) == ["r-1", "r/1"]
