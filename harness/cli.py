@@ -19,7 +19,8 @@ import pkgutil
 import sys
 import traceback
 from types import ModuleType
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 from harness import __version__
 
@@ -28,6 +29,31 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130
 
 class UsageError(Exception):
     """A user mistake: printed as one line, exit code 2."""
+
+
+def refuse_overwriting_inputs(output: str | None, inputs: Any) -> None:
+    """UsageError when ``output`` is one of the files the command reads (directly or as
+    a ``*.json`` inside a given directory): ``report R.json -o R.json`` would destroy
+    the result it reads."""
+    if not output or output == "-":
+        return
+    import os as _os
+
+    from harness.results import expand_paths
+
+    out = Path(output)
+    try:
+        files = expand_paths(inputs)
+    except Exception:  # noqa: BLE001 - the command reports unreadable inputs itself
+        return
+    for f in files:
+        same = False
+        try:
+            same = out.exists() and f.exists() and _os.path.samefile(out, f)
+        except OSError:
+            same = False
+        if same or out.resolve() == f.resolve():
+            raise UsageError(f"refusing to write {output!r}: it is one of the inputs ({f}); choose another -o path")
 
 
 def positive_int(text: str) -> int:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_FAILED, EXIT_OK, UsageError
+from harness.cli import EXIT_FAILED, EXIT_OK, UsageError, refuse_overwriting_inputs
 
 ORDER = 35
 
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         settings_from_config,
     )
 
+    refuse_overwriting_inputs(args.output, [x for x in args.sides if x])
     try:
         settings = CompareSettings()
         if args.config:

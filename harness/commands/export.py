@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError, positive_int
+from harness.cli import EXIT_OK, UsageError, positive_int, refuse_overwriting_inputs
 
 ORDER = 32
 _RELATIVE = re.compile(r"^(\d+)([hdw])$")
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as e:
         raise UsageError(f"bad filter: {e}") from None
+    refuse_overwriting_inputs(args.output, args.results)
     loaded = query(args.results, flt)
     for err in loaded.errors:
         print(f"warning: skipped {err}", file=sys.stderr)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError
+from harness.cli import EXIT_OK, UsageError, refuse_overwriting_inputs
 
 ORDER = 30
 
@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.results import expand_paths, load_results
 
+    refuse_overwriting_inputs(args.output, args.results)
     paths = expand_paths(args.results)
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
