@@ -302,7 +302,9 @@ class ContentionProbe:
 
         idx = int(self.device.split(":")[1]) if ":" in self.device else 0
         env = os.environ if self._env is None else self._env
-        uuid = self._cuda_uuid or _torch_uuid(idx)
+        from harness.collectors.energy import _framework_uuid  # one reader of the CUDA UUID
+
+        uuid = self._cuda_uuid or _framework_uuid("torch", idx)
         if self._nvml is None:
             opened = open_cuda_device(idx, env, uuid)
             if isinstance(opened, str):
@@ -596,17 +598,6 @@ def _descendants(procs: Mapping[int, _Proc], root: int) -> set[int]:
             out.add(p)
             stack.extend(children.get(p, ()))
     return out
-
-
-def _torch_uuid(index: int) -> str | None:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        u = torch.cuda.get_device_properties(index).uuid
-        return str(u) if u else None
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _clk_tck() -> int:
