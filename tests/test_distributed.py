@@ -237,7 +237,8 @@ def test_lockstep_measure_uses_shared_decisions_and_mean_over_workers():
     barriers = []
     cfg = TimingConfig(min_time_s=0.5, min_samples=5, warmup_min_s=0.05, warmup_max_s=1.0)
     meas, details = lockstep_measure(step, cfg, all_max, gather, lambda: barriers.append(1), now=clock)
-    assert meas.warmup_samples_s == shared_warmup  # decisions come from the all-reduced times
+    # decisions come from the all-reduced times (the last all-reduce is the loop wall)
+    assert meas.warmup_samples_s == shared_warmup[:-1]
     assert meas.warmup_stable
     # steps timed = min_time / shared warm-up median (12 ms), the same on every worker
     assert details["steps_timed"] == len(meas.samples_s) == 42
@@ -246,6 +247,30 @@ def test_lockstep_measure_uses_shared_decisions_and_mean_over_workers():
     assert details["per_step_spread_p50_ms"] == pytest.approx(2.0)  # median of |+3| and |-1| ms, 21 each
     assert len(barriers) == 2
     assert details["per_worker_p50_ms"][0] == pytest.approx(10.0)
+
+
+def test_lockstep_loop_wall_is_the_slowest_workers_so_samples_never_exceed_it():
+    # the other worker leaves the first barrier 1 ms before this one, so its first step
+    # includes waiting for this one at the all-reduce: its loop wall is 1 ms longer
+    clock = _Clock()
+    step = _FakeStep([0.010] * 1000, clock)
+    walls = []
+
+    def all_max(x):
+        walls.append(x)
+        return x + 0.001 if x > 0.05 else x
+
+    def gather(local):
+        return [local, [local[0] + 0.001] + local[1:]]
+
+    cfg = TimingConfig(min_time_s=0.1, min_samples=5, warmup_min_s=0.05, warmup_max_s=1.0)
+    meas, details = lockstep_measure(step, cfg, all_max, gather, lambda: None, now=clock)
+    n = details["steps_timed"]
+    own_wall = walls[-1]
+    assert sum(meas.samples_s) > own_wall  # this worker's own wall alone is too short
+    assert details["wall_per_step_ms"] == pytest.approx((own_wall + 0.001) / n * 1e3)
+    assert sum(meas.samples_s) <= details["wall_per_step_ms"] / 1e3 * n + 1e-12
+    assert meas.loop_wall_s == pytest.approx(own_wall + 0.001)
 
 
 def test_attach_scaling_needs_the_matching_one_worker_cell():
