@@ -14,6 +14,15 @@ treats them as repetitions, which is what lets it tell a regression from run-to-
 Setting a baseline is all-or-nothing: every input must load and validate and hold at
 least one ``ok`` cell, and the new directory replaces the old one by rename, so a
 reader never sees half a baseline.
+
+Everything in a store is untrusted on the way back in (a CI cache or a git checkout
+anyone can write to): the manifest is read with the result store's bounds (a regular
+file, at most :data:`MAX_MANIFEST_BYTES`, strict JSON, bounded nesting) and its fields
+are type-checked; each stored run is read once, as a regular file within
+``DLH_MAX_RESULT_BYTES``, and the same bytes are checksummed and parsed, so a FIFO,
+a device, a symlink loop or a file swapped between the check and the parse is refused
+with one line, never a hang or a traceback. ``baseline set`` copies exactly the bytes
+it validated.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -32,11 +42,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import __version__
-from harness.results import ResultFileError, expand_paths, load_result, load_results
+from harness.results import (
+    ResultFileError,
+    expand_paths,
+    load_result_and_bytes,
+    loads_strict,
+    parse_result,
+    read_result_bytes,
+)
 
 MANIFEST = "manifest.json"
 RUNS = "runs"
 MANIFEST_FORMAT = 1  # manifest.json layout version
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest lists runs (~1 KB each): far below this
 DEFAULT_NAME = "default"
 DEFAULT_STORE = "baselines"
 STORE_ENV = "HARNESS_BASELINE_DIR"
@@ -83,7 +101,9 @@ class Baseline:
 
 
 def _git_commit(doc: dict[str, Any]) -> str | None:
-    return (doc.get("harness") or {}).get("git_commit")
+    h = doc.get("harness")
+    c = h.get("git_commit") if isinstance(h, dict) else None
+    return c if isinstance(c, str) and c else None
 
 
 def _user() -> str | None:
@@ -96,12 +116,17 @@ def _user() -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _realpath(p: Path) -> Path:
+    """``p`` with symlinks resolved; never raises on a symlink loop (``Path.resolve``
+    does in Python 3.11) or a NUL in the name (then the path as given, absolute)."""
+    try:
+        return Path(os.path.realpath(p))
+    except (OSError, ValueError):
+        return Path(os.path.abspath(p))
 
 
 def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store: str | Path | None = None,
@@ -122,11 +147,11 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
     files = expand_paths(srcs)
     if not files:
         raise BaselineError(f"no result files (*.json) in {' '.join(map(str, srcs))}")
-    runs: list[tuple[Path, dict[str, Any]]] = []
+    runs: list[tuple[Path, dict[str, Any], bytes]] = []
     seen: dict[str, Path] = {}
     for f in files:
         try:
-            doc = load_result(f)
+            doc, raw = load_result_and_bytes(f)  # the copy is of exactly these validated bytes
         except ResultFileError as e:
             raise BaselineError(f"refusing to set baseline {name!r}: {e}") from None
         ok = sum(1 for c in doc["cells"] if c.get("status") == "ok")
@@ -138,11 +163,11 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
         if rid in seen:
             raise BaselineError(f"refusing to set baseline {name!r}: run {rid} is given twice ({seen[rid]} and {f})")
         seen[rid] = f
-        runs.append((f, doc))
+        runs.append((f, doc, raw))
     if not allow_mixed:
         for what, get in (("suites", lambda d: (d.get("suite") or {}).get("name")),
                           ("machines (fingerprints)", lambda d: (d.get("environment") or {}).get("fingerprint"))):
-            kinds = sorted({str(get(d)) for _, d in runs})
+            kinds = sorted({str(get(d)) for _, d, _ in runs})
             if len(kinds) > 1:
                 raise BaselineError(
                     f"refusing to set baseline {name!r}: the runs come from different {what} ({', '.join(kinds)}); "
@@ -159,14 +184,15 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
         entries = []
         cell_ids: set[str] = set()
         ok_ids: set[str] = set()
-        for f, doc in runs:
+        for f, doc, raw in runs:
             stem = _safe_file_name(str(doc["run_id"]))
             target = tmp / RUNS / f"{stem}.json"
             k = 2
             while target.exists():  # run ids that sanitise alike ("r/1", "r-1") never overwrite each other
                 target = tmp / RUNS / f"{stem}-{k}.json"
                 k += 1
-            shutil.copyfile(f, target)
+            with open(target, "xb") as out:
+                out.write(raw)
             for c in doc["cells"]:
                 cid = c.get("id") or json.dumps(c.get("spec"), sort_keys=True)
                 cell_ids.add(cid)
@@ -174,8 +200,8 @@ def set_baseline(sources: Iterable[str | Path], name: str = DEFAULT_NAME, store:
                     ok_ids.add(cid)
             entries.append({
                 "file": f"{RUNS}/{target.name}",
-                "source": str(f.resolve()),
-                "sha256": _sha256(target),
+                "source": str(_realpath(f)),
+                "sha256": _sha256(raw),
                 "run_id": doc["run_id"],
                 "created": doc.get("created"),
                 "tag": doc.get("tag"),
@@ -239,13 +265,63 @@ def _safe_file_name(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in run_id).lstrip(".") or "run"
 
 
+_MANIFEST_TEXT = ("name", "set_at", "set_by", "set_on_host", "harness_version", "note")
+_ENTRY_TEXT = ("run_id", "created", "tag", "suite", "host", "fingerprint", "git_commit", "source")
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """What makes a parsed manifest unusable (the fields ``baseline show/list`` and
+    ``compare --baseline`` read, by type), or None. ``file``/``sha256`` of each run are
+    checked by :func:`load_baseline_runs` with their own messages."""
+    if not isinstance(m, dict):
+        return "not a baseline manifest (top level is not an object)"
+    for k in _MANIFEST_TEXT:
+        if m.get(k) is not None and not isinstance(m[k], str):
+            return f"{k} is not a string"
+    for k in ("cell_count", "ok_cell_count", "manifest_format"):
+        if m.get(k) is not None and (not isinstance(m[k], int) or isinstance(m[k], bool)):
+            return f"{k} is not a whole number"
+    for k in ("git_commits", "sources"):
+        v = m.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            return f"{k} is not a list of strings"
+    if m.get("ci") is not None and not isinstance(m["ci"], dict):
+        return "ci is not an object"
+    runs = m.get("runs")
+    if runs is not None and not isinstance(runs, list):
+        return "runs is not a list"
+    for i, r in enumerate(runs or []):
+        if not isinstance(r, dict):
+            return f"runs/{i} is not an object"
+        for k in _ENTRY_TEXT:
+            if r.get(k) is not None and not isinstance(r[k], str):
+                return f"runs/{i}/{k} is not a string"
+        for k in ("cells", "ok_cells"):
+            if r.get(k) is not None and (not isinstance(r[k], int) or isinstance(r[k], bool)):
+                return f"runs/{i}/{k} is not a whole number"
+        if r.get("git_dirty") is not None and not isinstance(r["git_dirty"], bool):
+            return f"runs/{i}/git_dirty is not true/false"
+    return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path``, read with the result store's bounds and type-checked.
+    ResultFileError (one line naming the file) for anything unusable."""
+    m = loads_strict(read_result_bytes(path, MAX_MANIFEST_BYTES), str(path))
+    problem = _manifest_problem(m)
+    if problem:
+        raise ResultFileError(f"{path}: {problem}")
+    return m
+
+
 def get_baseline(name: str = DEFAULT_NAME, store: str | Path | None = None) -> Baseline:
-    """The stored baseline ``name``; BaselineError naming how to set one when missing."""
+    """The stored baseline ``name``; BaselineError naming how to set one when missing,
+    or what is wrong with its manifest."""
     check_name(name)
     root = store_dir(store)
     path = root / name
     mpath = path / MANIFEST
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
         known = list_baselines(store)
         hint = f" (known: {', '.join(b.name for b in known)})" if known else ""
         flag = "" if name == DEFAULT_NAME else f" --name {name}"
@@ -253,26 +329,25 @@ def get_baseline(name: str = DEFAULT_NAME, store: str | Path | None = None) -> B
             f"no baseline {name!r} in {root}{hint}; set one with: harness baseline set RESULT_FILE_OR_DIR{flag}"
         )
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BaselineError(f"baseline {name!r}: unreadable manifest {mpath} ({e})") from None
-    if not isinstance(manifest, dict):
-        raise BaselineError(f"baseline {name!r}: {mpath} is not a baseline manifest")
+        manifest = _read_manifest(mpath)
+    except ResultFileError as e:
+        raise BaselineError(f"baseline {name!r}: unreadable manifest ({e}); set the baseline again") from None
     return Baseline(name=name, path=path, manifest=manifest)
 
 
 def load_baseline_runs(baseline: Baseline) -> list[dict[str, Any]]:
     """The baseline's result documents. BaselineError when any stored run is missing,
     unreadable or differs from the checksum recorded when it was set: a gate must not
-    quietly compare against part of its baseline."""
+    quietly compare against part of its baseline. Each run is read once (a regular
+    file within the size limit): the bytes checksummed are the bytes parsed."""
     entries = baseline.manifest.get("runs")
     if not isinstance(entries, list) or not entries:
         raise BaselineError(f"baseline {baseline.name!r}: its manifest lists no runs; set the baseline again")
-    runs_dir = baseline.runs_dir.resolve()
-    files: list[Path] = []
+    runs_dir = _realpath(baseline.runs_dir)
+    stored: list[tuple[Path, bytes]] = []
     for entry in entries:
         entry = entry if isinstance(entry, dict) else {}
-        f = (baseline.path / str(entry.get("file"))).resolve()
+        f = _realpath(baseline.path / str(entry.get("file")))
         if f.parent != runs_dir:  # only files of the store's runs/ directory, no path tricks
             raise BaselineError(f"baseline {baseline.name!r}: manifest entry {entry.get('file')!r} is not a file "
                                 f"of {runs_dir}; set the baseline again")
@@ -281,52 +356,73 @@ def load_baseline_runs(baseline: Baseline) -> list[dict[str, Any]]:
             raise BaselineError(f"baseline {baseline.name!r}: manifest entry {entry.get('file')!r} has no sha256 "
                                 "checksum, so it cannot be verified; set the baseline again")
         try:
-            got = _sha256(f)
-        except OSError as e:
-            raise BaselineError(f"baseline {baseline.name!r}: stored run {f} is unreadable ({e.strerror or e}); "
+            raw = read_result_bytes(f)
+        except ResultFileError as e:
+            raise BaselineError(f"baseline {baseline.name!r}: stored run is unreadable ({e}); "
                                 "set the baseline again") from None
-        if got != want:
+        if _sha256(raw) != want.lower():
             raise BaselineError(f"baseline {baseline.name!r}: stored run {f} changed since the baseline was set "
                                 "(sha256 mismatch); set the baseline again")
-        files.append(f)
+        stored.append((f, raw))
     # only the manifest's runs are the baseline: anything else in runs/ was not set by
     # `baseline set` (a file dropped in would silently change the gate's verdicts)
-    listed = set(files)
-    extra = sorted(str(p) for p in (runs_dir.iterdir() if runs_dir.is_dir() else []) if p.resolve() not in listed)
+    listed = {f for f, _ in stored}
+    try:
+        names = sorted(os.listdir(runs_dir))
+    except OSError:
+        names = []
+    extra = [str(runs_dir / n) for n in names if _realpath(runs_dir / n) not in listed]
     if extra:
         raise BaselineError(f"baseline {baseline.name!r}: {extra[0]} is in the store but not in its manifest"
                             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
                             + "; remove it or set the baseline again")
-    loaded = load_results(files)
-    if loaded.errors or not loaded.runs:
-        why = f": {loaded.errors[0]}" if loaded.errors else ""
-        raise BaselineError(f"baseline {baseline.name!r} in {baseline.path} has an unreadable result file{why}")
-    return loaded.runs
+    runs = []
+    for f, raw in stored:
+        try:
+            doc = parse_result(raw, str(f))
+        except ResultFileError as e:
+            raise BaselineError(f"baseline {baseline.name!r} in {baseline.path} has an unreadable result file: {e}"
+                                ) from None  # fmt: skip
+        doc["_source"] = str(f)
+        runs.append(doc)
+    runs.sort(key=lambda d: (str(d.get("created") or ""), str(d.get("run_id") or "")))
+    return runs
 
 
 def list_baselines(store: str | Path | None = None) -> list[Baseline]:
-    """Every baseline in the store (sorted by name); unreadable manifests are skipped."""
+    """Every baseline in the store (sorted by name). A manifest that cannot be used
+    (unreadable, not strict JSON, wrongly typed fields) is skipped here; ``baseline
+    show --name NAME`` or ``compare --baseline NAME`` says what is wrong with it."""
     root = store_dir(store)
-    if not root.is_dir():
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:  # no store yet (or not a listable directory)
         return []
     out = []
-    for d in sorted(root.iterdir()):
-        if d.name.startswith(".") or not (d / MANIFEST).is_file():
+    for n in names:
+        d = root / n
+        if n.startswith(".") or not os.path.lexists(d / MANIFEST):
             continue
         try:
-            manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            manifest = _read_manifest(d / MANIFEST)
+        except ResultFileError:
             continue
-        if isinstance(manifest, dict):
-            out.append(Baseline(name=d.name, path=d, manifest=manifest))
+        out.append(Baseline(name=n, path=d, manifest=manifest))
     return out
 
 
 def clear_baseline(name: str = DEFAULT_NAME, store: str | Path | None = None) -> Path:
-    """Delete baseline ``name``; returns the removed directory."""
-    b = get_baseline(name, store)
-    shutil.rmtree(b.path)
-    return b.path
+    """Delete baseline ``name`` (even one whose manifest is damaged: clearing is how a
+    user recovers from it); returns the removed directory."""
+    check_name(name)
+    path = store_dir(store) / name
+    if not os.path.lexists(path / MANIFEST):
+        get_baseline(name, store)  # raises "no baseline ..." with the hint
+    try:
+        shutil.rmtree(path)
+    except OSError as e:
+        raise BaselineError(f"cannot remove baseline {name!r} ({path}): {e.strerror or e}") from None
+    return path
 
 
 def cell_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -334,13 +430,18 @@ def cell_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     of the ok runs, and the reason of a cell that never ran ok."""
     rows: dict[str, dict[str, Any]] = {}
     for doc in runs:
-        for c in doc.get("cells", []):
-            cid = c.get("id") or "/".join(str(v) for v in (c.get("spec") or {}).values())
+        for c in doc.get("cells") or []:
+            if not isinstance(c, dict):
+                continue
+            spec = c.get("spec") if isinstance(c.get("spec"), dict) else {}
+            cid = c.get("id") if isinstance(c.get("id"), str) and c.get("id") else "/".join(str(v) for v in spec.values())
             row = rows.setdefault(cid, {"id": cid, "spec": c.get("spec"), "statuses": {}, "p50_ms": [], "reason": None})
-            st = c.get("status")
+            st = str(c.get("status"))
             row["statuses"][st] = row["statuses"].get(st, 0) + 1
-            p50 = ((c.get("metrics") or {}).get("latency_ms") or {}).get("p50")
-            if st == "ok" and isinstance(p50, (int, float)):
+            m = c.get("metrics") if isinstance(c.get("metrics"), dict) else {}
+            lat = m.get("latency_ms") if isinstance(m.get("latency_ms"), dict) else {}
+            p50 = lat.get("p50")
+            if st == "ok" and isinstance(p50, (int, float)) and not isinstance(p50, bool) and math.isfinite(p50):
                 row["p50_ms"].append(float(p50))
             elif st != "ok" and row["reason"] is None:
                 row["reason"] = c.get("reason")

@@ -8,12 +8,19 @@ Exit codes (documented in the README):
   1    some cells failed (the rest are saved), or a regression was found
   2    usage or configuration error (one clear line, no traceback)
   3    internal error: a bug in the harness or a plugin (traceback printed; report it)
+  4    output could not be (fully) written (a full disk, a read-only, deleted or replaced
+       output directory, a quota, a file-size limit, an unwritable --report path): one
+       line naming the path and the cause; the cells saved before the error stay saved,
+       and ``run`` says where the complete copy is (``$TMPDIR/dl-harness-unsaved/``).
+       ``run`` checks --out before the first cell and exits 2 if it cannot write there.
+       Precedence in ``run``: 130 over 4 over 1.
   130  interrupted with Ctrl-C (finished cells are saved)
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -25,6 +32,13 @@ from typing import Any, Sequence
 from harness import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130, 3
+EXIT_WRITE = 4  # output could not be (fully) written; see the module docstring
+
+# causes that only a write can have: an uncaught OSError with one of these is exit 4 (one
+# line), not a bug (exit 3). EACCES/ENOENT are left out: a read can fail with them too.
+_WRITE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name)
+)
 
 
 class UsageError(Exception):
@@ -52,7 +66,7 @@ def refuse_overwriting_inputs(output: str | None, inputs: Any) -> None:
             same = out.exists() and f.exists() and _os.path.samefile(out, f)
         except OSError:
             same = False
-        if same or out.resolve() == f.resolve():
+        if same or _os.path.realpath(out) == _os.path.realpath(f):  # realpath: no error on a link loop
             raise UsageError(f"refusing to write {output!r}: it is one of the inputs ({f}); choose another -o path")
 
 
@@ -124,8 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            return _internal_error(args.verb, e)
+        if args.debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"harness {args.verb}: error: could not write {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_WRITE
     except Exception as e:  # noqa: BLE001 - a bug: its own exit code, never read as "regression"
-        traceback.print_exc()
-        print(f"harness {args.verb}: internal error: {type(e).__name__}: {e} (please report it with the "
-              "traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(args.verb, e)
+
+
+def _internal_error(verb: str, e: BaseException) -> int:
+    traceback.print_exception(type(e), e, e.__traceback__)
+    print(f"harness {verb}: internal error: {type(e).__name__}: {e} (please report it with the "
+          "traceback above)", file=sys.stderr)
+    return EXIT_INTERNAL

@@ -32,7 +32,9 @@ How a cell is compared (docs/compare.md has the full argument and the calibratio
   comparisons towards "slower": 10.8% and 12.0% false alarms at a nominal 5%).
 * **No run-to-run noise, no verdict**: with one process per side the verdict is
   ``inconclusive: run-to-run noise unknown`` unless ``within_run`` is set (then
-  Mann-Whitney U on the raw samples + a bootstrap CI, labelled ``within-run only``).
+  Mann-Whitney U on the raw samples + a bootstrap CI, labelled ``within-run only``; a
+  side over ``WITHIN_RUN_MAX_SAMPLES`` is tested on a deterministic subsample, the change
+  still from all samples, and the cell's ``subsample`` says so: bounded cost, issue 13).
 * **Contention**: a cell with any contended candidate observation
   (``timing.contention.detected`` on the cell or a repeat), or whose baseline has only
   contended observations, is ``inconclusive: contended`` unless ``allow_contended``;
@@ -73,7 +75,11 @@ TRIM_SLOW_RUNS = 0.25  # timing metrics, equal sides of n >= 4: trim the worst f
 YUEN_DF_FACTOR = 0.88
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20261123
-WITHIN_RUN_MAX_SAMPLES = 20_000  # within-run test: longer sample lists are thinned (cost bound)
+# within-run test (--within-run): a side with more samples is tested on a deterministic subsample
+# of this many (cost bound: Mann-Whitney O(m log m), bootstrap O(resamples x m)); the estimate
+# stays the statistic of all samples and the CI is rescaled (see _within). Cells measured by
+# `harness run` hold hundreds to a few thousand samples and are never thinned.
+WITHIN_RUN_MAX_SAMPLES = 20_000
 VAR_FLOOR = 1e-12  # variance of log values (sd 1e-6): a deterministic metric
 # units of metrics that interference from other processes only ever makes worse (time,
 # rates): their run-to-run noise is one-sided and the worst processes may be trimmed
@@ -402,8 +408,9 @@ def _thin(x: np.ndarray, cap: int) -> np.ndarray:
     return x[np.linspace(0, x.size - 1, cap).astype(int)]
 
 
-def _bootstrap_log_ratio(b: np.ndarray, c: np.ndarray, stat: str, resamples: int, seed: int) -> np.ndarray:
-    """Bootstrap distribution of log(stat(c) / stat(b)), resampling each side's samples."""
+def _bootstrap_stats(b: np.ndarray, c: np.ndarray, stat: str, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap distributions of ``stat`` of each side (same draws as
+    :func:`_bootstrap_log_ratio`). O(resamples x (b.size + c.size)): callers thin first."""
     rng = np.random.default_rng(seed)
 
     def boot(x: np.ndarray) -> np.ndarray:
@@ -422,7 +429,12 @@ def _bootstrap_log_ratio(b: np.ndarray, c: np.ndarray, stat: str, resamples: int
                 out[start:stop] = xs.mean(axis=1)
         return out
 
-    lb, lc = boot(b), boot(c)
+    return boot(b), boot(c)
+
+
+def _bootstrap_log_ratio(b: np.ndarray, c: np.ndarray, stat: str, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap distribution of log(stat(c) / stat(b)), resampling each side's samples."""
+    lb, lc = _bootstrap_stats(b, c, stat, resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(lc) - np.log(lb)
 
@@ -460,6 +472,9 @@ class CellComparison:
     contended: bool | None = None  # any observation contended (None: not recorded)
     candidate_failed: bool = False  # a candidate process of this cell failed (the cell is failed)
     notes: list[str] = field(default_factory=list)
+    # within-run test on a deterministic subsample (a side over WITHIN_RUN_MAX_SAMPLES):
+    # {"baseline": [used, total], "candidate": [used, total], "cap", "method"}; None otherwise
+    subsample: dict[str, Any] | None = None
 
     @property
     def mdc(self) -> float | None:
@@ -742,22 +757,60 @@ def _between(p: _Cell, prior_var: float | None, prior_df: float, alpha: float) -
 
 def _within(b: np.ndarray, c: np.ndarray, stat: str, alpha: float, seed: int, sign: float) -> dict[str, Any]:
     """Mann-Whitney U on raw samples + bootstrap CI of the ratio of ``stat`` (``sign`` -1:
-    higher is better). Sides longer than ``WITHIN_RUN_MAX_SAMPLES`` are thinned."""
+    higher is better).
+
+    Cost is bounded (issue 13): a side longer than ``WITHIN_RUN_MAX_SAMPLES`` is tested on
+    a deterministic subsample (:func:`_thin`: that many samples at evenly spaced positions
+    of the time order), so Mann-Whitney costs O(m log m) and the bootstrap O(resamples x m)
+    with m <= the cap, whatever the sample count. The estimate itself (``diff``) is always
+    ``stat`` of all samples. The bootstrap distribution is centred on it, and for a
+    thinned side its spread is rescaled by sqrt(m/n) (the m-out-of-n bootstrap, valid for
+    the sqrt(n)-consistent p10, p50 and mean); the minimum is not sqrt(n)-consistent, so
+    its spread is left as the subsample's (wider: conservative). ``subsample`` in the
+    result says what was done (None when no side was thinned: then everything is exactly
+    the plain test on all samples, as before the cap)."""
     from scipy import stats as st
 
-    b, c = _thin(b, WITHIN_RUN_MAX_SAMPLES), _thin(c, WITHIN_RUN_MAX_SAMPLES)
-    p_up = float(st.mannwhitneyu(c, b, alternative="greater", method="asymptotic").pvalue)
-    p_down = float(st.mannwhitneyu(c, b, alternative="less", method="asymptotic").pvalue)
-    lr = _bootstrap_log_ratio(b, c, stat, BOOTSTRAP_RESAMPLES, seed)
-    lr = sign * lr[np.isfinite(lr)]
+    nb, nc = b.size, c.size
     diff = sign * math.log(location(c, stat) / location(b, stat))
+    tb, tc = _thin(b, WITHIN_RUN_MAX_SAMPLES), _thin(c, WITHIN_RUN_MAX_SAMPLES)
+    p_up = float(st.mannwhitneyu(tc, tb, alternative="greater", method="asymptotic").pvalue)
+    p_down = float(st.mannwhitneyu(tc, tb, alternative="less", method="asymptotic").pvalue)
+    subsample = None
+    if tb.size == nb and tc.size == nc:  # no side thinned: the plain bootstrap, exactly as before the cap
+        lr = _bootstrap_log_ratio(tb, tc, stat, BOOTSTRAP_RESAMPLES, seed)
+        lr = sign * lr[np.isfinite(lr)]
+    else:
+        lb, lc = _bootstrap_stats(tb, tc, stat, BOOTSTRAP_RESAMPLES, seed)
+        scale = (lambda m, n: 1.0) if stat == "min" else (lambda m, n: math.sqrt(m / n))  # noqa: E731
+        with np.errstate(divide="ignore", invalid="ignore"):
+            db = (np.log(lb) - math.log(location(tb, stat))) * scale(tb.size, nb)
+            dc = (np.log(lc) - math.log(location(tc, stat))) * scale(tc.size, nc)
+            lr = diff + sign * (dc - db)
+        lr = lr[np.isfinite(lr)]
+        subsample = {
+            "baseline": [int(tb.size), int(nb)], "candidate": [int(tc.size), int(nc)], "cap": WITHIN_RUN_MAX_SAMPLES,
+            "method": within_run_subsample_text(int(tb.size), int(nb), int(tc.size), int(nc), stat),
+        }  # fmt: skip
     lo, hi = np.quantile(lr, [alpha / 2, 1 - alpha / 2]) if lr.size else (diff, diff)
     se = float(lr.std(ddof=1)) if lr.size > 1 else 0.0
     return {
         "diff": diff, "ci": (float(lo), float(hi)), "p_worse": p_up if sign > 0 else p_down,
         "p_better": p_down if sign > 0 else p_up, "noise": None, "df": math.inf, "se": se,
-        "band": math.exp(float(st.norm.ppf(1 - alpha)) * se) - 1.0,
+        "band": math.exp(float(st.norm.ppf(1 - alpha)) * se) - 1.0, "subsample": subsample,
     }  # fmt: skip
+
+
+def within_run_subsample_text(mb: int, nb: int, mc: int, nc: int, stat: str) -> str:
+    """One line saying how a thinned within-run test was done (for notes and JSON)."""
+    def side(m: int, n: int) -> str:
+        return f"{m:,} of {n:,}" + (f" (one in ~{n / m:.0f}, evenly spaced in time order)" if m < n else "")
+
+    spread = ("the subsample's spread (the minimum is not sqrt(n)-consistent: conservative)" if stat == "min"
+              else "the subsample's spread x sqrt(m/n) (m-out-of-n bootstrap)")  # fmt: skip
+    return (f"within-run test on a deterministic subsample (cap {WITHIN_RUN_MAX_SAMPLES:,} samples per side): "
+            f"baseline {side(mb, nb)}, candidate {side(mc, nc)} samples; Mann-Whitney U on the subsample; "
+            f"the change is {stat} of all samples, its CI {spread}")
 
 
 # ----------------------------------------------------------------------------- the gate
@@ -873,6 +926,9 @@ def compare_observations(
             cc.test = "Mann-Whitney U on raw samples + bootstrap CI (--within-run)"
             cc.noise_model = "within-run only"
             cc.notes.append("within-run test (--within-run): run-to-run noise not measured, one process per side")
+            if p.r["subsample"]:
+                cc.subsample = p.r["subsample"]
+                cc.notes.append(cc.subsample["method"])
         else:
             cc.test = "none (one process per side)"
             cc.noise_model = "unknown"

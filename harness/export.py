@@ -35,12 +35,24 @@ ratio; columns without an entry (identity, text, timing details) have no declare
 
 Columns are the union over all rows, in a stable order (identity first, then metric
 columns in first-seen order).
+
+CSV injection (OWASP): text read from a result file (a workload or host name, an error
+message, a metric's name in the header) is untrusted, and a spreadsheet runs a cell
+that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return as a formula. In
+CSV (cells and the units sidecar, header included) such a *text* cell is written with a
+leading ``'`` and always double-quoted (``"'=1+2"``), so it shows as text; text with a
+CR anywhere is quoted too (``csv.writer`` leaves a bare CR unquoted, and a reader that
+splits the row there would see a new line that may start with a formula). Numbers are
+never changed (``-0.5`` stays a number), and neither is a cell that is exactly ``-``
+(the variant/size placeholder of imported pytest-benchmark cells; it cannot form a
+formula). Parquet is not opened by spreadsheets and keeps text as stored.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
@@ -243,16 +255,39 @@ def column_units(columns: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def write_units_csv(units: Mapping[str, Mapping[str, Any]], out: IO[str]) -> None:
-    """The units sidecar of a CSV export: column, unit, direction, description."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(("column", "unit", "direction", "description"))
-    for col, u in units.items():
-        w.writerow((col, u.get("unit") or "", u.get("direction") or "", u.get("description") or ""))
+    """The units sidecar of a CSV export: column, unit, direction, description (text
+    cells neutralised like :func:`write_csv`: column names come from result files)."""
+    rows = [{"column": col, "unit": u.get("unit") or "", "direction": u.get("direction") or "",
+             "description": u.get("description") or ""} for col, u in units.items()]  # fmt: skip
+    write_csv(rows, ("column", "unit", "direction", "description"), out)
 
 
 def units_path(output: Path) -> Path:
     """Where the units sidecar of the CSV ``output`` goes: ``cells.csv`` -> ``cells.units.csv``."""
     return output.with_name((output.stem if output.suffix else output.name) + ".units.csv")
+
+
+FORMULA_STARTS = frozenset("=+-@\t\r")  # OWASP CSV injection: a spreadsheet runs such a cell
+
+
+class _Quoted(str):
+    """A text cell that must be written double-quoted (``csv.writer`` leaves a bare CR
+    unquoted when the line terminator is LF, and a reader may split the row there)."""
+
+
+class _Neutralised(_Quoted):
+    """A text cell prefixed with ``'`` so that spreadsheets show it as text; always quoted."""
+
+
+def neutralise(text: str) -> str:
+    """``text`` as a spreadsheet-safe CSV cell: a leading ``'`` when it starts with
+    ``= + - @``, tab or CR (the OWASP rule), except the lone placeholder ``-``; text
+    holding a CR anywhere is quoted (a row split there could start with a formula)."""
+    if text[:1] in FORMULA_STARTS and text != "-":
+        return _Neutralised("'" + text)
+    if "\r" in text:
+        return _Quoted(text)
+    return text
 
 
 def _csv_value(v: Any) -> Any:
@@ -261,16 +296,38 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return repr(v)  # shortest round-trip text
+        return repr(v)  # shortest round-trip text; a number, never neutralised
+    if isinstance(v, str):
+        return neutralise(v)
     return v
 
 
+_QUOTE_IF = re.compile(r'[",\r\n]')
+
+
+def _csv_field(v: Any) -> str:
+    """One field as ``csv.QUOTE_MINIMAL`` writes it, but a :class:`_Quoted` cell (and any
+    text with CR or LF) always quoted."""
+    s = str(v)
+    if isinstance(v, _Quoted) or _QUOTE_IF.search(s):
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
 def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str]) -> None:
-    """RFC 4180 CSV with a header; empty field = null; booleans as true/false."""
+    """RFC 4180 CSV with a header; empty field = null; booleans as true/false; text that
+    a spreadsheet would run as a formula neutralised (module docstring)."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(columns)
+
+    def put(values: list[Any]) -> None:
+        if any(isinstance(x, _Quoted) for x in values):  # rare: hostile text; quote it ourselves
+            out.write(",".join(map(_csv_field, values)) + "\n")
+        else:
+            w.writerow(values)
+
+    put([_csv_value(c) for c in columns])
     for row in rows:
-        w.writerow([_csv_value(row.get(c)) for c in columns])
+        put([_csv_value(row.get(c)) for c in columns])
 
 
 _INT_COLUMNS = frozenset(("batch_size", "world_size", "n_samples", "params", "sample_index", "iters_per_sample",

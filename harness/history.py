@@ -104,6 +104,16 @@ class Series:
         return [p for p in self.points if p.contended is None]
 
 
+def _exp(x: float) -> float:
+    """``math.exp`` that saturates at inf instead of raising: the log-scale differences
+    of a series can exceed a double's range (a stored 1e-300 ms next to 1e300 ms is a
+    valid, if absurd, result file) and must not stop the report."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _noise(y: np.ndarray) -> float:
     if y.size < 3:
         return 0.0
@@ -179,14 +189,14 @@ def detect_changes(
         if best_k < 0 or best_z <= z_step:
             return
         m1, m2 = float(seg[:best_k].mean()), float(seg[best_k:].mean())
-        if abs(math.exp(m2 - m1) - 1) <= min_change:
+        if abs(_exp(m2 - m1) - 1) <= min_change:
             return
         step_sse = _sse(seg[:best_k]) + _sse(seg[best_k:])
         if _hinge(seg)[2] < step_sse:  # a ramp explains it better: drift, not a step
             return
         splits.append(s + best_k)
-        out.append({"kind": "step", "index": s + best_k, "before": math.exp(m1), "after": math.exp(m2),
-                    "change": math.exp(m2 - m1) - 1, "score": best_z})  # fmt: skip
+        out.append({"kind": "step", "index": s + best_k, "before": _exp(m1), "after": _exp(m2),
+                    "change": _exp(m2 - m1) - 1, "score": best_z})  # fmt: skip
         segment(s, s + best_k)
         segment(s + best_k, e)
 
@@ -195,7 +205,7 @@ def detect_changes(
     for c in out:  # levels of the adjacent segments, not of the segment that was split
         j = bounds.index(c["index"])
         m1, m2 = float(y[bounds[j - 1] : c["index"]].mean()), float(y[c["index"] : bounds[j + 1]].mean())
-        c.update(before=math.exp(m1), after=math.exp(m2), change=math.exp(m2 - m1) - 1)
+        c.update(before=_exp(m1), after=_exp(m2), change=_exp(m2 - m1) - 1)
     for s, e in zip(bounds[:-1], bounds[1:]):
         seg = y[s:e]
         if seg.size < 2 * min_segment:
@@ -206,12 +216,12 @@ def detect_changes(
         i, j = np.triu_indices(seg.size, 1)
         slope = float(np.median((seg[j] - seg[i]) / (j - i)))  # Theil-Sen
         total = slope * (seg.size - 1)
-        if abs(math.exp(total) - 1) <= min_change:
+        if abs(_exp(total) - 1) <= min_change:
             continue
         k, _, _ = _hinge(seg)
         onset = s + min(k + 1, seg.size - 1)
-        before = math.exp(float(np.median(y[s : onset]))) if onset > s else math.exp(float(seg[0]))
-        after = math.exp(float(np.median(y[max(onset, e - min_segment) : e])))
+        before = _exp(float(np.median(y[s : onset]))) if onset > s else _exp(float(seg[0]))
+        after = _exp(float(np.median(y[max(onset, e - min_segment) : e])))
         out.append({"kind": "drift", "index": onset, "before": before, "after": after,
                     "change": after / before - 1, "score": p})  # fmt: skip
     return sorted(out, key=lambda c: c["index"])

@@ -75,41 +75,108 @@ class Prices:
         return self.machines.get(fp) or self.machines.get(host)
 
 
-def parse_prices(data: Any, source: str = "prices") -> Prices:
-    """Validate a parsed price file (see the module docstring)."""
+# a price (per hour, or to buy) in currency units: finite, and within bounds no real
+# price reaches in any currency; below PRICE_MIN, samples per unit of price overflow
+PRICE_MIN = 1e-6
+PRICE_MAX = 1e12
+CURRENCY_MAX_CHARS = 16
+PRICE_FILE_KEYS = ("currency", "machines")
+
+
+def parse_prices(data: Any, source: str = "prices", root: Any = None) -> Prices:
+    """Validate a parsed price file (see the module docstring). With ``root`` (the YAML
+    node tree, :func:`harness.safeyaml.load`) an error names ``SOURCE:LINE``, and the
+    machine keys are taken as written (``0123`` stays ``0123``, ``on`` stays ``on``)."""
+    from harness.safeyaml import line_of
+
+    def where(*path: Any, key: bool = False) -> str:
+        return f"{source}:{line_of(root, list(path), key=key)}" if root is not None else source
+
     if not isinstance(data, Mapping) or not isinstance(data.get("machines"), Mapping):
-        raise PriceError(f"{source}: expected a mapping with 'machines: {{host-or-fingerprint: {{hourly: X}}}}'")
+        raise PriceError(f"{where()}: expected a mapping with 'machines: {{host-or-fingerprint: {{hourly: X}}}}'")
+    unknown = sorted(str(k) for k in data if k not in PRICE_FILE_KEYS)
+    if unknown:
+        raise PriceError(f"{where(unknown[0], key=True)}: unknown key {unknown[0]!r}; allowed: "
+                         f"{', '.join(PRICE_FILE_KEYS)}")
+    currency = data.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not 0 < len(currency.strip()) <= CURRENCY_MAX_CHARS):
+        raise PriceError(f"{where('currency')}: currency must be a name of 1 to {CURRENCY_MAX_CHARS} characters "
+                         f"(e.g. USD, EUR), got {_brief(currency)}")
+    written = _written_keys(root)
     out = {}
     for key, entry in data["machines"].items():
+        name = written.get(_hashable(key), str(key))
         if not isinstance(entry, Mapping) or not ({"hourly", "purchase"} & set(entry)):
-            raise PriceError(f"{source}: machine {key!r} needs 'hourly' or 'purchase' (a price)")
+            raise PriceError(f"{where('machines', name)}: machine {name!r} needs 'hourly' or 'purchase' (a price)")
         unknown = set(entry) - {"hourly", "purchase"}
         if unknown:
-            raise PriceError(f"{source}: machine {key!r}: unknown key {sorted(unknown)[0]!r} (use hourly or purchase)")
+            bad = sorted(map(str, unknown))[0]
+            raise PriceError(f"{where('machines', name, bad, key=True)}: machine {name!r}: unknown key {bad!r} "
+                             "(use hourly or purchase)")
         vals = {}
         for k in ("hourly", "purchase"):
             if k in entry:
                 v = entry[k]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
-                    raise PriceError(f"{source}: machine {key!r}: {k} must be a positive number, got {v!r}")
+                number = isinstance(v, (int, float)) and not isinstance(v, bool)
+                if not number or not (PRICE_MIN <= v <= PRICE_MAX):  # nan and inf fail too
+                    raise PriceError(f"{where('machines', name, k)}: machine {name!r}: {k} must be a positive number "
+                                     f"from {PRICE_MIN:g} to {PRICE_MAX:g} (currency units), got {_brief(v)}")
                 vals[k] = float(v)
-        out[str(key)] = Price(**vals)
-    return Prices(currency=str(data.get("currency") or "USD"), machines=out)
+        out[name] = Price(**vals)
+    return Prices(currency=(currency or "USD").strip() if isinstance(currency, str) else "USD", machines=out)
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"a {len(str(abs(value)))}-digit integer"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hashable(key: Any) -> Any:
+    try:
+        hash(key)
+        return key
+    except TypeError:
+        return None
+
+
+def _written_keys(root: Any) -> dict[Any, str]:
+    """The machine keys as written in the file (constructed key -> its text): YAML 1.1
+    would turn a host ``on`` into True and a fingerprint ``0123`` into 83."""
+    import yaml
+
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    machines = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "machines"), None)
+    if not isinstance(machines, yaml.MappingNode):
+        return {}
+    build = yaml.constructor.SafeConstructor()
+    out: dict[Any, str] = {}
+    for k, _ in machines.value:
+        if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+            try:
+                out[build.construct_object(k)] = k.value
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                continue
+    return out
 
 
 def load_prices(path: str | Path) -> Prices:
+    """The price file ``path`` (UTF-8 YAML, bounded by :mod:`harness.safeyaml`), checked;
+    :class:`PriceError` with ``FILE:LINE: what is wrong`` otherwise."""
     import yaml
+
+    from harness import safeyaml
 
     p = Path(path)
     try:
-        from harness.safeyaml import safe_load
-
-        data = safe_load(p.read_text())
+        data, root = safeyaml.load_file(p)
     except OSError as e:
         raise PriceError(f"cannot read price file {str(p)!r}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise PriceError(f"price file {str(p)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_prices(data, str(p))
+        raise PriceError(safeyaml.describe(e, str(p))) from None
+    return parse_prices(data, str(p), root)
 
 
 def _num(x: Any) -> float | None:

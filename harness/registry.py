@@ -8,6 +8,8 @@ the valid choices.
 
 from __future__ import annotations
 
+import os
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -27,12 +29,37 @@ class PluginLoadError(RuntimeError):
     """A plugin's entry point exists but its code could not be imported."""
 
 
+def _path_state() -> tuple[tuple[str, int], ...]:
+    """sys.path with each entry's modification time: installing or removing a package
+    changes its directory's mtime, so a lookup never serves a stale plugin list."""
+    state = []
+    for p in sys.path:
+        try:
+            state.append((p, os.stat(p or ".").st_mtime_ns))
+        except OSError:
+            state.append((p, -1))
+    return tuple(state)
+
+
+_FOUND: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, EntryPoint]] = {}
+
+
 def _entry_points(kind: str) -> dict[str, EntryPoint]:
+    """The entry points of ``kind`` by name. Reading the installed distributions'
+    metadata costs ~10 ms, and a suite checks every name of its matrix (a 10,000-entry
+    axis took minutes), so the result is kept while sys.path and its directories are
+    unchanged (the key), which a test or a user's ``pip install`` cannot go around."""
     group = GROUPS[kind]
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=group):
-        found.setdefault(ep.name, ep)  # first on sys.path wins, like imports
-    return found
+    key = (group, _path_state())
+    found = _FOUND.get(key)
+    if found is None:
+        found = {}
+        for ep in entry_points(group=group):
+            found.setdefault(ep.name, ep)  # first on sys.path wins, like imports
+        if len(_FOUND) > 64:  # sys.path churn: keep the cache small
+            _FOUND.clear()
+        _FOUND[key] = found
+    return dict(found)
 
 
 def names(kind: str) -> list[str]:

@@ -8,6 +8,11 @@ leak into the next, and a segfault, an OOM kill or a hang costs one cell (record
 The result file is rewritten atomically after every cell, so Ctrl-C (or a kill) keeps
 what finished; an interrupted run is marked ``complete: false, interrupted: true`` and
 lists the cells it did not run.
+
+Write errors (a full disk, a read-only or deleted output directory, a quota, a file-size
+limit: any ``OSError`` while writing) never cost a measured cell; see
+:func:`output_dir_problem` (checked before the first cell) and :class:`ResultWriter`
+(after every cell).
 """
 
 from __future__ import annotations
@@ -83,8 +88,28 @@ def worker_env() -> dict[str, str]:
 
 def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executable) -> dict[str, Any]:
     """Run one cell in a fresh worker process and return its cell record (never raises,
-    except KeyboardInterrupt, after killing the worker)."""
-    with tempfile.TemporaryDirectory(prefix="dlh-cell-") as td:
+    except KeyboardInterrupt, after killing the worker).
+
+    An ``OSError`` of the runner's own (its scratch directory, request or log file
+    cannot be written: a full ``$TMPDIR``; the worker cannot be started) fails this cell
+    with the path and cause, and the sweep goes on: it is the same kind of per-cell
+    failure as a crashed worker, and the cells already measured must not be lost to it.
+    """
+    t0 = time.perf_counter()
+    try:
+        return _run_in_worker(spec, settings, python)
+    except OSError as e:
+        cell = empty_cell(spec)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        cell["reason"] = f"the runner could not prepare, start or read the worker: {os_error_cause(e)}{where}"
+        cell["error"] = {"type": type(e).__name__, "message": cell["reason"], "stderr_tail": "", "returncode": None}
+        cell["duration_s"] = time.perf_counter() - t0
+        return cell
+
+
+def _run_in_worker(spec: TaskSpec, settings: Settings, python: str) -> dict[str, Any]:
+    # a failed clean-up of the scratch directory must not turn a measured cell into an error
+    with tempfile.TemporaryDirectory(prefix="dlh-cell-", ignore_cleanup_errors=True) as td:
         req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
         req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
         t0 = time.perf_counter()
@@ -154,12 +179,254 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
         return cell
 
 
+# ----------------------------------------------------------------------------- writing results
+
+FALLBACK_DIRNAME = "dl-harness-unsaved"  # under $TMPDIR (then ~/.cache): copies of results --out could not take
+PROBE_BYTES = 4096  # what the pre-flight check writes: a result file is never smaller than this
+
+
+class OutputNotWritable(Exception):
+    """``--out`` cannot hold results, found before any cell ran (``harness run`` exits 2:
+    nothing was measured yet, so the user's best move is another ``--out``)."""
+
+
+def os_error_cause(e: BaseException) -> str:
+    """The cause of a write error as one short phrase: ``No space left on device``."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def output_dir_problem(out_dir: Path) -> tuple[str, str] | None:
+    """Why ``out_dir`` cannot take result files, as (what failed, the cause): e.g.
+    ``("write results to", "Read-only file system")`` or ``("create output directory",
+    "Not a directory")``; None when it can.
+
+    Creates the directory, then creates, writes (``PROBE_BYTES``), fsyncs and removes a
+    probe file in it: the only reliable test. ``os.access`` is not one -- it says yes
+    to root on a read-only mount's directory and knows nothing of a full disk, a quota
+    or ``ulimit -f`` -- and checking costs milliseconds, while finding out after the
+    first cell may have cost an hour of GPU time.
+    """
+    write = "write results to"
+    if out_dir.exists() and not out_dir.is_dir():
+        return write, "it is a file, not a directory"
+    _ignore_file_size_signal()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return "create output directory", os_error_cause(e)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dlh-write-check-", suffix=".tmp", dir=out_dir)
+    except OSError as e:
+        return write, os_error_cause(e)
+    try:
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return write, os_error_cause(e)
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:  # pragma: no cover - we just created it there
+            pass
+    return None
+
+
+def _ignore_file_size_signal() -> None:
+    """Make a write past ``ulimit -f`` fail with EFBIG (handled like any write error)
+    instead of killing the run with SIGXFSZ. CPython already ignores SIGXFSZ at start-up;
+    this keeps it so when the harness is embedded in a process that changed it."""
+    import threading
+
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _remove_temp_files(path: Path) -> None:
+    """Remove the temp files an interrupted atomic write of ``path`` may have left
+    (``.<name>.*.tmp`` beside it, as :func:`harness.results._atomic_write_text` names
+    them): ``write_atomic`` leaves its temp file behind when the rename fails, and a
+    half-written temp file on a full disk is exactly what must not stay there."""
+    try:
+        leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return
+    for tmp in leftovers:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def fallback_dirs(out_dir: Path) -> list[Path]:
+    """Where a copy of the results goes when ``out_dir`` cannot take them: a
+    ``dl-harness-unsaved`` folder in the temp directory (``$TMPDIR``), then in
+    ``~/.cache``; never ``out_dir`` itself. The temp directory is usually another file
+    system than a project's results folder, and it is where users look for leftovers;
+    the home cache is the next best when ``/tmp`` is the full one."""
+    candidates = []
+    try:
+        candidates.append(Path(tempfile.gettempdir()) / FALLBACK_DIRNAME)
+    except OSError:  # "No usable temporary directory found": all of them are full or read-only
+        pass
+    try:
+        candidates.append(Path.home() / ".cache" / FALLBACK_DIRNAME)
+    except (RuntimeError, KeyError):  # pragma: no cover - no home directory
+        pass
+    try:
+        here = out_dir.resolve()
+    except OSError:  # pragma: no cover
+        here = out_dir
+    return [d for d in dict.fromkeys(candidates) if d != here]
+
+
+class ResultWriter:
+    """Keeps the run's result file current after every cell, surviving write errors.
+
+    Policy (issue 13, item 6), and why:
+
+    * The whole document stays in memory, so a failed write loses nothing; the file at
+      ``path`` keeps its previous complete content (the write is atomic: temp file +
+      rename), and any temp file the failed write left is removed.
+    * A deleted output directory is recreated and the write retried at once (the run
+      says so): the likely cause is a clean-up job or a user, and the directory is ours.
+      A directory *replaced* by something else is not touched -- that is someone else's
+      file.
+    * Otherwise the sweep goes on and the write is retried once after every cell: a full
+      disk or a quota may clear (a log rotated, a user freeing space), and stopping would
+      throw away hours of measuring that the next write may well save. A read-only file
+      system rarely heals, but one retry per cell costs microseconds.
+    * While the file at ``path`` is behind, the complete document is also written to a
+      fallback copy (:func:`fallback_dirs`), so measured cells survive even a later kill;
+      once ``path`` is current again the copy is removed.
+    * Each event is one line through ``say`` (first failure, a changed cause, the
+      directory recreated, recovery); repeated failures with the same cause are not
+      repeated, so a 200-cell sweep on a full disk does not print 200 warnings.
+    """
+
+    def __init__(self, path: Path, say: Callable[[str], None]) -> None:
+        self.path = path
+        self.say = say
+        self.error: BaseException | None = None  # the last failed write of path; None while it is current
+        self.saved_cells = 0  # cells in the file at path (as of its last successful write)
+        self.fallback: Path | None = None  # the complete copy while path is behind
+        self.fallback_error: str | None = None  # why no copy could be written (when none could)
+        self._said: str | None = None  # the cause last reported (not repeated)
+
+    @property
+    def current(self) -> bool:
+        """True when the file at ``path`` holds the last document saved."""
+        return self.error is None
+
+    def save(self, doc: dict[str, Any], final: bool = False) -> bool:
+        """Write ``doc`` to ``path`` (and to the fallback while that fails). Returns True
+        when ``path`` now holds ``doc``. Never raises ``OSError``."""
+        n = len(doc.get("cells") or [])
+        try:
+            self._write(doc)
+        except (OSError, results.ResultFileError) as e:
+            _remove_temp_files(self.path)
+            self.error = e
+            self._save_copy(doc)
+            cause = os_error_cause(e)
+            if not final and cause != self._said:
+                self._said = cause
+                where = (f"; they are also in {self.fallback}" if self.fallback
+                         else f"; no copy could be saved elsewhere either ({self.fallback_error})")
+                self.say(f"warning: could not write results to {self.path}: {cause}; the {n} finished "
+                         f"cell(s) are kept in memory{where}; retrying after each cell")
+            return False
+        if self.error is not None:
+            copy = self.fallback
+            self._drop_copy()
+            self.say(f"results written to {self.path} again (all {n} finished cell(s))"
+                     + (f"; removed the copy {copy}" if copy else ""))
+        self.error, self._said, self.saved_cells = None, None, n
+        return True
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        directory = self.path.parent
+        try:
+            results.write_atomic(self.path, doc)
+            return
+        except OSError:
+            if os.path.lexists(directory):
+                raise
+        _remove_temp_files(self.path)
+        directory.mkdir(parents=True, exist_ok=True)  # an OSError here is the write's error
+        self.saved_cells = 0  # what was there went with the directory
+        self.say(f"warning: output directory {directory} was deleted during the run; recreated it")
+        results.write_atomic(self.path, doc)
+
+    def _save_copy(self, doc: dict[str, Any]) -> None:
+        """Write the complete ``doc`` to the fallback copy (created on first need in the
+        first of :func:`fallback_dirs` that takes it)."""
+        if self.fallback is not None:
+            try:
+                results.write_atomic(self.fallback, doc)
+                return
+            except OSError as e:
+                _remove_temp_files(self.fallback)
+                self.fallback_error = f"{self.fallback}: {os_error_cause(e)}"
+                self.fallback = None  # it holds an older document: look again
+        errors = []
+        for d in fallback_dirs(self.path.parent):
+            try:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # a copy of the document: claim_path sets run_id (a new one on a clash)
+                self.fallback, _ = results.claim_path(d, str(doc.get("run_id") or results.new_run_id()), dict(doc))
+                self.fallback_error = None
+                return
+            except (OSError, results.ResultFileError) as e:
+                _remove_temp_files(d / f"{doc.get('run_id')}.json")
+                errors.append(f"{d}: {os_error_cause(e)}")
+        self.fallback_error = "; ".join(errors) or "no fallback location"
+
+    def _drop_copy(self) -> None:
+        if self.fallback is not None:
+            try:
+                self.fallback.unlink()
+            except OSError:
+                pass
+        self.fallback = None
+
+    def final_error(self, n_cells: int) -> str | None:
+        """The one-line message for an unsaved run (None when ``path`` is current): the
+        path and cause, how many cells the file there holds, and where the complete
+        copy is (or why there is none)."""
+        if self.error is None:
+            return None
+        on_disk = self.saved_cells if self.path.is_file() else 0
+        kept = (f"{on_disk} of the {n_cells} finished cell(s) are saved there" if on_disk
+                else f"none of the {n_cells} finished cell(s) are saved there")
+        copy = (f"all {n_cells} are in {self.fallback}" if self.fallback
+                else f"no copy could be saved elsewhere either ({self.fallback_error}): the unsaved cells are lost")
+        return f"results could not be fully written to {self.path}: {os_error_cause(self.error)}; {kept}; {copy}"
+
+
 @dataclass
 class RunOutcome:
+    """What ``run_suite`` did. ``path`` is the run's result file; when it could not be
+    brought up to date, ``write_error`` is the one-line reason (path, cause, what is
+    saved where) and ``fallback`` the complete copy, if one could be written."""
+
     path: Path
     doc: dict[str, Any]
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    write_error: str | None = None
+    fallback: Path | None = None
+
+    @property
+    def saved_path(self) -> Path | None:
+        """The file holding every finished cell: ``path``, else the fallback copy, else None."""
+        if self.write_error is None:
+            return self.path
+        return self.fallback
 
 
 CellRunner = Callable[[TaskSpec, Settings], dict[str, Any]]
@@ -191,7 +458,11 @@ def run_suite(
     cell_runner: CellRunner = run_in_worker,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
-    """Run ``cells`` one by one, saving the result file after each."""
+    """Run ``cells`` one by one, saving the result file after each.
+
+    Raises :class:`OutputNotWritable` when the result file cannot even be created (before
+    any cell runs). Later write errors never raise: see :class:`ResultWriter` and
+    ``RunOutcome.write_error``."""
     from harness.calibrate import default_dirs, find_calibration
     from harness.distributed import attach_scaling, sweep_worker_threads
     from harness.flops import apply_calibration
@@ -203,9 +474,15 @@ def run_suite(
     calibration = find_calibration(doc["environment"]["fingerprint"], default_dirs(out_dir))
     if calibration:  # measured peaks of this machine: MFU and the report's roofline
         doc["calibration"] = calibration
-    path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
+    _ignore_file_size_signal()
+    try:
+        path, _ = results.claim_path(out_dir, results.new_run_id(), doc)
+    except (OSError, results.ResultFileError) as e:  # nothing measured yet: the user picks another --out
+        raise OutputNotWritable(f"cannot write results to {out_dir}: {os_error_cause(e)}; choose another --out") from None
     interrupted = False
     progress = _progress(show_progress)
+    writer = ResultWriter(path, say=lambda line: progress.console.print(line, markup=False, highlight=False,
+                                                                         soft_wrap=True))
     restore = _terminate_as_interrupt()
     planned = max(1, int(suite.settings.repeats))
     order = repeats.schedule(cells, planned, seed=suite.settings.seed)
@@ -244,7 +521,7 @@ def run_suite(
                 if planned > 1:  # cells with fewer processes than planned so far
                     doc["incomplete"] = [cells[j].id for j in sorted(merged) if j not in stopped
                                          and len(records[j]) < planned]
-                results.write_atomic(path, doc)
+                writer.save(doc)
                 progress.advance(task)
                 progress.console.print(_cell_line(record, label), highlight=False)
                 if on_cell:
@@ -256,9 +533,10 @@ def run_suite(
     doc["finished"] = _now_iso()
     doc["complete"] = not interrupted
     doc["interrupted"] = interrupted
-    results.write_atomic(path, doc)
+    writer.save(doc, final=True)
     counts = {s: sum(1 for c in doc["cells"] if c["status"] == s) for s in results.STATUSES}
-    return RunOutcome(path=path, doc=doc, interrupted=interrupted, counts=counts)
+    return RunOutcome(path=path, doc=doc, interrupted=interrupted, counts=counts,
+                      write_error=writer.final_error(len(doc["cells"])), fallback=writer.fallback)
 
 
 def _terminate_as_interrupt() -> Callable[[], None]:

@@ -3,14 +3,87 @@
 The schema pins the contract other tools rely on (see README "Result format"); fields
 not listed are allowed so later issues can add metrics without a version bump when the
 change is purely additive.
+
+Result files are untrusted (harness/results.py), so the schema also *types* every field
+that a consumer reads -- ``report`` (tables, charts, history, regressions, procurement,
+energy, quality, roofline, scaling), ``compare``, ``export`` and ``baseline`` -- with
+null allowed wherever the harness itself writes null. A file whose ``timing`` is a
+string, whose ``environment.cpu`` is a number or whose ``runtime.threads`` is a list
+is refused at load time with the path of the field, so no consumer ever sees it.
+Every metric of the declared table (:mod:`harness.metrics`) is a number or null at its
+dotted path inside ``metrics`` (and inside each ``repeats[]`` entry's ``metrics``).
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 from typing import Any
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
+_STR = {"type": "string"}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+_BOOL_OR_NULL = {"type": ["boolean", "null"]}
+_OBJ_OR_NULL = {"type": ["object", "null"]}
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_STR_OR_NULL_MAP = {"type": "object", "additionalProperties": _STR_OR_NULL}
+_NUM_OR_NULL_MAP = {"type": "object", "additionalProperties": _NUM_OR_NULL}
+_BOOL_OR_NULL_MAP = {"type": "object", "additionalProperties": _BOOL_OR_NULL}
+_STR_LIST = {"type": "array", "items": _STR}
+_NUM_OR_NULL_LIST = {"type": ["array", "null"], "items": _NUM_OR_NULL}
+
+
+def _obj(props: dict[str, Any], nullable: bool = False, **extra: Any) -> dict[str, Any]:
+    """An object (or null) whose listed properties, where present, have these schemas."""
+    return {"type": ["object", "null"] if nullable else "object", "properties": props, **extra}
+
+
+def _declared_metrics_schema() -> dict[str, Any]:
+    """``metrics``: every declared metric (harness/metrics.py) is a number or null at its
+    dotted path; the groups (``energy``, ``quality``, ...) are objects or null. The
+    interval ``throughput_ci95_per_s`` is ``[low, high]`` (or an object) or null."""
+    from harness.metrics import TABLE
+
+    root: dict[str, Any] = {}
+    for name in TABLE:
+        parts = name.split(".")
+        if name == "latency_ms":  # an object of statistics (numbers), typed below
+            continue
+        node = root
+        for group in parts[:-1]:
+            node = node.setdefault(group, {})
+        node.setdefault(parts[-1], None)
+
+    def build(tree: dict[str, Any], nullable: bool) -> dict[str, Any]:
+        props = {k: (build(v, True) if isinstance(v, dict) else _NUM_OR_NULL) for k, v in tree.items()}
+        return _obj(props, nullable=nullable)
+
+    schema = build(root, nullable=False)
+    props = schema["properties"]
+    props["latency_ms"] = _obj({k: _NUM_OR_NULL for k in root.get("latency_ms", {})}, nullable=True)
+    props["throughput_ci95_per_s"] = {"type": ["array", "object", "null"], "items": _NUM_OR_NULL,
+                                      "properties": {"low": _NUM_OR_NULL, "high": _NUM_OR_NULL}}  # fmt: skip
+    props["noisy"] = _BOOL_OR_NULL
+    for text in ("throughput_method", "flops_source", "flops_scope", "host_mem_method", "model_size_format",
+                 "bytes_moved_method"):  # fmt: skip
+        props[text] = _STR_OR_NULL
+    energy = props["energy"]["properties"]
+    energy.update(source=_STR_OR_NULL, reason=_STR_OR_NULL, model=_STR_OR_NULL, scope=_STR_OR_NULL)
+    quality = props["quality"]["properties"]
+    quality.update(
+        dataset=_STR_OR_NULL,
+        gate=_obj({"passed": _BOOL_OR_NULL, "threshold": _NUM_OR_NULL, "rule": _STR_OR_NULL}, nullable=True),
+        quality_config=_OBJ_OR_NULL,
+        trained=_OBJ_OR_NULL,
+    )
+    dist = props["distributed"]["properties"]
+    dist.update(engine=_STR_OR_NULL, comm_backend=_STR_OR_NULL, scaling_warning=_STR_OR_NULL)
+    props["utilisation"]["properties"]["scope"] = _STR_OR_NULL
+    return schema
+
+
+METRICS_SCHEMA: dict[str, Any] = _declared_metrics_schema()
 
 LATENCY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -36,19 +109,78 @@ SPEC_SCHEMA: dict[str, Any] = {
     },
 }
 
+CONTENTION_SCHEMA: dict[str, Any] = _obj({
+    "detected": _BOOL_OR_NULL,
+    "reasons": {"type": ["array", "null"]},  # readers use the strings and skip anything else
+    "rule": _STR_OR_NULL,
+    "evidence": _obj({
+        "ncpu": _INT_OR_NULL,
+        "windows": {"type": ["object", "null"], "additionalProperties": _OBJ_OR_NULL},
+        "gpu": _OBJ_OR_NULL,
+    }, nullable=True),
+}, nullable=True)  # fmt: skip
+
+TIMING_SCHEMA: dict[str, Any] = _obj({
+    "samples": _INT_OR_NULL,
+    "iters_per_sample": _NUM_OR_NULL,
+    "loop_wall_s": _NUM_OR_NULL,
+    "timed_s": _NUM_OR_NULL,
+    "warmup_stable": _BOOL_OR_NULL,
+    "clock": _STR_OR_NULL,
+    "sampling": _STR_OR_NULL,
+    "contention": CONTENTION_SCHEMA,
+}, nullable=True)  # fmt: skip
+
+RUNTIME_SCHEMA: dict[str, Any] = _obj({
+    "threads": _INT_OR_NULL,
+    "interop_threads": _INT_OR_NULL,
+    "precision": _OBJ_OR_NULL,
+    "precision_method": _STR_OR_NULL,
+    "thread_policy": _OBJ_OR_NULL,
+}, nullable=True)  # fmt: skip
+
+ERROR_SCHEMA: dict[str, Any] = _obj({
+    "type": _STR_OR_NULL,
+    "message": _STR_OR_NULL,
+    "stderr_tail": _STR_OR_NULL,
+    "traceback": _STR_OR_NULL,
+    "returncode": _INT_OR_NULL,
+}, nullable=True)  # fmt: skip
+
+REPEAT_SCHEMA: dict[str, Any] = _obj({
+    "index": {"type": "integer", "minimum": 0},
+    "status": {"enum": ["ok", "skipped", "failed"]},
+    "reason": _STR_OR_NULL,
+    "started": _STR_OR_NULL,
+    "duration_s": _NUM_OR_NULL,
+    "samples_ms": {"type": ["array", "null"]},  # element types: _samples_errors
+    "timing": TIMING_SCHEMA,
+    "metrics": {**METRICS_SCHEMA, "type": ["object", "null"]},
+    "runtime": RUNTIME_SCHEMA,
+})  # fmt: skip
+
 CELL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["spec", "status", "reason", "metrics", "samples_ms"],
     "properties": {
+        "id": _STR,
         "spec": SPEC_SCHEMA,
         "status": {"enum": ["ok", "skipped", "failed"]},
         "reason": {"type": ["string", "null"]},
-        "error": {"type": ["object", "null"]},
-        "metrics": {"type": "object"},
+        "error": ERROR_SCHEMA,
+        "started": _STR_OR_NULL,
+        "duration_s": _NUM_OR_NULL,
+        "metrics": METRICS_SCHEMA,
         "unavailable": {"type": "object", "additionalProperties": {"type": "string"}},
         # element types are checked in plain Python in validation_errors (jsonschema
         # per-item validation of 10^6 samples dominated report build time)
         "samples_ms": {"type": "array"},
+        "timing": TIMING_SCHEMA,
+        "runtime": RUNTIME_SCHEMA,
+        "timeseries": _OBJ_OR_NULL,
+        "repeats": {"type": ["array", "null"], "items": REPEAT_SCHEMA},
+        "repeats_planned": _INT_OR_NULL,
+        "repeats_summary": _OBJ_OR_NULL,
     },
     "allOf": [
         {
@@ -76,6 +208,63 @@ CELL_SCHEMA: dict[str, Any] = {
     ],
 }
 
+GPU_SCHEMA: dict[str, Any] = _obj({
+    "nvml_index": _INT_OR_NULL,
+    "index": _INT_OR_NULL,
+    "name": _STR_OR_NULL,
+    "uuid": _STR_OR_NULL,
+    "pci_bus_id": _STR_OR_NULL,
+    "memory_bytes": _INT_OR_NULL,
+    "driver": _STR_OR_NULL,
+    "cuda_driver": _STR_OR_NULL,
+    "cuda": _STR_OR_NULL,
+    "compute_capability": _STR_OR_NULL,
+    "power_limit_w": _NUM_OR_NULL,
+    "source": _STR_OR_NULL,
+})  # fmt: skip
+
+ENVIRONMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["host", "os", "python", "cpu"],
+    "properties": {
+        "host": _STR,
+        "os": {"type": ["object", "string", "null"],
+               "properties": {"system": _STR_OR_NULL, "release": _STR_OR_NULL, "platform": _STR_OR_NULL}},
+        "python": _STR_OR_NULL,
+        "python_implementation": _STR_OR_NULL,
+        "cpu": _obj({
+            "model": _STR_OR_NULL,
+            "arch": _STR_OR_NULL,
+            "flags_dl": {"type": ["object", "null"], "additionalProperties": _BOOL_OR_NULL},
+            "isa": {"type": ["object", "null"], "additionalProperties": _BOOL_OR_NULL},
+            "flags_source": _STR_OR_NULL,
+            "physical_cores": _INT_OR_NULL,
+            "logical_cores": _INT_OR_NULL,
+            "sockets": _INT_OR_NULL,
+            "affinity_cores": _INT_OR_NULL,
+        }),
+        "memory_bytes": _INT_OR_NULL,
+        "gpus": {"type": ["array", "null"], "items": GPU_SCHEMA},
+        "gpus_reason": _STR_OR_NULL,
+        "tpu": _OBJ_OR_NULL,
+        "frameworks": {"type": ["object", "null"], "additionalProperties": _STR_OR_NULL},
+        "env_vars": {"type": ["object", "null"], "additionalProperties": _STR_OR_NULL},
+        "fingerprint": _STR_OR_NULL,
+    },
+}  # fmt: skip
+
+CALIBRATION_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "additionalProperties": _obj({
+        "peak_flops_per_s": {"type": ["object", "null"], "additionalProperties": _NUM_OR_NULL},
+        "mem_bandwidth_bytes_per_s": _NUM_OR_NULL,
+        "measured_at": _STR_OR_NULL,
+        "threads": _INT_OR_NULL,
+        "by_threads": _OBJ_OR_NULL,
+        "unavailable": _OBJ_OR_NULL,
+    }, nullable=True),
+}  # fmt: skip
+
 RESULT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dl-harness result",
@@ -85,28 +274,43 @@ RESULT_SCHEMA: dict[str, Any] = {
         "schema_version": {"type": "integer"},
         "run_id": {"type": "string", "minLength": 1},
         "created": {"type": "string"},
+        "finished": _STR_OR_NULL,
         "complete": {"type": "boolean"},
+        "interrupted": _BOOL_OR_NULL,
         "tag": {"type": ["string", "null"]},
-        "environment": {"type": "object", "required": ["host", "os", "python", "cpu"]},
-        "suite": {"type": "object"},
-        "harness": {"type": "object", "required": ["version"]},
+        "environment": ENVIRONMENT_SCHEMA,
+        "suite": _obj({"name": _STR_OR_NULL, "description": _STR_OR_NULL, "source": _STR_OR_NULL,
+                       "settings": _OBJ_OR_NULL}),  # fmt: skip
+        "harness": _obj({"version": _STR, "git_commit": _STR_OR_NULL, "git_dirty": _BOOL_OR_NULL},
+                        required=["version"]),  # fmt: skip
         "cells": {"type": "array", "items": CELL_SCHEMA},
+        "not_run": {"type": ["array", "null"], "items": _STR},
+        "measurement_order": _OBJ_OR_NULL,
+        "calibration": CALIBRATION_SCHEMA,
     },
 }
 
 
 def _samples_errors(doc: dict[str, Any]) -> list[str]:
-    """Element types of every ``samples_ms`` (numbers, not booleans), in plain Python."""
+    """Element types of every ``samples_ms`` (numbers, not booleans) of the cells and of
+    their ``repeats[]`` entries, in plain Python."""
     out: list[str] = []
     cells = doc.get("cells")
     for i, cell in enumerate(cells if isinstance(cells, list) else []):
-        samples = cell.get("samples_ms") if isinstance(cell, dict) else None
-        if not isinstance(samples, list):
+        if not isinstance(cell, dict):
             continue
-        if set(map(type, samples)) <= _PLAIN_NUMBER_TYPES:  # C-speed fast path (json.loads output)
-            continue
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in samples):
-            out.append(f"cells/{i}/samples_ms: every sample must be a number (ms)")
+        records = [(f"cells/{i}", cell)]
+        reps = cell.get("repeats")
+        if isinstance(reps, list):
+            records += [(f"cells/{i}/repeats/{j}", r) for j, r in enumerate(reps) if isinstance(r, dict)]
+        for where, rec in records:
+            samples = rec.get("samples_ms")
+            if not isinstance(samples, list):
+                continue
+            if set(map(type, samples)) <= _PLAIN_NUMBER_TYPES:  # C-speed fast path (json.loads output)
+                continue
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in samples):
+                out.append(f"{where}/samples_ms: every sample must be a number (ms)")
     return out
 
 
@@ -133,8 +337,11 @@ def validation_errors(doc: dict[str, Any]) -> list[str]:
             return out + [first]
         missing = [k for k in RESULT_SCHEMA["required"] if k not in doc]  # minimal fallback
         return out + [f"missing top-level key {k!r}" for k in missing]
-    validator = jsonschema.Draft202012Validator(RESULT_SCHEMA)
-    for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)):
+    key = _schema_key(RESULT_SCHEMA)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        validator = _VALIDATORS[key] = jsonschema.Draft202012Validator(RESULT_SCHEMA)
+    for err in sorted(validator.iter_errors(doc), key=lambda e: [(isinstance(p, str), p) for p in e.path]):
         where = "/".join(str(p) for p in err.absolute_path) or "<top>"
         out.append(f"{where}: {err.message}")
     return out
@@ -143,26 +350,50 @@ def validation_errors(doc: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------- compiled fast validator
 # A check is ``f(instance, path) -> None | "path: message"``. Only the keywords below are
 # compiled; a schema using any other keyword is not compiled (None) and jsonschema does
-# all the work, so the fast path can never be more lenient than the schema.
+# all the work, so the fast path can never be more lenient than the schema. ``path`` is
+# a string ("" for the top) or, inside the compiled checks, a ``(parent, key)`` pair that
+# is only turned into "a/b/c" when a message is written (most documents are valid, and
+# formatting a path for every visited field cost more than the checks themselves).
 
-_Check = Any  # Callable[[Any, str], str | None]
+_Check = Any  # Callable[[Any, Any], str | None]
 _ANNOTATIONS = frozenset(("$schema", "title", "description", "$comment"))
-_COMPILE_CACHE: dict[str, _Check | None] = {}  # keyed by the schema's JSON text: an edited schema recompiles
+_COMPILE_CACHE: dict[bytes | str, _Check | None] = {}  # keyed by the schema's content: an edited schema recompiles
+_VALIDATORS: dict[bytes | str, Any] = {}  # jsonschema validators, keyed the same way
 
 
 class _Unsupported(Exception):
     pass
 
 
+def _schema_key(schema: Any) -> bytes | str:
+    """The content of ``schema`` as a cache key (marshal: ~15x cheaper than JSON text,
+    which mattered when computed once per loaded file)."""
+    try:
+        return marshal.dumps(schema)
+    except ValueError:  # a value marshal cannot write: fall back to its JSON text
+        return json.dumps(schema, sort_keys=True, default=repr)
+
+
 def _compiled(schema: dict[str, Any]) -> _Check | None:
     """The compiled check of ``schema`` (None when it uses a keyword the compiler lacks)."""
-    key = json.dumps(schema, sort_keys=True, default=repr)
+    key = _schema_key(schema)
     if key not in _COMPILE_CACHE:
         try:
             _COMPILE_CACHE[key] = compile_schema(schema)
         except _Unsupported:
             _COMPILE_CACHE[key] = None
     return _COMPILE_CACHE[key]
+
+
+def _where(p: Any) -> str:
+    """A check's path as ``a/b/c`` (``<top>`` for the document itself)."""
+    parts: list[str] = []
+    while isinstance(p, tuple):
+        p, key = p
+        parts.append(str(key))
+    if p:
+        parts.append(str(p))
+    return "/".join(reversed(parts)) or "<top>"
 
 
 def _is_type(x: Any, t: str) -> bool:
@@ -183,6 +414,12 @@ def _is_type(x: Any, t: str) -> bool:
     if t == "integer":
         return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
     raise _Unsupported(t)
+
+
+# the Python types json.loads gives for each JSON type: an exact type match accepts
+# at once; anything else (subclasses, 2.0 as an integer, booleans) takes _is_type
+_EXACT = {"object": (dict,), "array": (list,), "string": (str,), "null": (type(None),), "boolean": (bool,),
+          "number": (int, float), "integer": (int,)}  # fmt: skip
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -208,31 +445,44 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
             types = tuple(val) if isinstance(val, list) else (val,)
             for t in types:
                 _is_type(None, t)  # raises _Unsupported for an unknown type name
+            exact = frozenset(pt for t in types for pt in _EXACT[t])
 
-            def c(x: Any, p: str, types: tuple = types) -> str | None:
+            def c(x: Any, p: Any, types: tuple = types, exact: frozenset = exact) -> str | None:
+                if type(x) in exact:
+                    return None
                 for t in types:
                     if _is_type(x, t):
                         return None
-                return f"{p or '<top>'}: {x!r:.60} is not of type {', '.join(types)}"
+                return f"{_where(p)}: {x!r:.60} is not of type {', '.join(types)}"
 
         elif key == "required":
             names = tuple(val)
 
-            def c(x: Any, p: str, names: tuple = names) -> str | None:
+            def c(x: Any, p: Any, names: tuple = names) -> str | None:
                 if isinstance(x, dict):
                     for n in names:
                         if n not in x:
-                            return f"{p or '<top>'}: {n!r} is a required property"
+                            return f"{_where(p)}: {n!r} is a required property"
                 return None
 
         elif key == "properties":
-            props = tuple((k, compile_schema(v)) for k, v in val.items())
+            props = {k: compile_schema(v) for k, v in val.items()}
+            n_props = len(props)
 
-            def c(x: Any, p: str, props: tuple = props) -> str | None:
-                if isinstance(x, dict):
-                    for k, sub in props:
+            def c(x: Any, p: Any, props: dict = props, n_props: int = n_props) -> str | None:
+                if not isinstance(x, dict):
+                    return None
+                if len(x) < n_props:  # walk the smaller side: most declared fields are absent
+                    for k, v in x.items():
+                        sub = props.get(k)
+                        if sub is not None:
+                            e = sub(v, (p, k))
+                            if e is not None:
+                                return e
+                else:
+                    for k, sub in props.items():
                         if k in x:
-                            e = sub(x[k], f"{p}/{k}" if p else k)
+                            e = sub(x[k], (p, k))
                             if e is not None:
                                 return e
                 return None
@@ -243,11 +493,11 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
             if "patternProperties" in schema:
                 raise _Unsupported(key)
 
-            def c(x: Any, p: str, sub: _Check = sub_ap, known: frozenset = known) -> str | None:
+            def c(x: Any, p: Any, sub: _Check = sub_ap, known: frozenset = known) -> str | None:
                 if isinstance(x, dict):
                     for k, v in x.items():
                         if k not in known:
-                            e = sub(v, f"{p}/{k}" if p else str(k))
+                            e = sub(v, (p, k))
                             if e is not None:
                                 return e
                 return None
@@ -255,10 +505,10 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
         elif key == "items":
             sub_it = compile_schema(val)
 
-            def c(x: Any, p: str, sub: _Check = sub_it) -> str | None:
+            def c(x: Any, p: Any, sub: _Check = sub_it) -> str | None:
                 if isinstance(x, list):
                     for i, v in enumerate(x):
-                        e = sub(v, f"{p}/{i}" if p else str(i))
+                        e = sub(v, (p, i))
                         if e is not None:
                             return e
                 return None
@@ -266,38 +516,38 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
         elif key == "enum":
             options = tuple(val)
 
-            def c(x: Any, p: str, options: tuple = options) -> str | None:
+            def c(x: Any, p: Any, options: tuple = options) -> str | None:
                 if any(_equal(x, o) for o in options):
                     return None
-                return f"{p or '<top>'}: {x!r:.60} is not one of {list(options)!r}"
+                return f"{_where(p)}: {x!r:.60} is not one of {list(options)!r}"
 
         elif key == "const":
 
-            def c(x: Any, p: str, const: Any = val) -> str | None:
-                return None if _equal(x, const) else f"{p or '<top>'}: {const!r} was expected"
+            def c(x: Any, p: Any, const: Any = val) -> str | None:
+                return None if _equal(x, const) else f"{_where(p)}: {const!r} was expected"
 
         elif key in ("minimum", "exclusiveMinimum"):
             strict = key == "exclusiveMinimum"
 
-            def c(x: Any, p: str, bound: float = val, strict: bool = strict) -> str | None:
+            def c(x: Any, p: Any, bound: float = val, strict: bool = strict) -> str | None:
                 if _is_number(x) and (x <= bound if strict else x < bound):
-                    return f"{p or '<top>'}: {x!r} is less than {'or equal to ' if strict else ''}the minimum of {bound}"
+                    return f"{_where(p)}: {x!r} is less than {'or equal to ' if strict else ''}the minimum of {bound}"
                 return None
 
         elif key == "minLength":
 
-            def c(x: Any, p: str, n: int = val) -> str | None:
-                return f"{p or '<top>'}: {x!r:.60} is too short" if isinstance(x, str) and len(x) < n else None
+            def c(x: Any, p: Any, n: int = val) -> str | None:
+                return f"{_where(p)}: {x!r:.60} is too short" if isinstance(x, str) and len(x) < n else None
 
         elif key == "minItems":
 
-            def c(x: Any, p: str, n: int = val) -> str | None:
-                return f"{p or '<top>'}: should be non-empty" if isinstance(x, list) and len(x) < n else None
+            def c(x: Any, p: Any, n: int = val) -> str | None:
+                return f"{_where(p)}: should be non-empty" if isinstance(x, list) and len(x) < n else None
 
         elif key == "allOf":
             subs = tuple(compile_schema(v) for v in val)
 
-            def c(x: Any, p: str, subs: tuple = subs) -> str | None:
+            def c(x: Any, p: Any, subs: tuple = subs) -> str | None:
                 for sub in subs:
                     e = sub(x, p)
                     if e is not None:
@@ -309,7 +559,7 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
             then = compile_schema(schema["then"]) if "then" in schema else None
             other = compile_schema(schema["else"]) if "else" in schema else None
 
-            def c(x: Any, p: str, cond: _Check = cond, then: Any = then, other: Any = other) -> str | None:
+            def c(x: Any, p: Any, cond: _Check = cond, then: Any = then, other: Any = other) -> str | None:
                 branch = then if cond(x, p) is None else other
                 return branch(x, p) if branch is not None else None
 
@@ -320,7 +570,7 @@ def compile_schema(schema: dict[str, Any]) -> _Check:
     if len(checks_t) == 1:
         return checks_t[0]
 
-    def check(x: Any, p: str) -> str | None:
+    def check(x: Any, p: Any) -> str | None:
         for c in checks_t:
             e = c(x, p)
             if e is not None:

@@ -29,14 +29,20 @@ A suite file::
     exclude:             # optional: drop cells matching all given keys
       - {workload: cnn, mode: training}
 
-Files are read with ``yaml.safe_load`` and checked against :func:`suite_schema`; an
-error names the file, the line and the allowed values.
+Files are read with :mod:`harness.safeyaml` (bounded size and alias expansion, UTF-8
+only, no duplicate keys) and checked against :func:`suite_schema`; an error names the
+file, the line and the allowed values. Every number has the bounds of :data:`LIMITS`
+(finite, and far beyond anything a real run needs), so a value that could only fail
+hours into a run (``min_samples: 1000000000``, ``repeats: 1000000``, ``.inf``) is
+refused when the file is loaded; the same table bounds the ``harness run`` flags
+(:func:`setting_arg`) and :class:`Settings` built any other way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -126,6 +132,124 @@ class TaskSpec:
         return cls(**kw)
 
 
+# ----------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed values of one numeric setting: an integer or a finite number in
+    [``low``, ``high``] (``(low, high]`` with ``low_open``). The upper bounds are far
+    beyond any real run; they exist so that a typo or a hostile file is refused when it
+    is loaded instead of failing (or running for years) hours later."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+    unit: str = ""  # shown after the bounds, e.g. "s"
+    note: str = ""  # the upper bound in words, e.g. "24 h"
+    nullable: bool = False  # null (None) allowed: the framework's default
+
+    def describe(self, symbols: bool = False, with_null: bool = True) -> str:
+        """What is allowed, in words (``a positive integer <= 1,000``, ``a positive
+        number <= 86400 s (24 h)``) or with ``symbols`` (``>= 1 and <= 1,000``; the
+        schema's messages, where the type is already checked)."""
+        unit = f" {self.unit}" if self.unit else ""
+        note = f" ({self.note})" if self.note else ""
+        num = (lambda x: f"{x:,}") if self.integer else (lambda x: f"{x:g}")
+        if symbols:
+            text = f"{'>' if self.low_open else '>='} {num(self.low)} and <= {num(self.high)}{unit}{note}"
+        elif self.low == (0 if self.low_open else 1) and (self.integer or self.low_open):
+            text = f"a positive {'integer' if self.integer else 'number'} <= {num(self.high)}{unit}{note}"
+        else:
+            text = f"{'an integer' if self.integer else 'a number'} from {num(self.low)} to {num(self.high)}{unit}{note}"
+        return text + (" or null" if self.nullable and with_null else "")
+
+
+DAY_S = 24 * 3600
+# One table for every numeric setting of a suite file, the matching `harness run` flags
+# and Settings built in code; documented in the README ("Suites").
+LIMITS: dict[str, Limit] = {
+    "min_time_s": Limit(0, DAY_S, low_open=True, unit="s", note="24 h"),
+    "timeout_s": Limit(0, 7 * DAY_S, low_open=True, unit="s", note="7 days"),
+    "warmup_max_s": Limit(0, DAY_S, unit="s", note="24 h"),
+    "idle_baseline_s": Limit(0, 3600, unit="s", note="1 h"),
+    "min_samples": Limit(1, 10_000_000, integer=True),
+    "seed": Limit(0, 2**32 - 1, integer=True),  # numpy's seeds are unsigned 32-bit
+    "repeats": Limit(1, 1000, integer=True),
+    "threads": Limit(1, 4096, integer=True, nullable=True),
+    "worker_threads": Limit(1, 4096, integer=True, nullable=True),
+    "nnodes": Limit(1, 4096, integer=True),
+    # matrix / exclude axes (checked in suite_schema and expand, not in Settings)
+    "batch_size": Limit(1, 2**20, integer=True),
+    "world_size": Limit(1, 65536, integer=True),
+}
+SETTING_LIMITS = ("min_time_s", "timeout_s", "warmup_max_s", "idle_baseline_s", "min_samples", "seed", "repeats",
+                  "threads", "worker_threads", "nnodes")
+# cells of one suite (the product of its matrix axes, before 'exclude') and its exclude
+# rules: the built-in nightly suite has 192 cells; 10,000 take hours even at 1 s each
+MAX_CELLS = 10_000
+MAX_EXCLUDE_RULES = 1000
+# data-parallel workers started on one machine (world_size / nnodes): more would be a
+# fork bomb, not a benchmark (a node has at most a few hundred cores or 16 GPUs)
+MAX_WORKERS_PER_NODE = 1024
+
+
+def check_limit(name: str, value: Any, symbols: bool = False) -> str | None:
+    """None when ``value`` is allowed for the setting ``name`` (:data:`LIMITS`: a
+    finite number within its bounds), else ``must be <what is allowed>, got <value>``
+    (:meth:`Limit.describe`)."""
+    lim = LIMITS[name]
+    if value is None and lim.nullable:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and lim.integer:
+        ok = isinstance(value, int)
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value)
+    if ok:  # ints compare exactly, however big (no float conversion)
+        ok = (value > lim.low if lim.low_open else value >= lim.low) and value <= lim.high
+    return None if ok else f"must be {lim.describe(symbols)}, got {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    """A value for an error message; a huge integer as its digit count, not 400 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"a {len(str(abs(value)))}-digit integer"
+    return repr(value)
+
+
+def setting_arg(name: str) -> Any:
+    """argparse ``type=`` for the flag of the setting ``name``: the text as an int or
+    float, refused with what :data:`LIMITS` allows (``argparse.ArgumentTypeError``)."""
+    import argparse
+
+    lim = LIMITS[name]
+
+    def parse(text: str) -> int | float:
+        try:
+            value: Any = int(text) if lim.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {lim.describe(with_null=False)}, got {text!r}") from None
+        if check_limit(name, value):
+            raise argparse.ArgumentTypeError(f"must be {lim.describe(with_null=False)}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def check_workers_per_node(world_size: int, nnodes: int) -> str | None:
+    """None, or why ``world_size`` workers over ``nnodes`` machines is refused."""
+    if world_size % nnodes:
+        return (f"{world_size} is not a multiple of nnodes {nnodes} (every node runs world_size / nnodes "
+                "workers)")
+    if world_size // nnodes > MAX_WORKERS_PER_NODE:
+        return (f"{world_size} on {nnodes} node(s) means {world_size // nnodes} workers per node; at most "
+                f"{MAX_WORKERS_PER_NODE} per node (spread a bigger job over more nodes: nnodes)")
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Run-wide settings (not part of a cell's identity)."""
@@ -154,30 +278,18 @@ class Settings:
     repeats: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
+        for name in SETTING_LIMITS:  # finite and within LIMITS, whoever built the settings
+            value = getattr(self, name)
+            if value is not None or not LIMITS[name].nullable:
+                problem = check_limit(name, value)
+                if problem:
+                    raise ValueError(f"{name} {problem}")
         if self.tpu is not None and (not isinstance(self.tpu, str) or not self.tpu.strip()):
             raise ValueError(f"tpu must be a non-empty TPU name or address, got {self.tpu!r}")
         if not isinstance(self.energy_estimate, bool):
             raise ValueError(f"energy_estimate must be true or false, got {self.energy_estimate!r}")
-        if not self.idle_baseline_s >= 0:
-            raise ValueError(f"idle_baseline_s must be >= 0, got {self.idle_baseline_s}")
-        if not self.min_time_s > 0:
-            raise ValueError(f"min_time_s must be > 0, got {self.min_time_s}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.warmup_max_s < 0:
-            raise ValueError(f"warmup_max_s must be >= 0, got {self.warmup_max_s}")
-        if self.min_samples < 1:
-            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
-        if isinstance(self.nnodes, bool) or not isinstance(self.nnodes, int) or self.nnodes < 1:
-            raise ValueError(f"nnodes must be a positive integer, got {self.nnodes!r}")
         if not isinstance(self.rdzv_backend, str) or not self.rdzv_backend.strip():
             raise ValueError(f"rdzv_backend must be a non-empty name, got {self.rdzv_backend!r}")
-        if self.worker_threads is not None and (isinstance(self.worker_threads, bool) or self.worker_threads < 1):
-            raise ValueError(f"worker_threads must be >= 1, got {self.worker_threads!r}")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous, the same on every node)")
 
@@ -213,7 +325,7 @@ def builtin_suites() -> dict[str, str]:
     out: dict[str, str] = {}
     for entry in resources.files("harness").joinpath("suites").iterdir():
         if entry.name.endswith(".yaml"):
-            out[entry.name[: -len(".yaml")]] = entry.read_text()
+            out[entry.name[: -len(".yaml")]] = entry.read_text(encoding="utf-8")
     return out
 
 
@@ -225,22 +337,28 @@ def _as_list(v: Any) -> list[Any]:
 
 SETTING_TYPES: dict[str, Any] = {
     "size": {"type": "string"},
-    "min_time_s": {"type": "number", "exclusiveMinimum": 0},
-    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-    "threads": {"type": ["integer", "null"], "minimum": 1},
-    "warmup_max_s": {"type": "number", "minimum": 0},
-    "min_samples": {"type": "integer", "minimum": 1},
-    "seed": {"type": "integer"},
     "energy_estimate": {"type": "boolean"},
-    "idle_baseline_s": {"type": "number", "minimum": 0},
     "tpu": {"type": ["string", "null"], "minLength": 1},
-    "nnodes": {"type": "integer", "minimum": 1},
     "rdzv_endpoint": {"type": ["string", "null"], "minLength": 1},
     "rdzv_id": {"type": ["string", "null"], "minLength": 1},
     "rdzv_backend": {"type": "string", "minLength": 1},
-    "worker_threads": {"type": ["integer", "null"], "minimum": 1},
-    "repeats": {"type": "integer", "minimum": 1},
+    # numbers: their type, and the "limit" keyword (LIMITS: finite, within bounds)
+    **{name: {"type": (["integer"] if LIMITS[name].integer else ["number"]) + (["null"] if LIMITS[name].nullable else []),
+              "limit": name} for name in SETTING_LIMITS},
 }
+
+
+def _limit_keyword(validator: Any, name: str, instance: Any, schema: Any) -> Any:
+    """JSON-Schema keyword ``"limit": NAME``: a number of the right type must be within
+    ``LIMITS[NAME]`` (other types are the ``type`` keyword's to report)."""
+    import jsonschema
+
+    lim = LIMITS[name]
+    if isinstance(instance, bool) or not isinstance(instance, (int, float)) or (lim.integer and isinstance(instance, float)):
+        return
+    problem = check_limit(name, instance, symbols=True)
+    if problem:
+        yield jsonschema.ValidationError(problem)
 
 
 def suite_schema() -> dict[str, Any]:
@@ -250,7 +368,7 @@ def suite_schema() -> dict[str, Any]:
     def axis(item: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [item, {"type": "array", "items": item}, {"type": "null"}]}
 
-    positive = axis({"type": "integer", "minimum": 1})
+    batch_sizes = axis({"type": "integer", "limit": "batch_size"})
     return {
         "type": "object",
         "additionalProperties": False,
@@ -268,14 +386,14 @@ def suite_schema() -> dict[str, Any]:
                     "device": axis({"type": "string", "pattern": DEVICE_RE.pattern}),
                     "mode": axis({"enum": list(MODES)}),
                     # a list for every workload, or per workload {mlp: [512], cnn: [64]}
-                    "batch_size": {"anyOf": [*positive["anyOf"], {
+                    "batch_size": {"anyOf": [*batch_sizes["anyOf"], {
                         "type": "object", "propertyNames": {"enum": registry.names("workload")},
-                        "additionalProperties": positive}]},
-                    "world_size": positive,
+                        "additionalProperties": batch_sizes}]},
+                    "world_size": axis({"type": "integer", "limit": "world_size"}),
                 },
             },
             "exclude": {
-                "type": ["array", "null"],
+                "type": ["array", "null"], "maxItems": MAX_EXCLUDE_RULES,
                 "items": {
                     "type": "object", "minProperties": 1, "additionalProperties": False,
                     "properties": {
@@ -284,8 +402,8 @@ def suite_schema() -> dict[str, Any]:
                         "variant": {"enum": registry.names("variant")},
                         "device": {"type": "string", "pattern": DEVICE_RE.pattern},
                         "mode": {"enum": list(MODES)},
-                        "batch_size": {"type": "integer", "minimum": 1},
-                        "world_size": {"type": "integer", "minimum": 1},
+                        "batch_size": {"type": "integer", "limit": "batch_size"},
+                        "world_size": {"type": "integer", "limit": "world_size"},
                         "size": {"type": "string"},
                     },
                 },
@@ -349,7 +467,7 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
             if deeper:
                 return _schema_message(deeper[0])
             return f"{where}: must be a value or a list of values, not a mapping", path
-        sub_errs = [s for s in (err.context or []) if s.validator in ("enum", "type", "pattern", "minimum")]
+        sub_errs = [s for s in (err.context or []) if s.validator in ("limit", "enum", "type", "pattern", "minimum")]
         if sub_errs:
             return _schema_message(sub_errs[0])
     if v == "pattern" and path and "device" in map(str, path):
@@ -361,11 +479,45 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
         return f"{where}: unknown key {key!r}; choose from: {', '.join(map(str, allowed))}", path + [KEY_MARK, key]
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
-        return f"{where}: {err.instance!r} is not of type {want}", path
+        return f"{where}: {_short_repr(err.instance)} is not of type {want}{_number_hint(err.instance)}", path
+    if v == "limit":
+        return f"{where}: {err.message}", path
+    if v == "maxItems":
+        return f"{where}: {len(err.instance):,} items; at most {err.validator_value:,}", path
     if v in ("minimum", "exclusiveMinimum"):
         op = ">=" if v == "minimum" else ">"
         return f"{where}: must be {op} {err.validator_value}, got {err.instance!r}", path
-    return f"{where}: {err.message}", path
+    return f"{where}: {_short_message(err.message)}", path
+
+
+def _short_message(text: str, n: int = 200) -> str:
+    """A jsonschema message, which quotes the whole instance, cut to one readable line."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number_hint(value: Any) -> str:
+    """For text that Python reads as a number but YAML does not (YAML 1.1: ``1e9``
+    needs a dot and a signed exponent), how to write it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return " (and numbers must be finite)"
+    written = repr(number)
+    if number.is_integer() and abs(number) < 1e16:
+        written = str(int(number))
+    elif "e" in written and "." not in written:  # YAML 1.1 wants 1.0e+20, not 1e+20
+        written = written.replace("e", ".0e")
+    return f" (YAML reads {value!r} as text: write {written})"
 
 
 def validate_suite_yaml(text: str, source: str) -> Any:
@@ -376,17 +528,15 @@ def validate_suite_yaml(text: str, source: str) -> Any:
     try:  # one parse: the node tree (for line numbers) and the data, bounded (alias bombs)
         data, root = safeyaml.load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{source}{line}: invalid YAML ({problem})") from None
+        raise ConfigError(safeyaml.describe(e, source)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: a suite must be a YAML mapping with keys {sorted(SUITE_KEYS)}")
     import jsonschema
 
-    # YAML's 2.0 is not an integer here (jsonschema would accept it as one)
+    # YAML's 2.0 is not an integer here (jsonschema would accept it as one); "limit": LIMITS
     strict = jsonschema.validators.extend(
         jsonschema.Draft202012Validator,
+        validators={"limit": _limit_keyword},
         type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
             "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)),
     )
@@ -427,11 +577,14 @@ def parse_suite(text: str, source: str) -> Suite:
         line = _line(root, ["settings", KEY_MARK, field_name] if field_name else ["settings"])
         raise ConfigError(f"{source}:{line}: settings: {e}") from None
     for i, ws in enumerate(_as_list((data.get("matrix") or {}).get("world_size"))):
-        if ws % settings.nnodes:
+        problem = check_workers_per_node(ws, settings.nnodes)
+        if problem:
             line = _line(root, ["matrix", "world_size"] + ([i] if isinstance(data["matrix"]["world_size"], list) else []))
-            raise ConfigError(f"{source}:{line}: matrix.world_size: {ws} is not a multiple of nnodes "
-                              f"{settings.nnodes} (every node runs world_size / nnodes workers)")
+            raise ConfigError(f"{source}:{line}: matrix.world_size: {problem}")
     matrix = {k: (v if isinstance(v, dict) else _as_list(v)) for k, v in (data.get("matrix") or {}).items()}
+    n_cells = count_cells(matrix)
+    if n_cells > MAX_CELLS:
+        raise ConfigError(f"{source}:{_line(root, ['matrix'])}: matrix: {_too_many_cells(n_cells)}")
     exclude = data.get("exclude") or []
     return Suite(
         name=str(data.get("name") or Path(source).stem),
@@ -450,10 +603,14 @@ def load_suite(name_or_file: str) -> Suite:
         return parse_suite(builtins[name_or_file], f"builtin:{name_or_file}")
     p = Path(name_or_file)
     if p.suffix in (".yaml", ".yml") or p.exists():
-        try:
-            text = p.read_text()
+        from harness import safeyaml
+
+        try:  # at most MAX_BYTES read; UTF-8 only
+            text = safeyaml.read_text(p)
         except OSError as e:
             raise ConfigError(f"cannot read suite file {str(p)!r}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(safeyaml.describe(e, str(p))) from None
         return parse_suite(text, str(p))
     raise ConfigError(
         f"unknown suite {name_or_file!r}; choose a built-in ({', '.join(sorted(builtins))}) "
@@ -502,20 +659,24 @@ def expand(suite: Suite) -> list[TaskSpec]:
     per_workload_bs = raw_bs if isinstance(raw_bs, Mapping) else {}
     batch_sizes: list[int] = []
     for b in [x for v in per_workload_bs.values() for x in _as_list(v)] if per_workload_bs else _as_list(raw_bs):
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ConfigError(f"batch size must be a positive integer, got {b!r}")
+        problem = check_limit("batch_size", b)
+        if problem:
+            raise ConfigError(f"batch size {problem}")
         if not per_workload_bs:
             batch_sizes.append(b)
     world_sizes: list[int | None] = []
     for ws in _as_list(m.get("world_size")):
-        if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
-            raise ConfigError(f"world size must be a positive integer, got {ws!r}")
-        if ws % suite.settings.nnodes:
-            raise ConfigError(f"world size {ws} is not a multiple of nnodes {suite.settings.nnodes} "
-                              "(every node runs world_size / nnodes workers)")
+        problem = check_limit("world_size", ws) or check_workers_per_node(ws, suite.settings.nnodes)
+        if problem:
+            raise ConfigError(f"world size {problem}")
         world_sizes.append(ws)
     if world_sizes and "training" not in modes:
         raise ConfigError("world_size applies to data-parallel training: add --mode training")
+    n_cells = count_cells(m)  # before building any: long axes would take minutes and GB
+    if n_cells > MAX_CELLS:
+        raise ConfigError(f"suite {suite.name!r}: {_too_many_cells(n_cells)}")
+    if len(suite.exclude) > MAX_EXCLUDE_RULES:
+        raise ConfigError(f"suite {suite.name!r} has {len(suite.exclude):,} exclude rules; at most {MAX_EXCLUDE_RULES:,}")
     size = suite.settings.size
     cells: list[TaskSpec] = []
     seen: set[TaskSpec] = set()
@@ -546,6 +707,29 @@ def expand(suite: Suite) -> list[TaskSpec]:
     if not cells:
         raise ConfigError(f"suite {suite.name!r} expands to no cells (check 'exclude')")
     return cells
+
+
+def count_cells(matrix: Mapping[str, Any]) -> int:
+    """How many cells ``matrix`` expands to before 'exclude' (an upper bound: duplicates
+    after normalisation are counted apart), without expanding it."""
+
+    def n(axis: str, default: int = 1) -> int:
+        return len(_dedupe(str(x) for x in _as_list(matrix.get(axis)))) or default
+
+    modes = _dedupe(str(x) for x in _as_list(matrix.get("mode"))) or _default("mode")
+    world_sizes = n("world_size", 0)
+    per_batch = n("backend") * n("device") * n("variant") * sum(
+        world_sizes if mode == "training" and world_sizes else 1 for mode in modes)
+    workloads = _dedupe(str(w) for w in _as_list(matrix.get("workload"))) or registry.names("workload")
+    raw_bs = matrix.get("batch_size")
+    if isinstance(raw_bs, Mapping):
+        return sum(per_batch * max(1, len(_dedupe(map(str, _as_list(raw_bs.get(w)))))) for w in workloads)
+    return len(workloads) * per_batch * n("batch_size")
+
+
+def _too_many_cells(n_cells: int) -> str:
+    return (f"{n_cells:,} cells (the product of the matrix axes, before 'exclude'); at most {MAX_CELLS:,}: "
+            "split it into several suites")
 
 
 def _dedupe(values: Iterable[Any]) -> list[Any]:

@@ -117,9 +117,11 @@ def warmup_unstable(cell: dict[str, Any]) -> bool:
 def samples(cell: dict[str, Any]) -> list[float]:
     """The raw per-iteration latencies (ms) that are finite numbers."""
     raw = cell.get("samples_ms") or []
-    if all(type(x) is float or type(x) is int for x in raw):  # fast path: plain numbers
-        if all(math.isfinite(x) for x in raw):
-            return [float(x) for x in raw]
+    if not isinstance(raw, list):
+        return []
+    kinds = set(map(type, raw))  # fast path (C-speed passes): plain numbers, all finite
+    if kinds <= {float, int} and all(map(math.isfinite, raw)):
+        return list(raw) if kinds <= {float} else list(map(float, raw))
     return [float(x) for x in raw if is_number(x)]
 
 

@@ -643,23 +643,76 @@ def _labels(ok: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> list[str]:
     return seen
 
 
+LATENCY_POINTS_PER_CELL = 5_000  # samples of one cell embedded in the latency chart, at most
+LATENCY_POINTS_TOTAL = 1_000_000  # samples of all cells of the latency chart together, at most
+LATENCY_POINTS_MIN = 200  # a cell's share of the total never goes below this
+SKETCH_METHOD = ("a quantile sketch: the order statistics at evenly spaced ranks (minimum and maximum included), "
+                 "so its quartiles are within one sketch step in rank of the exact ones; every number in the tables "
+                 "is computed from all samples")  # fmt: skip
+
+
+def latency_point_cap(counts: Sequence[int]) -> int:
+    """How many samples of one cell the latency chart embeds, given every drawn cell's
+    sample count: :data:`LATENCY_POINTS_PER_CELL`, lowered (to at least
+    :data:`LATENCY_POINTS_MIN`) when all cells together would exceed
+    :data:`LATENCY_POINTS_TOTAL`. Ordinary reports (tens of cells of hundreds to a few
+    thousand samples, at most ``MAX_RUNS_IN_CHARTS`` runs) stay under both: every sample
+    is drawn, as before the caps. The caps bound the HTML, not any statistic."""
+    cap = LATENCY_POINTS_PER_CELL
+    if sum(min(n, cap) for n in counts) > LATENCY_POINTS_TOTAL:
+        cap = max(LATENCY_POINTS_MIN, LATENCY_POINTS_TOTAL // max(1, len(counts)))
+    return cap
+
+
+def quantile_sketch(xs: Sequence[float], k: int) -> list[float]:
+    """``k`` order statistics of ``xs`` at evenly spaced ranks 0, ~(n-1)/(k-1), ..., n-1
+    (minimum and maximum included; deterministic); ``xs`` itself when n <= k. O(n log n)."""
+    n = len(xs)
+    if n <= k:
+        return list(xs)
+    import numpy as np
+
+    a = np.sort(np.asarray(xs, dtype=float))
+    if k < 2:
+        return [float(a[n // 2])]
+    idx = (np.arange(k, dtype=np.int64) * (n - 1)) // (k - 1)
+    return a[idx].tolist()
+
+
 def latency_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Box plot of the raw latency samples (ms) of every ok cell; None if no samples."""
-    ok = [(i, r, c) for i, r, c in _ok_cells(runs) if C.samples(c)]
+    """Box plot of the raw latency samples (ms) of every ok cell; None if no samples.
+
+    The embedded points are bounded (issue 13, :func:`latency_point_cap`): a cell with
+    more samples than the cap is drawn from a :func:`quantile_sketch` of cap points, and
+    the figure's ``note`` (shown in the caption next to the chart) and the hover of that
+    box say "showing K of N samples" and how they were chosen."""
+    ok = []
+    for i, run, cell in _ok_cells(runs):
+        xs = C.samples(cell)  # once per cell: O(n) each time
+        if xs:
+            ok.append((i, run, cell, xs))
     if not ok:
         return None
+    cap = latency_point_cap([len(xs) for *_, xs in ok])
     multi = len(runs) > 1
     shown: set[int] = set()
     traces = []
-    for i, run, cell in ok:
-        xs = C.samples(cell)
+    sketched: list[str] = []
+    for i, run, cell, xs in ok:
+        n = len(xs)
         label = _pe(C.cell_id(cell))
         color = _RUN_COLORS[i % len(_RUN_COLORS)]
+        pts = quantile_sketch(xs, cap) if n > cap else xs
+        extra = ""
+        if n > cap:
+            what = f"showing {len(pts):,} of {n:,} samples (quantile sketch)"
+            sketched.append(f"{C.cell_id(cell)}" + (f" ({C.run_label(run)})" if multi else "") + f": {what}")
+            extra = "<br>" + what  # constant text of ours: no file string in a hovertemplate
         traces.append(
             {
                 "type": "box",
                 "orientation": "h",
-                "x": xs,
+                "x": pts,
                 "y0": label,
                 "name": _pe(C.run_label(run)),
                 "legendgroup": f"run{i}",
@@ -668,28 +721,33 @@ def latency_figure(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                 "marker": {"color": color, "size": 3, "opacity": 0.5},
                 "line": {"width": 1.5},
                 "boxmean": True,
-                "boxpoints": "all" if len(xs) <= 2000 else "outliers",
+                "boxpoints": "all" if len(pts) <= 2000 else "outliers",
                 "jitter": 0.4,
                 "pointpos": 0,
                 "hoveron": "boxes+points",
                 # constant template: the cell id comes in as the (escaped) category
-                "hovertemplate": "%{y}<br>%{x:.4g} ms<extra>%{fullData.name}</extra>",
+                "hovertemplate": "%{y}<br>%{x:.4g} ms" + extra + "<extra>%{fullData.name}</extra>",
             }
         )
         shown.add(i)
-    labels = _labels(ok)
+    labels = _labels([(i, r, c) for i, r, c, _ in ok])
     layout = _base_layout(
         "Latency distribution per cell (ms per iteration)", "latency per iteration (ms)", labels, len(runs), multi
     )
     layout["boxmode"] = "group"
     # cells whose medians span more than 30x are unreadable on one linear axis
-    meds = [m for _, _, c in ok if (m := C.lat(c, "p50")) is not None and m > 0]
-    if meds and max(meds) / min(meds) > 30 and min(min(C.samples(c)) for _, _, c in ok) > 0:
+    meds = [m for _, _, c, _ in ok if (m := C.lat(c, "p50")) is not None and m > 0]
+    if meds and max(meds) / min(meds) > 30 and min(min(xs) for *_, xs in ok) > 0:
         layout["xaxis"]["type"] = "log"
         layout["xaxis"]["title"]["text"] += ", log scale"
     else:
         layout["xaxis"]["rangemode"] = "tozero"
-    return {"data": traces, "layout": layout, "config": {"locale": "en-US", "locales": _BOX_LOCALE}}
+    fig: dict[str, Any] = {"data": traces, "layout": layout, "config": {"locale": "en-US", "locales": _BOX_LOCALE}}
+    if sketched:
+        listed = "; ".join(sketched[:10]) + (f"; and {len(sketched) - 10} more cell(s)" if len(sketched) > 10 else "")
+        fig["note"] = (f"{len(sketched)} cell(s) have more than {cap:,} samples and are drawn from {SKETCH_METHOD}: "
+                       f"{listed}.")  # fmt: skip
+    return fig
 
 
 def _throughput_bar_interval(cell: dict[str, Any]) -> tuple[tuple[float, float] | None, str]:
@@ -960,9 +1018,11 @@ def render_html(
     chart_runs = [r for r in runs if id(r) in recent_ids]
     note = (f" Only the {MAX_RUNS_IN_CHARTS} most recent of the {len(runs)} runs are drawn here."
             if len(runs) > MAX_RUNS_IN_CHARTS else "")
+    lat_fig = latency_figure(chart_runs)
     figures = [
-        ("chart-latency", latency_figure(chart_runs), "Each box: the raw per-iteration latencies of one cell "
-         "(box = quartiles, line = median, dashed = mean, dots = samples). Hover for values in ms." + note),
+        ("chart-latency", lat_fig, "Each box: the raw per-iteration latencies of one cell "
+         "(box = quartiles, line = median, dashed = mean, dots = samples). Hover for values in ms." + note
+         + (" " + lat_fig["note"] if lat_fig and lat_fig.get("note") else "")),
         ("chart-throughput", throughput_figure(chart_runs), "Sustained throughput of each cell (samples processed "
          "in the timed loop / the loop's wall time), in samples per second; error bars: the range over the cell's "
          "worker processes (run --repeats); the hover shows the p50 latency and its CI. "

@@ -86,3 +86,19 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     proc = run_cli(["run", "--suite", "smoke", "--out", str(out), "--no-progress", "--report", "--tag", "e2e"])
     files = sorted(out.glob("*.json"))
     return {"proc": proc, "out": out, "files": files, "doc": json.loads(files[0].read_text()) if files else None}
+
+
+def pids_with_env(marker: str) -> list[int]:
+    """Live processes whose environment contains ``marker`` (e.g. ``DLH_TEST_MARK=<uuid>``
+    set for one test's ``harness run``: its workers, torchrun and their children inherit
+    it). Zombies have an empty environ and do not count."""
+    import os
+
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes() and int(env.parent.name) != os.getpid():
+                pids.append(int(env.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids

@@ -527,3 +527,89 @@ def test_cell_level_metric_is_used_when_no_process_carries_it() -> None:
     (cc,) = compare_docs([docs[0]], [docs[1]], CompareSettings(metric="distributed.scaling_efficiency")).cells
     assert cc.n_baseline == 1 and cc.n_candidate == 1 and cc.verdict != "not_comparable"
     assert cc.ratio == pytest.approx(0.6 / 0.9)
+
+
+# ----------------------------------------------------------------------------- bounded cost (issue 13)
+
+# what the code before the cost caps (commit 246e206) gave for run_doc(1.00, 0, 1, n=400) vs
+# run_doc(1.04, 1, 2, n=400) with --within-run: ordinary cells must not change at all
+_OLD_WITHIN = {
+    "min": {"ratio": 1.0400299466738254, "ratio_ci": [1.0233372281421573, 1.0531092560725221],
+            "p_worse": 2.4921868061766143e-88, "min_detectable_change": 0.1059843011159378},
+    "p10": {"ratio": 1.0390860715819397, "ratio_ci": [1.0328824050043603, 1.0424427190677314],
+            "p_worse": 2.4921868061766143e-88, "min_detectable_change": 0.10221590926788665},
+    "p50": {"ratio": 1.036782698744521, "ratio_ci": [1.0332430016906877, 1.0413953223468715],
+            "p_worse": 2.4921868061766143e-88, "min_detectable_change": 0.10187108121836179},
+    "mean": {"ratio": 1.0383262138287963, "ratio_ci": [1.0356597815408939, 1.041110897155096],
+             "p_worse": 2.4921868061766143e-88, "min_detectable_change": 0.101312117917972},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stat", sorted(_OLD_WITHIN))
+def test_ordinary_within_run_numbers_are_exactly_as_before_the_caps(stat: str) -> None:
+    res = compare_docs([run_doc(1.00, 0, 1, n=400)], [run_doc(1.04, 1, 2, n=400)],
+                       CompareSettings(stat=stat, within_run=True))  # fmt: skip
+    cc = res.to_dict()["cells"][0]
+    assert {k: cc[k] for k in _OLD_WITHIN[stat]} == _OLD_WITHIN[stat]  # exact
+    assert cc.get("subsample") is None and not any("subsample" in n for n in cc["notes"])
+
+
+def _two_million(monkeypatch: pytest.MonkeyPatch, stat: str) -> tuple[Any, list[int], np.ndarray, np.ndarray]:
+    """A --within-run comparison of one cell with 2,000,000 samples per side; returns it and the
+    sizes of every array the rank test and the bootstrap were given."""
+    import scipy.stats
+
+    import harness.compare as hc
+
+    rng = np.random.default_rng(11)
+    b = rng.lognormal(0.0, 0.05, 2_000_000)
+    c = 1.02 * rng.lognormal(0.0, 0.05, 2_000_000)
+    # each side's true minimum sits between the positions an evenly strided subsample keeps
+    b[1], c[1] = 0.5, 0.65
+    sizes: list[int] = []
+    mwu = scipy.stats.mannwhitneyu
+    monkeypatch.setattr(scipy.stats, "mannwhitneyu", lambda x, y, **k: (sizes.extend([x.size, y.size]), mwu(x, y, **k))[1])
+    boot = getattr(hc, "_bootstrap_stats", None)
+    monkeypatch.setattr(hc, "_bootstrap_stats", lambda x, y, *a: (sizes.extend([x.size, y.size]), boot(x, y, *a))[1],
+                        raising=False)  # fmt: skip
+    obs = lambda s, run: {"k": [hc.Observation(run_id=run, value=hc.location(s, stat), samples=s, status="ok",  # noqa: E731
+                                               workload="mlp", contended=False)]}  # fmt: skip
+    res = hc.compare_observations(obs(b, "base"), obs(c, "cand"), CompareSettings(stat=stat, within_run=True))
+    return res, sizes, b, c
+
+
+def test_within_run_on_two_million_samples_processes_a_bounded_subsample_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    res, sizes, b, c = _two_million(monkeypatch, "min")
+    cc = res.cells[0]
+    assert sizes and max(sizes) == 20_000  # never the 2,000,000 raw samples (WITHIN_RUN_MAX_SAMPLES)
+    # the estimate is the statistic of ALL samples (a thinned minimum would miss 0.5 and 0.65)
+    assert cc.ratio == pytest.approx(0.65 / 0.5, rel=1e-12) and cc.change == pytest.approx(0.3, rel=1e-9)
+    assert cc.ratio_ci[0] <= cc.ratio <= cc.ratio_ci[1]
+    doc = res.to_dict()["cells"][0]
+    assert doc["subsample"]["baseline"] == [20_000, 2_000_000] and doc["subsample"]["candidate"] == [20_000, 2_000_000]
+    assert "20,000 of 2,000,000" in doc["subsample"]["method"] and "evenly spaced" in doc["subsample"]["method"]
+    assert any("20,000 of 2,000,000" in n for n in doc["notes"])  # the table and Markdown show the notes
+
+
+def test_within_run_ci_of_a_thinned_median_has_the_width_of_all_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    res, sizes, b, c = _two_million(monkeypatch, "p50")
+    cc = res.cells[0]
+    assert max(sizes) == 20_000
+    assert cc.ratio == pytest.approx(float(np.median(c)) / float(np.median(b)), rel=1e-12)
+    lo, hi = cc.ratio_ci
+    assert lo < cc.ratio < hi
+    # se of a log median of 2,000,000 lognormal(0, 0.05) samples: 1.2533 * 0.05 / sqrt(2e6) = 4.4e-5 per
+    # side, so the 95% CI of the ratio is ~2.5e-4 wide; the subsample's own spread would be 10x that
+    assert 1.2e-4 < hi - lo < 5e-4
+    assert "sqrt(m/n)" in cc.subsample["method"]
+
+
+def test_cli_compare_gives_what_compare_docs_gives(tmp_path: Path) -> None:
+    base, cand = run_doc(1.00, 0, 1, n=300), run_doc(1.05, 1, 2, n=300)
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(base))
+    pb.write_text(json.dumps(cand))
+    proc = run_cli(["compare", str(pa), str(pb), "--within-run", "--format", "json", "--metric", "latency_ms"])
+    assert proc.returncode == 0, proc.stderr
+    want = json.loads(json.dumps(compare_docs([base], [cand], CompareSettings(within_run=True)).to_dict(), default=str))
+    assert json.loads(proc.stdout) == want

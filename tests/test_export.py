@@ -240,3 +240,76 @@ def export_samples(docs: list[dict[str, Any]]) -> Any:
     from harness.export import sample_rows
 
     return sample_rows(docs)
+
+
+# ----------------------------------------------------------------------------- CSV injection (OWASP)
+
+_HOSTILE_TEXT = {"=": "=HYPERLINK(\"http://x\",\"y\")", "+": "+cmd|' /C calc'!A0", "-": "-2+3+cmd|' /C calc'!A0",
+                 "@": "@SUM(1+1)*cmd|' /C calc'!A0", "\t": "\t=1+2", "\r": "\r=1+2"}  # fmt: skip
+
+
+def _hostile_docs() -> list[dict[str, Any]]:
+    ok = make_cell(samples=[1.0, 1.2, 1.4])
+    ok["spec"]["workload"] = _HOSTILE_TEXT["-"]
+    ok["spec"]["variant"] = "-"  # the placeholder of imported cells: not a formula, left as is
+    ok["metrics"]["delta_ms"] = -0.5  # a negative number stays a number
+    ok["metrics"]["=evil"] = 1.0  # a metric name becomes a header cell
+    ok["runtime"]["note"] = "boom\r=1+2"  # a CR inside text: a reader splitting the row there sees a formula
+    failed = make_cell("cnn", status="failed")
+    failed["error"] = {"type": _HOSTILE_TEXT["\t"], "message": _HOSTILE_TEXT["@"]}
+    failed["reason"] = _HOSTILE_TEXT["\r"]
+    return [make_doc(host=_HOSTILE_TEXT["="], tag=_HOSTILE_TEXT["+"], cells=[ok, failed])]
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised(tmp_path: Path) -> None:
+    d = write(tmp_path / "r", _hostile_docs())
+    out = tmp_path / "cells.csv"
+    proc = run_cli(["export", "--format", "csv", "-o", str(out), str(d)])
+    assert proc.returncode == 0, proc.stderr
+    with out.open(encoding="utf-8", newline="") as f:  # keep CRs as written
+        text = f.read()
+    rows = _read_csv(text)
+    assert len(rows) == 2  # the CR inside a cell did not split a row
+    ok, failed = rows
+    assert ok["host"] == "'" + _HOSTILE_TEXT["="] and ok["tag"] == "'" + _HOSTILE_TEXT["+"]
+    assert ok["workload"] == "'" + _HOSTILE_TEXT["-"] and ok["variant"] == "-"
+    assert failed["error_type"] == "'" + _HOSTILE_TEXT["\t"] and failed["error_message"] == "'" + _HOSTILE_TEXT["@"]
+    assert failed["reason"] == "'" + _HOSTILE_TEXT["\r"] and ok["runtime.note"] == "boom\r=1+2"
+    assert "'=evil" in ok and ok["'=evil"] == "1.0"  # the header cell too
+    # every neutralised cell is double-quoted in the file, and no cell starts a formula
+    for value in ("'" + v for v in _HOSTILE_TEXT.values()):
+        assert '"' + value.replace('"', '""') + '"' in text, value
+    assert '"boom\r=1+2"' in text
+    for row in rows:
+        for v in row.values():
+            assert v == "-" or not v or v[0] not in "=+-@\t\r" or _is_number(v), v
+    # numbers stay numbers: unquoted, and they parse
+    assert _num(ok["delta_ms"]) == -0.5 and ",-0.5," in text.replace("\n", ",")
+    assert _num(ok["latency_ms.p50"]) == 1.2 and int(ok["batch_size"]) == 8 and int(ok["n_samples"]) == 3
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def test_units_sidecar_and_samples_csv_are_neutralised_too() -> None:
+    from harness.export import write_units_csv
+
+    buf = io.StringIO()
+    write_units_csv({"=evil": {"unit": "+u", "direction": "lower", "description": "@d"},
+                     "latency_ms.p50": {"unit": "ms", "direction": "lower", "description": "median"}}, buf)  # fmt: skip
+    side = _read_csv(buf.getvalue())
+    assert (side[0]["column"], side[0]["unit"], side[0]["description"]) == ("'=evil", "'+u", "'@d")
+    assert side[1] == {"column": "latency_ms.p50", "unit": "ms", "direction": "lower", "description": "median"}
+    buf = io.StringIO()
+    export_rows = list(export_samples(_hostile_docs()))
+    from harness.export import columns_of, write_csv
+
+    write_csv(export_rows, columns_of(export_rows, samples=True), buf)
+    rows = _read_csv(buf.getvalue())
+    assert len(rows) == 3 and {r["host"] for r in rows} == {"'" + _HOSTILE_TEXT["="]}
+    assert [float(r["latency_ms"]) for r in rows] == [1.0, 1.2, 1.4]

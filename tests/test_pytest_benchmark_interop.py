@@ -330,3 +330,217 @@ def test_environment_and_provenance_come_from_machine_and_commit_info() -> None:
     assert doc["created"] == "2026-11-23T12:00:00Z" and doc["run_id"].startswith("20261123T120000Z-box-")
     with pytest.raises(ValueError, match="unknown device"):
         pb.convert(_pb_doc(bench), "x.json", device="gpu")
+
+
+# ----------------------------------------------------------------------------- hostile inputs, bounded cost
+
+_GOOD_BENCH = {"name": "t", "fullname": "t.py::t", "stats": {"data": [0.001, 0.002, 0.0015], "iterations": 1}}
+_HEAD = '{"machine_info": {"node": "box"}, "datetime": "2026-01-01T00:00:00+00:00", "benchmarks": '
+
+
+def _hostile_file(bench: dict[str, Any] | None = None, **top: Any) -> str:
+    doc = _pb_doc(bench or _GOOD_BENCH)
+    doc.update(top)
+    return json.dumps(doc)
+
+
+def _with_stats_literal(literal: str) -> str:
+    """A file whose benchmark's stats.data is the raw JSON text ``literal``."""
+    return _HEAD + '[{"name": "t", "stats": {"iterations": 1, "data": ' + literal + "}}]}"
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``harness ARGV`` in this process (a subprocess per case would cost ~1 s of imports)."""
+    from harness.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+_HOSTILE = [
+    ("nan-summary", _hostile_file({**_GOOD_BENCH, "stats": {**_GOOD_BENCH["stats"], "mean": float("nan")}}), "NaN"),
+    ("infinite-min", _hostile_file({**_GOOD_BENCH, "stats": {**_GOOD_BENCH["stats"], "min": float("inf")}}), "Infinity"),
+    ("overflowing-float", _with_stats_literal("[0.001, 1e400]"), "too large for a double"),
+    ("5000-digit-rounds", _HEAD + '[{"name": "t", "stats": {"data": [0.001], "iterations": 1, "rounds": '
+     + "9" * 5000 + "}}]}", "5,000 digits"),
+    ("4000-digit-sample", _with_stats_literal("[" + "9" * 4000 + "]"), "4,000 digits"),
+    ("negative-time", _with_stats_literal("[0.001, -0.002]"), "non-negative seconds"),
+    ("absurd-time", _with_stats_literal("[0.001, 1e300]"), "more than a year"),
+    ("deep-nesting", _HEAD + '[{"name": "t", "extra_info": {"x": ' + "[" * 50_000 + "]" * 50_000
+     + '}, "stats": {"data": [0.001], "iterations": 1}}]}', "nested more than 64 levels"),
+    ("moderately-deep", _HEAD + '[{"name": "t", "extra_info": {"x": ' + "[" * 200 + "]" * 200
+     + '}, "stats": {"data": [0.001], "iterations": 1}}]}', "nested more than 64 levels"),
+    ("data-is-a-string", _hostile_file({**_GOOD_BENCH, "stats": {"data": "0.001", "iterations": 1}}),
+     "stats.data must be a list"),
+    ("data-holds-lists", _with_stats_literal("[[0.001], [0.002]]"), "non-negative seconds"),
+    ("data-holds-bools", _with_stats_literal("[true, false]"), "non-negative seconds"),
+    ("name-is-a-list", _hostile_file({**_GOOD_BENCH, "name": ["t"], "fullname": None}), "must be text"),
+    ("iterations-is-a-string", _hostile_file({**_GOOD_BENCH, "stats": {"data": [0.001], "iterations": "5"}}),
+     "positive integer"),
+    ("iterations-huge", _HEAD + '[{"name": "t", "stats": {"data": [0.001], "iterations": 1' + "0" * 30 + "}}]}",
+     "positive integer"),
+    ("datetime-year-1", _hostile_file(datetime="0001-01-01T00:00:00+14:00"), "before 1970"),
+    ("too-many-benchmarks", _HEAD + "[" + ",".join(['{"name": "t", "stats": {}}'] * 10_001) + "]}",
+     "at most 10,000"),
+    ("not-utf-8", '{"machine_info": {}, "benchmarks": [], "x": "\udcff"}', "not UTF-8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content, expected", [c[1:] for c in _HOSTILE], ids=[c[0] for c in _HOSTILE])
+def test_hostile_files_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               content: str, expected: str) -> None:  # fmt: skip
+    f = tmp_path / "in.json"
+    f.write_bytes(content.encode("utf-8", "surrogateescape"))
+    out = tmp_path / "out"
+    code, _, err = _main(["import", "pytest-benchmark", str(f), "-o", str(out)], capsys)
+    assert code == 2, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and expected in err and str(f) in err, err[-2000:]
+    assert "Traceback" not in err
+    assert not out.exists() or not list(out.glob("*.json"))  # nothing written
+
+
+def test_wrong_types_in_metadata_are_ignored_not_fatal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _pb_doc({**_GOOD_BENCH, "options": ["not", "a", "dict"], "params": 5,
+                   "extra_info": {"dl_harness_not": 1, "big": list(range(20_000))}})  # fmt: skip
+    doc["machine_info"] = {"node": {"a": 1}, "system": 7, "cpu": {"flags": 5, "brand_raw": ["x"], "count": "4"}}
+    doc["benchmarks"].append({"name": "tiny", "stats": {"data": [5e-324, 5e-324], "iterations": 1}})
+    f = tmp_path / "in.json"
+    f.write_text(json.dumps(doc))
+    code, out, err = _main(["import", "pytest-benchmark", str(f), "-o", str(tmp_path / "o")], capsys)
+    assert code == 0, err[-2000:]
+    (path,) = [Path(line.split("result: ", 1)[1]) for line in out.splitlines() if line.startswith("result: ")]
+    res = json.loads(path.read_text())
+    env = res["environment"]
+    assert env["host"] == "unknown" and env["cpu"]["model"] == "unknown" and env["cpu"]["flags_source"] == "unavailable"
+    assert env["cpu"]["logical_cores"] is None and res["run_id"].startswith("20261123T120000Z-host-")
+    ok, tiny = res["cells"]
+    assert ok["status"] == "ok" and "omitted" in ok["imported"]["extra_info"]  # 20,000 values: not copied verbatim
+    # times of 5e-324 s: the reciprocal (throughput) overflows, so the benchmark is skipped with the reason
+    assert tiny["status"] == "skipped" and "not finite" in tiny["reason"]
+
+
+def test_absurd_rounds_and_params_are_noted_not_trusted() -> None:
+    from harness.importers import pytest_benchmark as pb
+
+    record = {"spec": {"workload": "mlp", "backend": "torch", "device": "cpu", "variant": "fp32", "mode": "inference",
+                       "batch_size": 8, "size": "tiny"}, "params": 1e300, "flops_analytic": -5}  # fmt: skip
+    bench = {"name": "t", "extra_info": {"dl_harness": record},
+             "stats": {"data": [0.001, 0.002], "iterations": 1, "rounds": 10**12}}  # fmt: skip
+    cell = pb.convert_benchmark(bench, "2026-11-23T12:00:00Z", "cpu", "x.json")
+    assert cell["status"] == "ok" and cell["metrics"]["params"] is None and "flops_analytic" not in cell["metrics"]
+    assert "1000000000000" in cell["imported"]["note"] and cell["timing"]["samples"] == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_fifo_or_device_named_json_is_refused_without_hanging(tmp_path: Path, kind: str) -> None:
+    import os
+
+    f = tmp_path / "in.json"
+    if kind == "fifo":
+        os.mkfifo(f)
+    else:
+        f.symlink_to("/dev/zero")
+    proc = run_cli(["import", "pytest-benchmark", str(f), "-o", str(tmp_path / "o")], timeout=60)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_fifo_in_the_output_directory_does_not_hang_the_duplicate_check(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "o"
+    out.mkdir()
+    os.mkfifo(out / "trap.json")
+    f = tmp_path / "in.json"
+    f.write_text(_hostile_file())
+    proc = run_cli(["import", "pytest-benchmark", str(f), "-o", str(out)], timeout=60)
+    assert proc.returncode == 0 and "result: " in proc.stdout, proc.stderr[-2000:]
+
+
+def test_size_limit_and_its_environment_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    f = tmp_path / "in.json"
+    f.write_text(_hostile_file())
+    monkeypatch.setenv("DLH_MAX_RESULT_BYTES", "100")
+    code, _, err = _main(["import", "pytest-benchmark", str(f), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "over the 100-byte limit" in err and "DLH_MAX_RESULT_BYTES" in err, err
+    assert len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("DLH_MAX_RESULT_BYTES", "lots")
+    code, _, err = _main(["import", "pytest-benchmark", str(f), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "DLH_MAX_RESULT_BYTES='lots' is not a positive whole number" in err, err
+    monkeypatch.setenv("DLH_MAX_RESULT_BYTES", str(1 << 20))
+    code, _, err = _main(["import", "pytest-benchmark", str(f), "-o", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+
+
+def test_many_rounds_are_summarised_from_all_data_and_stored_as_a_documented_subsample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """150,000 rounds: statistics from all of them (no O(resamples x n) bootstrap over
+    more than 10,000 rounds), samples_ms an evenly strided subsample of 100,000 with
+    ``timing.samples_subsampled`` saying so."""
+    import numpy as np
+
+    import harness.stats
+    from harness.importers import pytest_benchmark as pb
+
+    def no_big_bootstrap(samples: Any, *a: Any, **k: Any) -> Any:
+        assert len(samples) <= 10_000, f"bootstrap over {len(samples)} samples: O(2000 x n), unbounded cost"
+        return real(samples, *a, **k)
+
+    real = harness.stats.bootstrap_median_ci
+    monkeypatch.setattr(harness.stats, "bootstrap_median_ci", no_big_bootstrap)
+    n = 150_000
+    rng = np.random.default_rng(7)
+    data = (0.001 + 0.0002 * rng.random(n)).tolist()
+    bench = {"name": "t", "fullname": "t.py::t", "stats": {"data": data, "iterations": 3, "rounds": n}}
+    doc = pb.convert(_pb_doc(bench), "x.json", sha256="0" * 64)
+    cell = doc["cells"][0]
+    full = np.asarray(data) * 1e3
+    lat = cell["metrics"]["latency_ms"]
+    assert cell["status"] == "ok" and lat["n"] == n and cell["timing"]["samples"] == n
+    assert lat["p50"] == float(np.percentile(full, 50)) and lat["mean"] == float(full.mean())
+    assert lat["p99"] == float(np.percentile(full, 99)) and lat["max"] == float(full.max())
+    assert lat["ci95_low"] < lat["p50"] < lat["ci95_high"]
+    assert "order statistics" in cell["imported"]["statistics"]["ci95_method"] == lat["ci95_method"]
+    sub = cell["timing"]["samples_subsampled"]
+    assert (sub["kept"], sub["total"]) == (100_000, n) and "floor(j*(total-1)/(kept-1))" in sub["method"]
+    assert len(cell["samples_ms"]) == 100_000
+    idx = [j * (n - 1) // (100_000 - 1) for j in (0, 1, 12_345, 99_999)]  # the documented rule, reproduced
+    assert [cell["samples_ms"][j] for j in (0, 1, 12_345, 99_999)] == [float(full[i]) for i in idx]
+    # a small benchmark keeps every sample and the harness's own bootstrap (as harness run)
+    small = pb.convert_benchmark({"name": "s", "stats": {"data": data[:500], "iterations": 1}}, "t", "cpu", "x.json")
+    assert small["samples_ms"] == (full[:500]).tolist() and "samples_subsampled" not in small["timing"]
+    expected = {k: v for k, v in harness.stats.summarize(full[:500]).items() if k != "noisy"}
+    assert small["metrics"]["latency_ms"] == expected
+    assert "bootstrap" in small["imported"]["statistics"]["ci95_method"]
+
+
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "stdlib-json"])
+def test_strict_json_reader_refuses_the_same_things_with_or_without_orjson(
+    monkeypatch: pytest.MonkeyPatch, with_orjson: bool
+) -> None:
+    import sys as _sys
+
+    from harness.importers.safe_read import InputFileError, loads_strict
+
+    if not with_orjson:
+        monkeypatch.setitem(_sys.modules, "orjson", None)  # as if not installed
+    good = b'{"a": [1, 2.5, "x", null, true], "b": {"c": -3}}'
+    assert loads_strict(good, "f.json") == {"a": [1, 2.5, "x", None, True], "b": {"c": -3}}
+    for bad, why in ((b"[NaN]", "NaN"), (b'{"x": -Infinity}', "Infinity"), (b"[1e400]", "too large for a double"),
+                     (b"[" + b"9" * 5000 + b"]", "5,000 digits"), (b"[" + b"9" * 25 + b"]", None),
+                     (b"[" * 100_000 + b"]" * 100_000, "nested more than 64"), (b"[" * 65 + b"]" * 65, "nested"),
+                     (b'["\xff"]', "not UTF-8"), (b"{", "not JSON")):  # fmt: skip
+        if why is None:  # 25 digits: orjson reads it as a float, the standard library refuses it
+            if with_orjson:
+                assert loads_strict(bad, "f.json") == [float("9" * 25)]
+            else:
+                with pytest.raises(InputFileError, match="25 digits"):
+                    loads_strict(bad, "f.json")
+            continue
+        with pytest.raises(InputFileError, match=why) as e:
+            loads_strict(bad, "f.json")
+        assert str(e.value).startswith("f.json: ") and "\n" not in str(e.value)
+    assert loads_strict(b"[" * 64 + b"]" * 64, "f.json") is not None  # 64 levels are fine

@@ -832,3 +832,50 @@ def test_a_contended_earlier_run_does_not_silence_the_regressions_check() -> Non
     html_part, _ = regressions_section(runs)
     assert "1 regression(s)" in html_part  # judged on the 4 clean earlier runs
     assert "1 contended earlier measurement(s) left out of the baseline" in html_part
+
+
+# ----------------------------------------------------------------------------- bounded cost (issue 13)
+
+
+def _chart_payload(text: str, div_id: str) -> dict[str, Any]:
+    """The figure JSON the page hands to Plotly.newPlot for ``div_id``."""
+    after = text.split(f'<div id="{div_id}"', 1)[1]
+    payload = after.split("var f=", 1)[1].split(f';Plotly.newPlot("{div_id}"', 1)[0]
+    return json.loads(payload)
+
+
+def test_latency_chart_of_a_two_million_sample_cell_embeds_at_most_the_cap_and_says_how() -> None:
+    import numpy as np
+
+    doc = standard_doc()
+    xs = np.random.default_rng(3).lognormal(0.0, 0.1, 2_000_000)
+    doc["cells"][0]["samples_ms"] = xs.tolist()
+    fig = latency_figure([doc])
+    pts = fig["data"][0]["x"]
+    assert len(pts) == 5_000  # reports.html.LATENCY_POINTS_PER_CELL
+    # a quantile sketch: sorted order statistics from the minimum to the maximum, evenly spaced in rank
+    assert pts[0] == xs.min() and pts[-1] == xs.max() and pts == sorted(pts)
+    assert abs(float(np.median(pts)) - float(np.median(xs))) < 0.002
+    assert "showing 5,000 of 2,000,000 samples" in fig["note"] and "quantile sketch" in fig["note"]
+    assert "showing 5,000 of 2,000,000 samples" in fig["data"][0]["hovertemplate"]
+    assert fig["data"][1]["x"] == doc["cells"][1]["samples_ms"]  # an ordinary cell is drawn whole
+    assert "showing" not in fig["data"][1]["hovertemplate"]
+    text = render_html([doc])
+    embedded = _chart_payload(text, "chart-latency")["data"]
+    assert [len(t["x"]) for t in embedded] == [5_000, len(doc["cells"][1]["samples_ms"])]
+    caption = text.split('<div id="chart-latency"', 1)[1].split("</figcaption>", 1)[0]
+    assert "showing 5,000 of 2,000,000 samples" in caption and "order statistics at evenly spaced ranks" in caption
+    assert len(text) < 12_000_000  # plotly.js (~4.8 MB) + the page; the 2,000,000 samples alone are ~40 MB
+
+
+def test_latency_chart_points_have_a_total_budget_that_ordinary_reports_never_reach() -> None:
+    from reports.html import LATENCY_POINTS_MIN, LATENCY_POINTS_PER_CELL, LATENCY_POINTS_TOTAL, latency_point_cap
+
+    assert LATENCY_POINTS_TOTAL == 1_000_000
+    assert latency_point_cap([2_000] * 500) == LATENCY_POINTS_PER_CELL  # 10 runs x 50 cells x 2,000 samples: all drawn
+    assert latency_point_cap([3_000] * 500) == 2_000  # 1,500,000 points: each cell gets 1/500 of the budget
+    assert latency_point_cap([4_000] * 2_000) == 500  # 2,000 such cells share the budget
+    assert latency_point_cap([4_000] * 100_000) == LATENCY_POINTS_MIN
+    many = make_doc([ok_cell(f"w{k}", seed=k, n=300) for k in range(4)])
+    fig = latency_figure([many])
+    assert [t["x"] for t in fig["data"]] == [c["samples_ms"] for c in many["cells"]] and "note" not in fig

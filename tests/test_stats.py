@@ -153,3 +153,59 @@ def test_min_samples_respected_for_slow_steps(fake_time):
 def test_timing_config_validates(kwargs):
     with pytest.raises(ValueError):
         TimingConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- bounded cost (issue 13)
+
+
+def test_ordinary_summaries_are_exactly_what_they_were_before_the_caps():
+    # numbers produced by the code before the cost caps (commit 246e206) for these seeded inputs
+    old = {
+        500: {"p50": 0.9919412328828422, "ci95_low": 0.9830294256911076, "ci95_high": 1.00270099838855,
+              "std": 0.10057679892940884, "p99": 1.2592608092483637},
+        3000: {"p50": 1.001996924554747, "ci95_low": 0.997818228150333, "ci95_high": 1.0061360636379955,
+               "std": 0.10119798111970969, "p99": 1.2604582053669255},
+    }  # fmt: skip
+    for n, want in old.items():
+        s = summarize(np.random.default_rng(20261201).lognormal(0.0, 0.1, n).tolist())
+        assert {k: s[k] for k in want} == want  # exact, not approx
+        assert "ci95_method" not in s  # the bootstrap, as always: no new key in ordinary summaries
+
+
+def test_the_median_bootstrap_runs_only_up_to_the_cap(monkeypatch):
+    import harness.stats as st
+
+    seen: list[int] = []
+    real = st._percentile_bootstrap
+    monkeypatch.setattr(st, "_percentile_bootstrap", lambda x, *a: (seen.append(x.size), real(x, *a))[1])
+    x = np.random.default_rng(5).lognormal(0.0, 0.1, st.BOOTSTRAP_MAX_SAMPLES + 1)
+    st.bootstrap_median_ci(x[:-1], resamples=20)
+    assert seen == [st.BOOTSTRAP_MAX_SAMPLES]  # at the cap: still the bootstrap
+    assert st.bootstrap_median_ci(x) == st.order_statistic_median_ci(x)  # one more sample: O(n) order statistics
+    assert seen == [st.BOOTSTRAP_MAX_SAMPLES]
+
+
+def test_two_million_samples_are_summarised_from_all_samples_without_a_bootstrap(monkeypatch):
+    import harness.stats as st
+
+    seen: list[int] = []
+    monkeypatch.setattr(st, "_percentile_bootstrap", lambda x, *a: seen.append(x.size) or (0.0, 0.0))
+    x = np.random.default_rng(6).lognormal(0.0, 0.1, 2_000_000)
+    s = st.summarize(x)
+    assert seen == []  # no point resampled: the cost does not grow with resamples x n
+    assert s["n"] == 2_000_000 and s["min"] == x.min() and s["max"] == x.max()
+    assert s["p50"] == float(np.median(x)) and s["mean"] == float(x.mean())
+    assert s["ci95_low"] < s["p50"] < s["ci95_high"]
+    # ranks n/2 -+ 1.96 sqrt(n)/2: the CI of the median of a lognormal(0, 0.1) (sd of the median ~1e-4)
+    assert 2e-4 < s["ci95_high"] - s["ci95_low"] < 6e-4
+    assert "order statistics" in s["ci95_method"] and "10,000" in s["ci95_method"]
+
+
+def test_order_statistic_ci_covers_the_median_about_95_percent():
+    from harness.stats import order_statistic_median_ci
+
+    # lognormal(0, 0.3) has median exactly 1.0
+    reps = 300
+    hits = sum(lo <= 1.0 <= hi for lo, hi in (
+        order_statistic_median_ci(np.random.default_rng(seed).lognormal(0.0, 0.3, size=400)) for seed in range(reps)))
+    assert 0.91 * reps <= hits <= 0.99 * reps

@@ -10,6 +10,7 @@ from typing import Any
 from harness.cli import EXIT_OK, UsageError, positive_float
 
 ORDER = 45
+MAX_BUDGET_S = 3600.0  # per measurement: an hour of timing per (dtype, size) is far past any use
 
 
 def add_parser(sub: Any) -> None:
@@ -17,15 +18,37 @@ def add_parser(sub: Any) -> None:
     cal.add_argument("-d", "--device", action="append", default=[],
                      help="cpu, cuda, cuda:N (repeatable; default: cpu and every visible CUDA device)")
     cal.add_argument("--out", default="results/calibration", help="directory for <fingerprint>.json (default: results/calibration)")
-    cal.add_argument("--budget", type=positive_float, default=1.0,
-                     help="seconds of timing per (dtype, size) and for the copy (default 1.0)")
+    cal.add_argument("--budget", type=_budget, default=1.0,
+                     help=f"seconds of timing per (dtype, size) and for the copy (default 1.0, at most {MAX_BUDGET_S:g})")
     cal.add_argument("--dtype", action="append", default=[], choices=("fp32", "tf32", "bf16", "fp16"),
                      help="dtypes to measure (repeatable; default all four; fp32 is strict IEEE, tf32 needs an "
                           "Ampere+ GPU)")
-    cal.add_argument("--threads", type=int, default=None,
+    cal.add_argument("--threads", type=_limited("threads"), default=None,
                      help="torch intra-op threads for the CPU (default: torch's); CPU peaks depend on it, and a "
                           "CPU cell's MFU needs a calibration with its own thread count (each count is kept)")
     cal.add_argument("--json", action="store_true", help="print the stored calibration as JSON")
+
+
+def _budget(text: str) -> float:
+    """argparse type of ``--budget``: a positive number of seconds, at most MAX_BUDGET_S."""
+    v = positive_float(text)  # finite and > 0
+    if v > MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(f"must be a positive number <= {MAX_BUDGET_S:g} (seconds), got {text!r}")
+    return v
+
+
+def _limited(setting: str) -> Any:
+    """argparse type of a numeric flag within ``harness.suite.LIMITS[setting]`` (the
+    bounds of the same setting in a suite file); harness.suite is imported only when
+    the flag is given."""
+
+    def parse(text: str) -> Any:
+        from harness.suite import setting_arg
+
+        return setting_arg(setting)(text)
+
+    parse.__name__ = setting
+    return parse
 
 
 def _devices(requested: list[str]) -> list[str]:

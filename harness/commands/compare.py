@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stat", default=None, choices=("min", "p10", "p50", "mean"),
                    help="location statistic of each process's samples (default: min, the most reproducible "
                         "between processes on a shared machine)")  # fmt: skip
-    p.add_argument("--alpha", type=float, default=None, help="significance level (default 0.05)")
+    p.add_argument("--alpha", type=_alpha, default=None, help="significance level, between 0 and 0.5 (default 0.05)")
     p.add_argument("--within-run", action="store_true",
                    help="with one process per side, test the raw samples of the two runs (Mann-Whitney U + "
                         "bootstrap); this ignores run-to-run noise. Without it such cells are 'inconclusive: "
@@ -61,6 +61,90 @@ def add_parser(sub: Any) -> None:
                         "candidate (use it in CI: a runner that lost its GPU skips every GPU cell)")
     p.add_argument("--config", default=None, help="thresholds YAML (per-workload / per-cell thresholds)")
     p.add_argument("-o", "--output", default=None, help="write the output here instead of stdout")
+
+
+ALPHA_RANGE = "a number between 0 and 0.5 (exclusive)"
+CONFIG_KEYS = ("threshold", "alpha", "stat", "fallback_threshold", "workloads", "cells")
+
+
+def _alpha_problem(value: Any) -> str | None:
+    """None for a usable significance level (finite, 0 < alpha < 0.5), else why not."""
+    try:
+        a = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError, OverflowError):
+        a = None
+    if a is None or not 0 < a < 0.5:  # nan fails the comparison too
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        return f"alpha must be {ALPHA_RANGE}, got {shown}"
+    return None
+
+
+def _alpha(text: str) -> float:
+    """argparse type of ``--alpha``."""
+    problem = _alpha_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem[len("alpha "):])
+    return float(text)
+
+
+def _load_config(path: str, base: Any) -> Any:
+    """``--config``: the thresholds YAML (untrusted: read through harness.safeyaml, so
+    bounded, UTF-8 and without duplicate keys), each value checked where it is written;
+    UsageError ``FILE:LINE: what is wrong; what is allowed`` otherwise. Returns ``base``
+    with the file's settings merged in (harness.compare.settings_from_config)."""
+    import yaml
+
+    from harness import safeyaml
+    from harness.compare import STATS, CompareError, parse_threshold, settings_from_config
+
+    try:
+        cfg, root = safeyaml.load_file(path)
+    except OSError as e:
+        raise UsageError(f"cannot read thresholds config {path!r}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(safeyaml.describe(e, path, "not valid YAML")) from None
+    if cfg is None:
+        return base
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{path}:1: a thresholds config is a mapping with the keys {', '.join(CONFIG_KEYS)} "
+                         "(see docs/compare.md)")
+
+    def at(*where: Any, key: bool = False) -> str:
+        return f"{path}:{safeyaml.line_of(root, list(where), key=key)}"
+
+    def threshold(value: Any, *where: Any) -> float | None:
+        name = ".".join(map(str, where))
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise UsageError(f"{at(*where)}: {name}: a threshold is a percentage like 5 or 5% or 'auto', got "
+                             f"{type(value).__name__}")
+        try:
+            return parse_threshold(value)
+        except CompareError as e:
+            raise UsageError(f"{at(*where)}: {name + ': ' if name != 'threshold' else ''}{e}") from None
+
+    for key, value in cfg.items():
+        if key not in CONFIG_KEYS:
+            raise UsageError(f"{at(key, key=True)}: unknown key {str(key)[:40]!r}; allowed: {', '.join(CONFIG_KEYS)}")
+        if key in ("threshold", "fallback_threshold"):
+            if threshold(value, key) is None and key == "fallback_threshold":
+                raise UsageError(f"{at(key)}: fallback_threshold: cannot be 'auto' (it is what auto means for "
+                                 "--within-run): give a percentage")
+        elif key == "alpha":
+            problem = _alpha_problem(value)
+            if problem:
+                raise UsageError(f"{at(key)}: {problem}")
+        elif key == "stat":
+            if not isinstance(value, str) or value not in STATS:
+                raise UsageError(f"{at(key)}: stat: {str(value)[:40]!r} is not valid; choose from: {', '.join(STATS)}")
+        elif value is not None:  # workloads / cells: name -> threshold
+            if not isinstance(value, dict):
+                raise UsageError(f"{at(key)}: {key}: must map names to thresholds (e.g. mlp: 5%)")
+            for name, t in value.items():
+                threshold(t, key, name)
+    try:
+        return settings_from_config(cfg, base)
+    except CompareError as e:
+        raise UsageError(f"{path}: {e}") from None
 
 
 def _load_side(path: str, what: str) -> list[dict[str, Any]]:
@@ -78,6 +162,22 @@ def _load_side(path: str, what: str) -> list[dict[str, Any]]:
     if not loaded.runs:
         raise UsageError(f"{what}: no readable result files in {path} (see the warnings above)")
     return loaded.runs
+
+
+def _release_samples(docs: list[dict[str, Any]]) -> None:
+    """Drop the raw sample lists of ``docs`` (cells and repeats) once their observations
+    are taken; the first sample stays, so :func:`harness.compare.check_metric_present`
+    still sees which cells have samples."""
+    for doc in docs:
+        cells = doc.get("cells")
+        for cell in cells if isinstance(cells, list) else []:
+            if not isinstance(cell, dict):
+                continue
+            reps = cell.get("repeats")
+            for rec in [cell, *(r for r in (reps if isinstance(reps, list) else []) if isinstance(r, dict))]:
+                xs = rec.get("samples_ms")
+                if isinstance(xs, list) and len(xs) > 1:
+                    rec["samples_ms"] = xs[:1]
 
 
 def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
@@ -111,26 +211,17 @@ def run(args: argparse.Namespace) -> int:
         CompareError,
         CompareSettings,
         check_metric_present,
-        compare_docs,
+        compare_observations,
+        environment_warnings,
+        observations,
         parse_threshold,
-        settings_from_config,
     )
 
     refuse_overwriting_inputs(args.output, [x for x in args.sides if x])
     try:
         settings = CompareSettings()
         if args.config:
-            import yaml
-
-            try:
-                from harness.safeyaml import safe_load
-
-                cfg = safe_load(Path(args.config).read_text()) or {}
-            except OSError as e:
-                raise UsageError(f"cannot read thresholds config {args.config!r}: {e.strerror or e}") from None
-            except yaml.YAMLError as e:
-                raise UsageError(f"thresholds config {args.config!r} is not valid YAML ({str(e).splitlines()[0]})") from None
-            settings = settings_from_config(cfg, settings)
+            settings = _load_config(args.config, settings)
         kw: dict[str, Any] = {"within_run": bool(args.within_run), "allow_contended": bool(args.allow_contended)}
         if args.metric is not None:
             kw["metric"] = args.metric
@@ -147,13 +238,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
 
     base, candidate = _sides(args)
+    # one side at a time (bounded memory, issue 13): each side's observations (float64
+    # arrays, 8 bytes a sample) are taken right after it is loaded and its samples_ms lists
+    # (~32 bytes a sample as Python floats) released before the other side is parsed
+    ob = observations(base, settings.metric, settings.stat)
+    _release_samples(base)
     cand = _load_side(candidate, "candidate")
+    oc = observations(cand, settings.metric, settings.stat)
+    _release_samples(cand)
     if args.metric is not None:  # a metric nobody measured would pass the gate silently
         try:
             check_metric_present([*base, *cand], settings.metric)
         except CompareError as e:
             raise UsageError(str(e)) from None
-    result = compare_docs(base, cand, settings)
+    # what compare_docs(base, cand, settings) does, on the observations taken above
+    result = compare_observations(ob, oc, settings, warnings=environment_warnings(base, cand),
+                                  baseline_runs=[str(d.get("run_id")) for d in base],
+                                  candidate_runs=[str(d.get("run_id")) for d in cand])  # fmt: skip
     if not any(c.verdict not in ("only_baseline", "only_candidate") for c in result.cells):
         print("warning: the two sides have no cell in common", file=sys.stderr)
     for w in result.warnings:

@@ -56,8 +56,11 @@ def when(text: str | None, now: datetime | None = None) -> str | None:
     m = _RELATIVE.match(text.strip())
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
-        return ((now or datetime.now(timezone.utc)) - delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+            return ((now or datetime.now(timezone.utc)) - delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, ValueError):  # before the year 1 (or past what a timedelta holds)
+            raise ValueError(f"{text.strip()!r} reaches back before the year 1") from None
     return text
 
 

@@ -6,12 +6,15 @@ Each input file (one pytest-benchmark session) becomes one result file in ``--ou
 :mod:`harness.importers.pytest_benchmark` and docs/pytest-benchmark.md. A file already
 imported into ``--out`` (same SHA-256) is not imported again unless ``--force``: a
 duplicate would count as an extra repetition in ``compare``.
+
+Every input is untrusted: read once (regular files only, bounded size; the SHA-256 is of
+the bytes parsed), and any problem is one line and exit code 2 before anything is
+written (:mod:`harness.importers.safe_read`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +43,18 @@ def add_parser(sub: Any) -> None:
 
 
 def _already_imported(out_dir: Path) -> dict[str, str]:
-    """SHA-256 of each imported source -> result file, for the results in ``out_dir``."""
+    """SHA-256 of each imported source -> result file, for the results in ``out_dir``.
+    Files that cannot be read safely (not regular, too big, not JSON) are passed over:
+    a FIFO named ``*.json`` there must not hang the import."""
+    from harness.importers.safe_read import InputFileError, read_json
+
     seen: dict[str, str] = {}
     if not out_dir.is_dir():
         return seen
     for p in sorted(out_dir.glob("*.json")):
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            doc, _ = read_json(p)
+        except InputFileError:
             continue
         imp = doc.get("imported") if isinstance(doc, dict) else None
         if isinstance(imp, dict) and isinstance(imp.get("sha256"), str):
@@ -58,6 +65,7 @@ def _already_imported(out_dir: Path) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from harness.importers import ImportFormatError
     from harness.importers import pytest_benchmark as pb
+    from harness.importers.safe_read import InputFileError, max_bytes, show
     from harness.results import ResultFileError, claim_path
 
     out_dir = Path(args.out)
@@ -65,16 +73,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} is a file; give a directory")
     # convert everything first: a bad input writes nothing
     converted: list[tuple[str, dict[str, Any]]] = []
+    try:
+        max_bytes()  # a bad DLH_MAX_RESULT_BYTES is one line, before anything is read
+    except InputFileError as e:
+        raise UsageError(str(e)) from None
     seen = {} if args.force else _already_imported(out_dir)
     skipped_dupes: list[str] = []
     for f in args.files:
         try:
-            src = pb.read_file(f)
-            sha = pb.file_sha256(Path(f))
+            src, sha = pb.read_source(f)  # one read: the hash is of the bytes converted
             if sha in seen:
-                skipped_dupes.append(f"{f}: already imported ({seen[sha]}; use --force to import it again)")
+                skipped_dupes.append(f"{show(f)}: already imported ({seen[sha]}; use --force to import it again)")
                 continue
-            doc = pb.convert(src, str(f), tag=args.tag, device=args.device, sha256=sha)
+            doc = pb.convert(src, show(f, 4096), tag=args.tag, device=args.device, sha256=sha)
         except ImportFormatError as e:
             raise UsageError(str(e)) from None
         seen[sha] = f"same content as {f}"
@@ -91,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
             counts[c["status"]] = counts.get(c["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         n = len(doc["cells"])
-        print(f"{f}: {n} benchmark{'s' if n != 1 else ''} ({summary})")
+        print(f"{show(f)}: {n} benchmark{'s' if n != 1 else ''} ({summary})")
         for c in doc["cells"]:
             if c["status"] != "ok":
-                print(f"  {c['status']}: {c['id']}: {c['reason']}")
+                print(f"  {c['status']}: {show(c['id'])}: {c['reason']}")
         print(f"result: {path}")
     return EXIT_OK

@@ -1,4 +1,12 @@
-"""``harness run``: run a suite and write results/<run_id>.json."""
+"""``harness run``: run a suite and write results/<run_id>.json.
+
+Output problems are found before time is spent: ``--out`` (and an explicit ``--report``
+path's folder) must take a real test write, else exit 2 with one line. Write errors
+during the run never lose a measured cell (``harness.runner.ResultWriter``): the run
+goes on, says what happened, and ends with exit 4 (``EXIT_WRITE``) and one line naming
+the path, the cause and where the complete copy is when the file could not be brought up
+to date; a failed HTML report is exit 4 as well, with the JSON saved.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, positive_float, positive_int
+from harness.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_WRITE,
+    UsageError,
+    positive_float,
+    positive_int,
+)
 
 ORDER = 20
 
@@ -20,26 +36,28 @@ def add_parser(sub: Any) -> None:
     run.add_argument("-d", "--device", action="append", default=[], help="cpu, cuda, cuda:N, tpu (repeatable)")
     run.add_argument("-v", "--variant", action="append", default=[], help="variant (repeatable)")
     run.add_argument("--mode", action="append", default=[], choices=("inference", "training"), help="repeatable")
-    run.add_argument("--batch-size", action="append", default=[], type=positive_int, help="repeatable")
+    run.add_argument("--batch-size", action="append", default=[], type=_limited("batch_size"), help="repeatable")
     run.add_argument("--world-size", action="append", default=[], type=_world_sizes, metavar="N[,N...]",
                      help="data-parallel training with N workers (torchrun for -b torch, MirroredStrategy for "
                           "-b tensorflow); a list such as 1,2,4 sweeps it and adds scaling efficiency vs 1")
-    run.add_argument("--nnodes", type=positive_int, default=None,
+    run.add_argument("--nnodes", type=_limited("nnodes"), default=None,
                      help="machines in a multi-node torchrun job (run the same command on each; needs --rdzv-endpoint)")
     run.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="torchrun rendezvous endpoint")
     run.add_argument("--rdzv-id", default=None, help="torchrun rendezvous job id (the same on every node)")
     run.add_argument("--rdzv-backend", default=None, help="torchrun rendezvous backend (default c10d)")
     run.add_argument("--size", default=None, help="size preset: tiny, small, base")
-    run.add_argument("--min-time", type=positive_float, default=None, help="minimum timed seconds per cell")
-    run.add_argument("--timeout", type=positive_float, default=None, help="per-cell timeout in seconds")
-    run.add_argument("--repeats", type=positive_int, default=None, metavar="N",
+    run.add_argument("--min-time", type=_limited("min_time_s"), default=None,
+                     help="minimum timed seconds per cell (at most 24 h)")
+    run.add_argument("--timeout", type=_limited("timeout_s"), default=None,
+                     help="per-cell timeout in seconds (at most 7 days)")
+    run.add_argument("--repeats", type=_limited("repeats"), default=None, metavar="N",
                      help="measure each cell in N separate worker processes, interleaved in random order "
                           "across the suite (default 1; nightly/procurement suites: 3). compare needs >= 2 "
                           "processes on a side to know the run-to-run noise")
     run.add_argument("--fail-on-contention", action="store_true",
                      help="exit 1 when any cell was measured while other processes competed for its CPU/GPU "
                           "(for CI jobs that prefer a retry)")
-    run.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: framework's)")
+    run.add_argument("--threads", type=_limited("threads"), default=None, help="intra-op threads (default: framework's)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--tag", default=None, help="free text stored with the run (e.g. nightly, a PR number)")
     run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE.html",
@@ -51,13 +69,28 @@ def add_parser(sub: Any) -> None:
                      help="where energy cannot be measured, record a labelled estimate (TDP x utilisation)")
 
 
+def _limited(setting: str) -> Any:
+    """argparse type of a numeric flag: within ``harness.suite.LIMITS[setting]`` (the
+    bounds a suite file has), else one line saying what is allowed; harness.suite is
+    imported only when the flag is given (``harness --help`` stays fast)."""
+
+    def parse(text: str) -> Any:
+        from harness.suite import setting_arg
+
+        return setting_arg(setting)(text)
+
+    parse.__name__ = setting
+    return parse
+
+
 def _world_sizes(text: str) -> list[int]:
-    """argparse type: ``N`` or ``N,M,...`` (positive integers)."""
-    return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or [positive_int(text)]
+    """argparse type: ``N`` or ``N,M,...`` (integers within ``LIMITS["world_size"]``)."""
+    one = _limited("world_size")
+    return [one(part.strip()) for part in text.split(",") if part.strip()] or [one(text)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runner import run_suite
+    from harness.runner import OutputNotWritable, os_error_cause, output_dir_problem, run_suite
     from harness.suite import ConfigError, Suite, apply_overrides, expand, load_suite
 
     try:
@@ -93,12 +126,20 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     out_dir = Path(args.out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create output directory {str(out_dir)!r}: {e.strerror or e}") from None
+    problem = output_dir_problem(out_dir)
+    if problem:
+        raise UsageError(f"cannot {problem[0]} {out_dir}: {problem[1]}; choose another --out")
+    if args.report:  # an explicit report path: its folder must take a file too
+        report_dir = Path(args.report).parent
+        problem = output_dir_problem(report_dir)
+        if problem:
+            raise UsageError(f"cannot write the HTML report to {report_dir}: {problem[1]}; "
+                             "choose another --report path")
 
-    outcome = run_suite(suite, cells, out_dir, tag=args.tag, show_progress=not args.no_progress)
+    try:
+        outcome = run_suite(suite, cells, out_dir, tag=args.tag, show_progress=not args.no_progress)
+    except OutputNotWritable as e:
+        raise UsageError(str(e)) from None
     from rich.console import Console
 
     from reports.tables import rich_summary_table
@@ -115,13 +156,27 @@ def run(args: argparse.Namespace) -> int:
            if outcome.interrupted and outcome.doc.get("incomplete") else ""),
         highlight=False,
     )
-    print(f"result: {outcome.path}")
+    saved = outcome.saved_path  # the file with every finished cell (the fallback copy if --out failed)
+    if saved is not None:
+        print(f"result: {saved}")
+    write_failed = False
+    if outcome.write_error:
+        print(f"harness run: error: {outcome.write_error}", file=sys.stderr)
+        write_failed = True
     if args.report is not None:
         from reports.html import write_html_report
 
-        target = Path(args.report) if args.report else outcome.path.with_suffix(".html")
-        write_html_report([outcome.doc], target)
-        print(f"report: {target}")
+        target = Path(args.report) if args.report else (saved or outcome.path).with_suffix(".html")
+        try:
+            write_html_report([outcome.doc], target)
+        except OSError as e:
+            json_at = f"the results are saved in {saved} (make the report later: harness report {saved} -o " \
+                      "REPORT.html)" if saved else "the results were not fully saved either (see above)"
+            print(f"harness run: error: could not write the HTML report to {target}: {os_error_cause(e)}; "
+                  f"{json_at}", file=sys.stderr)
+            write_failed = True
+        else:
+            print(f"report: {target}")
     from harness.runner import contended
 
     busy = [cell["id"] for cell in outcome.doc["cells"] if contended(cell)]
@@ -132,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""), highlight=False)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
+    if write_failed:  # before 1: CI must not read "cells failed" when the results are not where asked
+        return EXIT_WRITE
     if c.get("failed", 0):
         return EXIT_FAILED
     if busy and args.fail_on_contention:

@@ -5,7 +5,8 @@ Each importer module converts one foreign format into a result document of the c
 ``harness compare`` read it like a run of our own. Importers never invent data: what
 the foreign file does not hold is ``null`` with the reason in the cell's
 ``unavailable`` map, and every imported document keeps its provenance under
-``imported``.
+``imported``. Input files are read through :mod:`harness.importers.safe_read` (regular
+files only, bounded size, strict JSON, bounded depth).
 """
 
 from __future__ import annotations
