@@ -142,3 +142,21 @@ def test_line_of_points_at_values_and_keys() -> None:
     assert safeyaml.line_of(root, ["c"], key=True) == 5
     assert safeyaml.line_of(root, ["a", "nosuch"]) == 2  # the deepest node found
     assert safeyaml.line_of(None, ["a"]) == 1
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("a: 1\nb: !!timestamp x\n", "'x' as timestamp"),       # PyYAML: AttributeError
+    ("a: 1\nb: !!int ''\n", "'' as int"),                   # PyYAML: IndexError
+    ("a: 1\nb: !!bool maybe\n", "'maybe' as bool"),         # PyYAML: KeyError
+    ("a: 1\nb: !!float x\n", "'x'"),                        # ValueError
+    ("a: 1\nb: \"\\ud800\"\n", "lone surrogate"),           # not text: cannot be written back out
+    ("a: 1\n\"\\udc80\": 2\n", "lone surrogate"),           # ... in a key too
+])
+def test_values_an_explicit_tag_or_escape_cannot_build_are_yaml_errors(text: str, needle: str) -> None:
+    """Found by tests/test_fuzz.py: an explicit tag on a value that does not fit it made
+    PyYAML raise plain Python errors (exit 3), and a lone surrogate escape crashed the
+    report that printed it. Both are a bad value at its line."""
+    with pytest.raises(safeyaml.YamlInputError) as e:
+        safeyaml.load(text)
+    msg = safeyaml.describe(e.value, "f.yaml")
+    assert msg.startswith("f.yaml:2: ") and needle in msg, msg
