@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import __version__
+from harness.errors import UserError
 from harness.results import (
     ResultFileError,
     expand_paths,
@@ -62,7 +63,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CI_ENV = ("GITHUB_RUN_ID", "GITHUB_SHA", "GITHUB_REF", "GITHUB_REPOSITORY", "CI_PIPELINE_ID", "CI_COMMIT_SHA")
 
 
-class BaselineError(Exception):
+class BaselineError(UserError):
     """A baseline that cannot be set, found or read (one line for the user)."""
 
 

@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness import __version__
+from harness import errors as _errors
+from harness.errors import HarnessError, UserError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130, 3
-EXIT_WRITE = 4  # output could not be (fully) written; see the module docstring
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 130, 3
+EXIT_USAGE = _errors.EXIT_USAGE  # harness.errors.UserError
+EXIT_WRITE = _errors.EXIT_WRITE  # output could not be (fully) written; harness.errors.OutputError
 
 # causes that only a write can have: an uncaught OSError with one of these is exit 4 (one
 # line), not a bug (exit 3). EACCES/ENOENT are left out: a read can fail with them too.
@@ -41,7 +44,7 @@ _WRITE_ERRNOS = frozenset(
 )
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A user mistake: printed as one line, exit code 2."""
 
 
@@ -128,11 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(verbs[args.verb].run(args))
-    except UsageError as e:
+    except HarnessError as e:  # caught once: every user error, whichever module raised it
         if args.debug:
             traceback.print_exc()
         print(f"harness {args.verb}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from harness import metrics as M
+from harness.errors import UserError
 
 STATS = ("min", "p10", "p50", "mean")
 DEFAULT_STAT = "min"
@@ -90,7 +91,7 @@ NOISE_UNKNOWN = "inconclusive: run-to-run noise unknown"
 CONTENDED = "inconclusive: contended"
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """A user mistake in comparison settings (bad threshold, unknown stat or metric...)."""
 
 

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 from harness import metrics as M
+from harness.errors import UserError
 from harness.history import contention_note, repeats
 
 SPEC_FIELDS = ("workload", "backend", "device", "variant", "mode", "batch_size", "size", "world_size")
@@ -83,7 +84,7 @@ _SHORT_LIST = 8  # lists of at most this many numbers become indexed columns
 FORMATS = ("csv", "parquet")
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """An export that cannot be written (one line for the user)."""
 
 

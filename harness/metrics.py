@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from harness.errors import UserError
+
 LOWER = "lower"
 HIGHER = "higher"
 
@@ -192,7 +194,7 @@ def undeclared(cells: Iterable[Mapping[str, object]]) -> list[str]:
     return sorted(n for n in seen if lookup(n) is None and not n.startswith(CONFIG_PREFIXES))
 
 
-class UnknownMetric(KeyError):
+class UnknownMetric(UserError, KeyError):
     """A metric name that is not in the declared table."""
 
 

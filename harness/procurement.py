@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 from harness import metrics as M
 from harness.compare import fingerprint
+from harness.errors import UserError
 from harness.history import contention_note
 
 MEASURED_SOURCES_EXCLUDED = ("estimate", "unavailable")
@@ -56,7 +57,7 @@ _RANKED = {
 RANK_METRICS = {k: (attr, M.get(name).higher_is_better if name else True) for k, (attr, name) in _RANKED.items()}
 
 
-class PriceError(ValueError):
+class PriceError(UserError, ValueError):
     """A price file that cannot be used (one clear line)."""
 
 

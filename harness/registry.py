@@ -13,6 +13,8 @@ import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from harness.errors import UserError
+
 GROUPS: dict[str, str] = {
     "workload": "dl_harness.workloads",
     "backend": "dl_harness.backends",
@@ -21,7 +23,7 @@ GROUPS: dict[str, str] = {
 }
 
 
-class UnknownName(ValueError):
+class UnknownName(UserError, ValueError):
     """An unknown plugin name; the message lists the valid ones."""
 
 

@@ -49,12 +49,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from harness.errors import UserError
+
 SCHEMA_VERSION = 3  # see the schema history in the module docstring
 
 STATUSES = ("ok", "skipped", "failed")
 
 
-class ResultFileError(Exception):
+class ResultFileError(UserError):
     """A result file that cannot be used (unreadable, corrupt, wrong version)."""
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from harness import repeats, results
 from harness.environment import collect_environment, harness_info
+from harness.errors import UserError
 from harness.suite import Settings, Suite, TaskSpec
 from harness.worker import empty_cell
 
@@ -185,7 +186,7 @@ FALLBACK_DIRNAME = "dl-harness-unsaved"  # under $TMPDIR (then ~/.cache): copies
 PROBE_BYTES = 4096  # what the pre-flight check writes: a result file is never smaller than this
 
 
-class OutputNotWritable(Exception):
+class OutputNotWritable(UserError):
     """``--out`` cannot hold results, found before any cell ran (``harness run`` exits 2:
     nothing was measured yet, so the user's best move is another ``--out``)."""
 

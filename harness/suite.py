@@ -53,9 +53,10 @@ import yaml
 
 from harness import registry
 from harness.api import MODES
+from harness.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A usage or configuration error: one clear line for the user (exit code 2)."""
 
 

@@ -11,8 +11,10 @@ files only, bounded size, strict JSON, bounded depth).
 
 from __future__ import annotations
 
+from harness.errors import UserError
 
-class ImportFormatError(ValueError):
+
+class ImportFormatError(UserError, ValueError):
     """A file that cannot be imported: one clear line for the user (exit code 2)."""
 
 

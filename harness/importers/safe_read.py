@@ -35,6 +35,8 @@ import stat
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.errors import UserError
+
 MAX_BYTES_ENV = "DLH_MAX_RESULT_BYTES"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # 256 MiB: ~13 million samples of pytest-benchmark JSON
 MAX_DEPTH = 64  # containers inside containers; pytest-benchmark's own output is ~6 deep
@@ -43,7 +45,7 @@ _CHUNK = 1 << 20
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
-class InputFileError(ValueError):
+class InputFileError(UserError, ValueError):
     """An input file that cannot be read safely: one line naming the file (exit code 2)."""
 
 
