@@ -60,3 +60,30 @@ def test_an_output_error_is_exit_4(monkeypatch, capsys) -> None:
 def test_a_broken_plugin_is_not_a_user_error() -> None:
     # a plugin that fails to import is a bug (exit 3 with the traceback), not a typo
     assert not issubclass(PluginLoadError, errors.HarnessError)
+
+
+@pytest.mark.parametrize("verb", [
+    ["report", "{r}", "--format", "markdown", "-o", "{d}/r.md"],
+    ["compare", "{r}", "{r}", "-o", "{d}/c.md"],
+    ["export", "{r}", "--format", "csv", "-o", "{d}/c.csv"],
+])
+def test_an_output_path_in_a_missing_directory_is_one_line_not_a_crash(verb, tmp_path, capsys) -> None:
+    # `report --format markdown -o` into a missing directory was exit 3 with a traceback
+    from tests.conftest import ROOT
+
+    r = str(ROOT / "tests" / "fixtures" / "fuzz" / "result.json")
+    d = str(tmp_path / "no" / "such" / "dir")
+    code = cli.main([a.format(r=r, d=d) for a in verb])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "internal error" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert "cannot write" in line and "No such file or directory" in line, err
+
+
+def test_an_html_report_creates_its_directory(tmp_path, capsys) -> None:
+    from tests.conftest import ROOT
+
+    r = str(ROOT / "tests" / "fixtures" / "fuzz" / "result.json")
+    out = tmp_path / "new" / "dir" / "r.html"
+    assert cli.main(["report", r, "-o", str(out)]) == 0
+    assert out.is_file() and out.read_text().startswith("<!DOCTYPE html")

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
         text = markdown_summary(loaded.runs) + markdown_extra(loaded.runs, prices, args.rank_by)
         if args.output:
-            Path(args.output).write_text(text)
+            try:
+                Path(args.output).write_text(text, encoding="utf-8")
+            except OSError as e:
+                raise UsageError(f"cannot write report {args.output!r}: {e.strerror or e}") from None
             print(f"report: {args.output}")
         else:
             sys.stdout.write(text)
