@@ -73,6 +73,20 @@ def refuse_overwriting_inputs(output: str | None, inputs: Any) -> None:
             raise UsageError(f"refusing to write {output!r}: it is one of the inputs ({f}); choose another -o path")
 
 
+def bounded_setting(setting: str) -> Any:
+    """argparse ``type=`` of a numeric flag within ``harness.suite.LIMITS[setting]``
+    (the bounds of the same setting in a suite file); harness.suite is imported only
+    when the flag is given, so ``harness --help`` stays fast."""
+
+    def parse(text: str) -> Any:
+        from harness.suite import setting_arg
+
+        return setting_arg(setting)(text)
+
+    parse.__name__ = setting
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError, positive_float
+from harness.cli import EXIT_OK, UsageError, bounded_setting, positive_float
 
 ORDER = 45
 MAX_BUDGET_S = 3600.0  # per measurement: an hour of timing per (dtype, size) is far past any use
@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
     cal.add_argument("--dtype", action="append", default=[], choices=("fp32", "tf32", "bf16", "fp16"),
                      help="dtypes to measure (repeatable; default all four; fp32 is strict IEEE, tf32 needs an "
                           "Ampere+ GPU)")
-    cal.add_argument("--threads", type=_limited("threads"), default=None,
+    cal.add_argument("--threads", type=bounded_setting("threads"), default=None,
                      help="torch intra-op threads for the CPU (default: torch's); CPU peaks depend on it, and a "
                           "CPU cell's MFU needs a calibration with its own thread count (each count is kept)")
     cal.add_argument("--json", action="store_true", help="print the stored calibration as JSON")
@@ -36,19 +36,6 @@ def _budget(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number <= {MAX_BUDGET_S:g} (seconds), got {text!r}")
     return v
 
-
-def _limited(setting: str) -> Any:
-    """argparse type of a numeric flag within ``harness.suite.LIMITS[setting]`` (the
-    bounds of the same setting in a suite file); harness.suite is imported only when
-    the flag is given."""
-
-    def parse(text: str) -> Any:
-        from harness.suite import setting_arg
-
-        return setting_arg(setting)(text)
-
-    parse.__name__ = setting
-    return parse
 
 
 def _devices(requested: list[str]) -> list[str]:

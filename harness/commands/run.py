@@ -21,8 +21,7 @@ from harness.cli import (
     EXIT_OK,
     EXIT_WRITE,
     UsageError,
-    positive_float,
-    positive_int,
+    bounded_setting,
 )
 
 ORDER = 20
@@ -36,28 +35,28 @@ def add_parser(sub: Any) -> None:
     run.add_argument("-d", "--device", action="append", default=[], help="cpu, cuda, cuda:N, tpu (repeatable)")
     run.add_argument("-v", "--variant", action="append", default=[], help="variant (repeatable)")
     run.add_argument("--mode", action="append", default=[], choices=("inference", "training"), help="repeatable")
-    run.add_argument("--batch-size", action="append", default=[], type=_limited("batch_size"), help="repeatable")
+    run.add_argument("--batch-size", action="append", default=[], type=bounded_setting("batch_size"), help="repeatable")
     run.add_argument("--world-size", action="append", default=[], type=_world_sizes, metavar="N[,N...]",
                      help="data-parallel training with N workers (torchrun for -b torch, MirroredStrategy for "
                           "-b tensorflow); a list such as 1,2,4 sweeps it and adds scaling efficiency vs 1")
-    run.add_argument("--nnodes", type=_limited("nnodes"), default=None,
+    run.add_argument("--nnodes", type=bounded_setting("nnodes"), default=None,
                      help="machines in a multi-node torchrun job (run the same command on each; needs --rdzv-endpoint)")
     run.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="torchrun rendezvous endpoint")
     run.add_argument("--rdzv-id", default=None, help="torchrun rendezvous job id (the same on every node)")
     run.add_argument("--rdzv-backend", default=None, help="torchrun rendezvous backend (default c10d)")
     run.add_argument("--size", default=None, help="size preset: tiny, small, base")
-    run.add_argument("--min-time", type=_limited("min_time_s"), default=None,
+    run.add_argument("--min-time", type=bounded_setting("min_time_s"), default=None,
                      help="minimum timed seconds per cell (at most 24 h)")
-    run.add_argument("--timeout", type=_limited("timeout_s"), default=None,
+    run.add_argument("--timeout", type=bounded_setting("timeout_s"), default=None,
                      help="per-cell timeout in seconds (at most 7 days)")
-    run.add_argument("--repeats", type=_limited("repeats"), default=None, metavar="N",
+    run.add_argument("--repeats", type=bounded_setting("repeats"), default=None, metavar="N",
                      help="measure each cell in N separate worker processes, interleaved in random order "
                           "across the suite (default 1; nightly/procurement suites: 3). compare needs >= 2 "
                           "processes on a side to know the run-to-run noise")
     run.add_argument("--fail-on-contention", action="store_true",
                      help="exit 1 when any cell was measured while other processes competed for its CPU/GPU "
                           "(for CI jobs that prefer a retry)")
-    run.add_argument("--threads", type=_limited("threads"), default=None, help="intra-op threads (default: framework's)")
+    run.add_argument("--threads", type=bounded_setting("threads"), default=None, help="intra-op threads (default: framework's)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--tag", default=None, help="free text stored with the run (e.g. nightly, a PR number)")
     run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE.html",
@@ -69,23 +68,10 @@ def add_parser(sub: Any) -> None:
                      help="where energy cannot be measured, record a labelled estimate (TDP x utilisation)")
 
 
-def _limited(setting: str) -> Any:
-    """argparse type of a numeric flag: within ``harness.suite.LIMITS[setting]`` (the
-    bounds a suite file has), else one line saying what is allowed; harness.suite is
-    imported only when the flag is given (``harness --help`` stays fast)."""
-
-    def parse(text: str) -> Any:
-        from harness.suite import setting_arg
-
-        return setting_arg(setting)(text)
-
-    parse.__name__ = setting
-    return parse
-
 
 def _world_sizes(text: str) -> list[int]:
     """argparse type: ``N`` or ``N,M,...`` (integers within ``LIMITS["world_size"]``)."""
-    one = _limited("world_size")
+    one = bounded_setting("world_size")
     return [one(part.strip()) for part in text.split(",") if part.strip()] or [one(text)]
 
 

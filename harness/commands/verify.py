@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from harness.cli import EXIT_FAILED, EXIT_OK, UsageError, positive_float
+from harness.cli import EXIT_FAILED, EXIT_OK, UsageError, bounded_setting, positive_float
 
 ORDER = 25
 
@@ -29,27 +29,14 @@ def add_parser(sub: Any) -> None:
                    help="workload (repeatable; default: every workload built for both frameworks)")
     p.add_argument("--size", action="append", default=[],
                    help="size preset (repeatable; default: tiny and small)")
-    p.add_argument("--batch-size", type=_limited("batch_size"), default=None,
+    p.add_argument("--batch-size", type=bounded_setting("batch_size"), default=None,
                    help="batch size (default: each workload's default for the size)")
     p.add_argument("--tolerance", type=positive_float, default=None,
                    help="largest relative error that agrees (default: 1e-4)")
     p.add_argument("--xla", action="store_true", help="also check the XLA-compiled (jit_compile) forward pass")
-    p.add_argument("--threads", type=_limited("threads"), default=None, help="intra-op threads for both frameworks")
+    p.add_argument("--threads", type=bounded_setting("threads"), default=None, help="intra-op threads for both frameworks")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-
-def _limited(setting: str) -> Any:
-    """argparse type of a numeric flag within ``harness.suite.LIMITS[setting]`` (the
-    bounds of the same setting in a suite file); harness.suite is imported only when
-    the flag is given."""
-
-    def parse(text: str) -> Any:
-        from harness.suite import setting_arg
-
-        return setting_arg(setting)(text)
-
-    parse.__name__ = setting
-    return parse
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,9 +36,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import UserError
+from harness.results import (  # one size limit, one file-kind test for every untrusted JSON file
+    MAX_BYTES_ENV,
+    ResultFileError,
+    _not_regular,
+    _show,
+    max_result_bytes,
+)
 
-MAX_BYTES_ENV = "DLH_MAX_RESULT_BYTES"
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # 256 MiB: ~13 million samples of pytest-benchmark JSON
 MAX_DEPTH = 64  # containers inside containers; pytest-benchmark's own output is ~6 deep
 MAX_INT_DIGITS = 20  # 2**64 has 20 digits: larger integers are refused
 _CHUNK = 1 << 20
@@ -51,29 +56,16 @@ class InputFileError(UserError, ValueError):
 
 def show(text: object, limit: int = 200) -> str:
     """``text`` for a one-line message: control characters escaped, at most ``limit`` chars."""
-    s = str(text)
-    if not s.isprintable():
-        s = ascii(s)[1:-1]
-    return s if len(s) <= limit else s[: limit - 3] + "..."
+    return _show(text, limit)
 
 
 def max_bytes(environ: Mapping[str, str] | None = None) -> int:
-    """The size limit for an input file: ``DLH_MAX_RESULT_BYTES`` or 256 MiB."""
-    env = os.environ if environ is None else environ
-    raw = env.get(MAX_BYTES_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_MAX_BYTES
+    """The size limit for an input file: ``DLH_MAX_RESULT_BYTES`` or 256 MiB (the same
+    limit and variable as result files: :func:`harness.results.max_result_bytes`)."""
     try:
-        value = int(raw.strip().replace("_", ""))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputFileError(f"{MAX_BYTES_ENV}={show(raw, 40)!r} is not a positive whole number of bytes")
-    return value
-
-
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+        return max_result_bytes(environ)
+    except ResultFileError as e:
+        raise InputFileError(str(e)) from None
 
 
 def read_regular_file(path: str | Path, limit: int | None = None) -> bytes:
@@ -90,7 +82,7 @@ def read_regular_file(path: str | Path, limit: int | None = None) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+            kind = _not_regular(st.st_mode)
             raise InputFileError(f"{show(p)}: is {kind}, not a regular file; give a JSON file")
         if st.st_size > limit:
             raise InputFileError(f"{show(p)}: {st.st_size:,} bytes is over the {limit:,}-byte limit for an input file "
