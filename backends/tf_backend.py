@@ -11,7 +11,7 @@ What a step is (the same work as the torch backend's step):
   weight decay 0.01, eps 1e-8, betas 0.9/0.999: torch's ``AdamW`` defaults), all in one
   ``tf.function``; it returns the loss.
 * Inputs are generated (seeded, same arrays as torch), converted to the Keras layout
-  (NCHW -> NHWC images, see :mod:`workloads._keras_models`) and placed on the device
+  (NCHW -> NHWC images, see :mod:`harness.workloads._keras_models`) and placed on the device
   with ``tf.identity`` under ``tf.device`` *before* timing; under a strategy each
   replica's share is created on that replica's device (:func:`place_per_replica`).
   Nothing but the function call runs in the timed region; no host<->device copies (the
@@ -553,7 +553,7 @@ class TensorFlowBackend(Backend):
         """Build the model (under ``strategy`` when given; ``batch_size`` is then the
         global batch, split over the replicas), place the inputs and trace the step."""
         tf = self.tf
-        from workloads._keras_models import keras_inputs, trainable_params
+        from harness.workloads._keras_models import keras_inputs, trainable_params
 
         jit = bool(getattr(variant, "tf_jit_compile", False))
         replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1

@@ -13,7 +13,7 @@
   flags in force under ``runtime.precision`` (see :mod:`harness.variants.precision`).
 * CUDA: every timed step gets its own pair of CUDA events, recorded back to back
   without a host sync and read after the loop (:class:`CudaEventClock`, a
-  :class:`harness.timing.DeviceEventClock`), so samples are per-step device times;
+  :class:`harness.core.timing.DeviceEventClock`), so samples are per-step device times;
   device peak memory is ``torch.cuda.max_memory_allocated`` after
   ``reset_peak_memory_stats`` (bytes held by tensors; the caching allocator's
   reserved-but-free blocks are not counted, ``max_memory_reserved`` is stored beside it).
@@ -26,7 +26,7 @@ import platform
 from typing import Any, Callable, ClassVar
 
 from harness.api import Backend, Clock, DeviceInfo, SkipCell, Step, Variant, Workload
-from harness.timing import DeviceEventClock
+from harness.core.timing import DeviceEventClock
 
 
 class CudaEventClock(DeviceEventClock):

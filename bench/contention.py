@@ -9,8 +9,8 @@ For each repetition, every (policy, hog) configuration runs once, in a shuffled 
 configuration alike). A configuration is one fresh worker process with the policy's
 environment set *before* torch is imported (OpenMP reads ``OMP_WAIT_POLICY`` once, at
 start-up); it builds and times every cell (``--workloads`` x ``--sizes``, torch CPU
-inference, :func:`harness.timing.measure` with ``--min-time``), each with a
-:class:`harness.contention.ContentionProbe`, so the table also shows whether the probe
+inference, :func:`harness.core.timing.measure` with ``--min-time``), each with a
+:class:`harness.core.contention.ContentionProbe`, so the table also shows whether the probe
 flagged the hog runs and stayed quiet in the others. The hog is ``--hogs`` busy-loop
 processes (unpinned: one core's worth of load each wherever the scheduler puts it;
 ``--hog-pin N`` pins them to CPU N), or with ``--hog-kind torch`` torch processes
@@ -64,17 +64,17 @@ def child(args: argparse.Namespace) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from harness.contention import ContentionProbe
-    from harness.suite import Settings, TaskSpec
-    from harness.timing import TimingConfig, measure
-    from harness.worker import resolve_cell
+    from harness.core.contention import ContentionProbe
+    from harness.core.suite import Settings, TaskSpec
+    from harness.core.timing import TimingConfig, measure
+    from harness.launch.worker import resolve_cell
 
     out = []
     threads = args.threads if args.threads > 0 else None
     for wl_name in args.workloads.split(","):
         for size in args.sizes.split(","):
             settings = Settings(size=size, min_time_s=args.min_time, threads=threads)
-            from harness import registry
+            from harness.core import registry
 
             wl = registry.load("workload", wl_name)(size=size)
             spec = TaskSpec(workload=wl_name, backend="torch", device="cpu", variant="fp32",
@@ -106,7 +106,7 @@ def child(args: argparse.Namespace) -> int:
 # -- parent ----------------------------------------------------------------------
 def busy_other_cores(seconds: float = 1.0) -> float:
     """Busy cores of the affinity CPUs over ``seconds`` while this script sleeps."""
-    from harness.contention import parse_proc_stat
+    from harness.core.contention import parse_proc_stat
 
     cpus = sorted(os.sched_getaffinity(0))
     a = parse_proc_stat(Path("/proc/stat").read_text(), cpus)[0]

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.collectors.energy import EnergyConfig, EstimateMeter, RaplMeter, Sampler  # noqa: E402
 from harness.collectors.utilisation import UtilisationCollector, UtilisationConfig  # noqa: E402
-from harness.hw.rapl import open_rapl  # noqa: E402
+from harness.core.hw.rapl import open_rapl  # noqa: E402
 
 
 def fake_powercap(root: Path) -> Path:
@@ -59,7 +59,7 @@ def main() -> int:
     import psutil
     import torch
 
-    from harness import registry
+    from harness.core import registry
 
     interval = EnergyConfig().interval_s
     with tempfile.TemporaryDirectory() as td:

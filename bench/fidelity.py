@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.api import Step  # noqa: E402
-from harness.timing import TimingConfig, measure  # noqa: E402
+from harness.core.timing import TimingConfig, measure  # noqa: E402
 
 
 class NoopStep(Step):
@@ -43,10 +43,10 @@ def main() -> int:
     import torch
     import torch.utils.benchmark as tb
 
-    from backends.torch_backend import TorchBackend
+    from harness.backends.torch_backend import TorchBackend
     from harness.api import BackendConfig
     from harness.variants import FP32Variant
-    from workloads.mlp import MLPWorkload
+    from harness.workloads.mlp import MLPWorkload
 
     backend = TorchBackend(BackendConfig(threads=args.threads))
     backend.setup()

@@ -1,7 +1,7 @@
 """Is the regression gate calibrated? A Monte-Carlo of ``harness compare``'s real code.
 
-The gate's own code decides every verdict: :func:`harness.compare.compare_observations`,
-which :func:`harness.compare.compare_docs` (what the CLI calls after loading the files)
+The gate's own code decides every verdict: :func:`harness.analysis.compare.compare_observations`,
+which :func:`harness.analysis.compare.compare_docs` (what the CLI calls after loading the files)
 hands the parsed observations to: the same trimming, moderation, Holm, thresholds,
 verdicts and printed smallest detectable change. Parsing documents costs more than the
 statistics, so the replicates give the observations directly; the first replicate of
@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.compare import (  # noqa: E402
+from harness.analysis.compare import (  # noqa: E402
     POWER,
     Comparison,
     CompareSettings,
@@ -95,7 +95,7 @@ def _samples(level: float) -> list[float]:
 
 
 def side_obs(levels: np.ndarray, tag: str) -> dict[str, list[Observation]]:
-    """Observations for one side (what harness.compare.observations gives for side_docs)."""
+    """Observations for one side (what harness.analysis.compare.observations gives for side_docs)."""
     n, m = levels.shape
     keys = [f"w{k:03d}/torch/cpu/fp32/inference/bs8/tiny" for k in range(m)]
     return {keys[k]: [Observation(run_id=f"{tag}-{i}", value=float(levels[i, k]), samples=None, status="ok",

@@ -301,7 +301,7 @@ def detect_gpus(smi: str | None = None, timeout_s: float = 30.0) -> tuple[list[d
         why.append("nvidia-smi not found on PATH")
     try:
         sys.path.insert(0, str(REPO))
-        from harness.hw.nvml import open_nvml
+        from harness.core.hw.nvml import open_nvml
 
         nv = open_nvml()
         if nv.available:
@@ -397,7 +397,7 @@ HARNESS_PROBE = r"""
 import json
 out = {}
 try:
-    from harness import registry
+    from harness.core import registry
     out["variants"] = registry.names("variant")
     out["workloads"] = registry.names("workload")
     out["backends"] = registry.names("backend")
@@ -423,9 +423,9 @@ try:
         t.fill_(1)
         del t
     try:
-        from backends.torch_backend import TorchStep
+        from harness.backends.torch_backend import TorchStep
         step = TorchStep(torch, dev, fn, contextlib.nullcontext, 0)
-        out["path"] = "backends.torch_backend.TorchStep.device_peak_memory"
+        out["path"] = "harness.backends.torch_backend.TorchStep.device_peak_memory"
     except Exception as e:
         step = None
         out["path"] = "torch.cuda.max_memory_allocated (TorchStep could not be built: %s: %s)" % (type(e).__name__, e)
@@ -466,7 +466,7 @@ try:
         uuid = str(torch.cuda.get_device_properties(0).uuid) or None
     except Exception:
         uuid = None
-    from harness.hw.nvml import open_cuda_device
+    from harness.core.hw.nvml import open_cuda_device
     from harness.collectors.energy import NvmlCounterMeter, NvmlPowerMeter, Sampler
     o1 = open_cuda_device(0, os.environ, uuid)
     o2 = open_cuda_device(0, os.environ, uuid)
@@ -890,7 +890,7 @@ def memory_check(payload: Mapping[str, Any] | None, nbytes: int = MEM_TENSOR_BYT
             f"{nbytes / 2**20:,.0f} MiB tensor (pass: [{nbytes / 2**20:,.0f}, {(nbytes + slack) / 2**20:,.0f}) MiB)")
     notes = f"via {payload.get('path')} ({payload.get('source')}); reserved peak " \
             f"{(_num(payload.get('reserved_peak_bytes')) or 0) / 2**20:,.0f} MiB"
-    if not str(payload.get("path", "")).startswith("backends.torch_backend"):
+    if not str(payload.get("path", "")).startswith("harness.backends.torch_backend"):
         ok = False
         notes = "the harness's TorchStep path was not used: " + notes
     return row("d1", name, PASS if ok else FAIL, figs, notes, probe=dict(payload))

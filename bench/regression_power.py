@@ -1,6 +1,6 @@
 """How trustworthy is ``harness compare`` on this machine? (a benchmark, not a test)
 
-Measures, with real worker processes (``harness.runner.run_in_worker``, the same path
+Measures, with real worker processes (``harness.launch.runner.run_in_worker``, the same path
 ``harness run`` uses):
 
 * the **A/A false-alarm rate**: unchanged code, separate processes, compared;
@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.compare import CompareSettings, compare_docs  # noqa: E402
+from harness.analysis.compare import CompareSettings, compare_docs  # noqa: E402
 
 # the benchmark's own workload, discovered through a throw-away dist-info like any plugin
 _DIST = "regpower_bench-0.1.dist-info"
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(site), str(ROOT / "bench"), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     )
-    from harness.runner import new_document, run_in_worker
-    from harness.suite import Settings, Suite, TaskSpec
+    from harness.launch.runner import new_document, run_in_worker
+    from harness.core.suite import Settings, Suite, TaskSpec
 
     spec = TaskSpec("regpower", "torch", "cpu", "fp32", "inference", 64, "small")
     settings = Settings(size="small", min_time_s=args.min_time, threads=args.threads, warmup_max_s=0.5, min_samples=10)

@@ -11,7 +11,7 @@ How the inputs are made (real result format, synthetic size):
    to 1, 2, 3, ... so every cell id differs) whose ``samples_ms`` is replaced by
    ``n`` seeded synthetic latencies: the template's p50 x a log-normal (sd 5%) body
    with 2% of samples 1.5-4x slower (a realistic right tail), written at full float
-   precision as the runner writes them (``harness.results.dumps``: JSON, indent 1, one
+   precision as the runner writes them (``harness.store.results.dumps``: JSON, indent 1, one
    sample a line, ~22 bytes per sample). ``n`` is chosen from the measured bytes per
    sample so the file is about the target size. ``metrics.latency_ms`` is recomputed
    from those samples with numpy (percentiles, mean, std; the median CI by order
@@ -29,7 +29,7 @@ each), where no per-cell cap applies and only the report's total point budget do
 Each command runs as a child process; its peak memory is the ``ru_maxrss`` that
 ``os.wait4`` returns for that child alone (it includes descendants it waited for), its
 wall time is measured around it, and a child over ``--timeout`` is killed and shown as
-TIMEOUT. A ``load`` row times ``harness.results.load_results`` alone on the same file,
+TIMEOUT. A ``load`` row times ``harness.store.results.load_results`` alone on the same file,
 which is the JSON-parse share of every other row.
 
 Usage: ``python bench/robustness.py [--sizes 1,10,200] [--many-cells] [--workdir DIR]
@@ -77,7 +77,7 @@ def make_template(workdir: Path) -> Path:
 
 def generate(d: Path, cells: int, n: int, n_pb: int, template: Path) -> None:
     """Write ``d``/a.json (seed 1), b.json (seed 2, 3% slower) and pytest_benchmark.json."""
-    from harness.results import dumps
+    from harness.store.results import dumps
 
     tpl = json.loads(template.read_text())
     tpl["cells"] = [c for c in tpl["cells"] if c.get("status") == "ok"][:1]
@@ -176,7 +176,7 @@ def pytest_benchmark_doc(cells: int, n: int, center_ms: float, seed: int) -> dic
 
 def bytes_per_sample(tpl_doc: dict[str, Any]) -> tuple[float, float]:
     """(bytes per sample in a result file, bytes per round in a pytest-benchmark file)."""
-    from harness.results import dumps
+    from harness.store.results import dumps
 
     small, big = (len(dumps(result_doc(tpl_doc, 1, n, 9, 1.0, "probe"))) for n in (1000, 21000))
     pb_small, pb_big = (len(json.dumps(pytest_benchmark_doc(1, n, 1.0, 9), indent=4)) for n in (1000, 21000))
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: {cells} cell(s) x {n:,} samples; A {human(a.stat().st_size)}, B "
                   f"{human(b.stat().st_size)}, pytest-benchmark {human(pb.stat().st_size)} "
                   f"(written in {time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
-            load = [sys.executable, "-c", "import sys; from harness.results import load_results; "
+            load = [sys.executable, "-c", "import sys; from harness.store.results import load_results; "
                     "r = load_results([sys.argv[1]]); assert r.runs, r.errors", str(a)]  # fmt: skip
             jobs = [
                 ("load (parse+validate)", load, None),

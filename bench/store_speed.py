@@ -11,9 +11,9 @@ at ``--batches`` batch sizes (default 2, so 12 cells per file from the smoke sui
 
 Then times, in this process:
 
-* ``load``: :func:`harness.results.load_results` over the directory (read, JSON parse,
+* ``load``: :func:`harness.store.results.load_results` over the directory (read, JSON parse,
   version check, schema validation of every file);
-* ``query``: :func:`harness.results.query` with typical filters (one workload, one host,
+* ``query``: :func:`harness.store.results.query` with typical filters (one workload, one host,
   the last 30 days, a tag), each from scratch (load included);
 * ``export``: ``harness export --format csv`` of the whole directory in a fresh process.
 
@@ -47,7 +47,7 @@ TARGET_S = 5.0
 
 def find_template() -> Path:
     """A real result file: the newest valid one under results/, else a fresh smoke run."""
-    from harness.results import ResultFileError, load_result
+    from harness.store.results import ResultFileError, load_result
 
     for p in sorted((ROOT / "results").glob("*.json"), reverse=True):
         try:
@@ -120,7 +120,7 @@ def make_run(template: dict[str, Any], i: int, n_files: int, n_samples: int, n_b
 
 def generate(out: Path, template_path: Path, n_files: int, n_samples: int, n_batches: int) -> int:
     """Write the synthetic fleet into ``out``; returns the total bytes written."""
-    from harness.results import dumps, load_result
+    from harness.store.results import dumps, load_result
 
     template = load_result(template_path)
     rng = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timings are the best of this many")
     args = ap.parse_args(argv)
 
-    from harness.results import ResultFilter, load_results, query
+    from harness.store.results import ResultFilter, load_results, query
 
     template = Path(args.template) if args.template else find_template()
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="store-speed-"))

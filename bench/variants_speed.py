@@ -31,7 +31,7 @@ def main() -> int:
 
     import torch
 
-    from harness import registry
+    from harness.core import registry
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

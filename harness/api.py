@@ -3,7 +3,7 @@
 Every plugin is a class with a ``name: ClassVar[str]`` and a frozen dataclass
 ``Config`` whose ``__post_init__`` only validates (it raises ``ValueError`` naming
 the allowed values and never touches the environment, the network or hardware).
-Plugins are discovered through entry points (see :mod:`harness.registry`); the
+Plugins are discovered through entry points (see :mod:`harness.core.registry`); the
 built-ins are declared the same way in ``pyproject.toml``.
 
 Nothing in this module imports a deep-learning framework: adapters import torch or
@@ -349,7 +349,7 @@ class Variant(abc.ABC):
         """Return the transformed model (possibly a new object; it must stay callable as
         the backend calls the model). Works on *any* model of the workload's
         architecture: the backends pass ``device``, ``mode`` and ``workload`` (speed
-        track); the quality track (:mod:`harness.quality`) also passes
+        track); the quality track (:mod:`harness.core.quality`) also passes
         ``calibration`` (list of input batches, numpy, ``input_specs()`` order),
         ``train_data`` (``(inputs, labels)``) and ``train_epochs``/``train_lr``/
         ``train_batch_size`` (the fp32 recipe). Variants ignore keys they do not need

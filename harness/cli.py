@@ -56,7 +56,7 @@ def refuse_overwriting_inputs(output: str | None, inputs: Any) -> None:
         return
     import os as _os
 
-    from harness.results import expand_paths
+    from harness.store.results import expand_paths
 
     out = Path(output)
     try:
@@ -74,12 +74,12 @@ def refuse_overwriting_inputs(output: str | None, inputs: Any) -> None:
 
 
 def bounded_setting(setting: str) -> Any:
-    """argparse ``type=`` of a numeric flag within ``harness.suite.LIMITS[setting]``
-    (the bounds of the same setting in a suite file); harness.suite is imported only
+    """argparse ``type=`` of a numeric flag within ``harness.core.suite.LIMITS[setting]``
+    (the bounds of the same setting in a suite file); harness.core.suite is imported only
     when the flag is given, so ``harness --help`` stays fast."""
 
     def parse(text: str) -> Any:
-        from harness.suite import setting_arg
+        from harness.core.suite import setting_arg
 
         return setting_arg(setting)(text)
 

@@ -8,12 +8,12 @@ gives the documented exit code, never exit 3 ("internal error, please report").
     HarnessError                 (exit 2 unless a subclass says otherwise)
       UserError                  exit 2: a usage, configuration or input-file mistake
         harness.cli.UsageError
-        harness.suite.ConfigError, harness.procurement.PriceError,
-        harness.compare.CompareError, harness.baseline.BaselineError,
-        harness.export.ExportError, harness.results.ResultFileError,
-        harness.importers.ImportFormatError, harness.importers.safe_read.InputFileError,
-        harness.registry.UnknownName, harness.metrics.UnknownMetric,
-        harness.runner.OutputNotWritable
+        harness.core.suite.ConfigError, harness.analysis.procurement.PriceError,
+        harness.analysis.compare.CompareError, harness.store.baseline.BaselineError,
+        harness.analysis.export.ExportError, harness.store.results.ResultFileError,
+        harness.store.importers.ImportFormatError, harness.store.importers.safe_read.InputFileError,
+        harness.core.registry.UnknownName, harness.core.metrics.UnknownMetric,
+        harness.launch.runner.OutputNotWritable
       OutputError                exit 4: results could not be (fully) written
 
 Each concrete class keeps its historical built-in base too (``ValueError``,

@@ -1,11 +1,11 @@
 """Reports built from stored results only (never re-running anything).
 
-* :func:`reports.html.write_html_report` -- one self-contained, offline HTML file
+* :func:`harness.reports.html.write_html_report` -- one self-contained, offline HTML file
   (plotly.js embedded once, sortable/filterable summary table, charts, environment,
   failures).
-* :func:`reports.tables.markdown_summary` -- a GitHub-flavoured Markdown table for a
+* :func:`harness.reports.tables.markdown_summary` -- a GitHub-flavoured Markdown table for a
   CI comment.
-* :func:`reports.tables.rich_summary_table` -- a ``rich`` table for the terminal.
+* :func:`harness.reports.tables.rich_summary_table` -- a ``rich`` table for the terminal.
 
 Importing this package is cheap: plotly and rich are imported inside the functions
 that need them.
@@ -13,7 +13,7 @@ that need them.
 
 from __future__ import annotations
 
-from reports.html import render_html, write_html_report
-from reports.tables import markdown_summary, rich_summary_table
+from harness.reports.html import render_html, write_html_report
+from harness.reports.tables import markdown_summary, rich_summary_table
 
 __all__ = ["markdown_summary", "render_html", "rich_summary_table", "write_html_report"]

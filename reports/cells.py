@@ -1,6 +1,6 @@
 """Read-only accessors over result documents, shared by every report.
 
-They only look things up in what a run stored (see ``harness.schema``); nothing here
+They only look things up in what a run stored (see ``harness.store.schema``); nothing here
 measures or estimates. Where a value is missing the accessor returns ``None`` and,
 through :func:`unavailable_reason`, the reason the run recorded for it.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator
 
-from reports.formatting import is_number
+from harness.reports.formatting import is_number
 
-NOISE_IQR_RATIO = 0.10  # same threshold as harness.stats (torch.utils.benchmark's warning)
+NOISE_IQR_RATIO = 0.10  # same threshold as harness.core.stats (torch.utils.benchmark's warning)
 NOISE_EXPLANATION = (
     "noisy: the interquartile range of the samples is more than 10% of the median "
     "(IQR/median > 10%), so small differences in this cell are not meaningful"
@@ -173,7 +173,7 @@ def contention(cell: dict[str, Any]) -> str | None:
     contention was recorded). Only ok cells are judged."""
     if status(cell) != "ok":
         return None
-    from harness.history import contention_note  # lazy: keeps ``import reports`` light
+    from harness.analysis.history import contention_note  # lazy: keeps ``import reports`` light
 
     return contention_note(cell)
 
@@ -182,7 +182,7 @@ def contention_detail(cell: dict[str, Any]) -> str | None:
     """Every reason the worker recorded for a contended cell (for tooltips), else None."""
     if status(cell) != "ok":
         return None
-    from harness.history import contention_note
+    from harness.analysis.history import contention_note
 
     return contention_note(cell, short=False)
 
@@ -200,7 +200,7 @@ def contended_cells(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], di
 def process_p50s(cell: dict[str, Any]) -> list[float]:
     """The median latency (ms) of each ok worker process of a cell measured with
     ``run --repeats N`` ([] without repeats)."""
-    from harness.history import repeats
+    from harness.analysis.history import repeats
 
     out = []
     for r in repeats(cell):
@@ -220,7 +220,7 @@ def repeat_spread(cell: dict[str, Any]) -> dict[str, Any] | None:
     """Run-to-run spread of a ``--repeats`` cell: ``{"processes", "ok", "low", "high",
     "cv"}`` over the per-process medians (ms; ``cv`` = their standard deviation / mean,
     None with one process). None for a cell measured in one process."""
-    from harness.history import repeats
+    from harness.analysis.history import repeats
 
     reps = repeats(cell)
     if len(reps) < 2:
@@ -237,7 +237,7 @@ def repeat_spread(cell: dict[str, Any]) -> dict[str, Any] | None:
 
 def process_metric(cell: dict[str, Any], key: str) -> list[float]:
     """The top-level metric ``key`` of each ok worker process of a ``--repeats`` cell."""
-    from harness.history import repeats
+    from harness.analysis.history import repeats
 
     out = []
     for r in repeats(cell):

@@ -1,13 +1,13 @@
-"""Text renderings of a :class:`harness.compare.Comparison`: a plain terminal table and
+"""Text renderings of a :class:`harness.analysis.compare.Comparison`: a plain terminal table and
 GitHub-flavoured Markdown for a CI comment. Cell ids and notes come from result files
-and are escaped for Markdown (see :func:`reports.tables.md_escape`)."""
+and are escaped for Markdown (see :func:`harness.reports.tables.md_escape`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from reports import formatting as F
-from reports.tables import md_escape
+from harness.reports import formatting as F
+from harness.reports.tables import md_escape
 
 _ORDER = {"regression": 0, "inconclusive": 1, "not_comparable": 2, "improvement": 3, "unchanged": 4,
           "only_baseline": 5, "only_candidate": 6}  # fmt: skip
@@ -74,7 +74,7 @@ def _header(result: Any) -> str:
 
 def _advice(result: Any) -> list[str]:
     """What to do about inconclusive cells (one line each kind)."""
-    from harness.compare import CONTENDED, NOISE_UNKNOWN
+    from harness.analysis.compare import CONTENDED, NOISE_UNKNOWN
 
     labels = [c.verdict_text for c in result.cells]
     out = []

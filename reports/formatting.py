@@ -1,6 +1,6 @@
 """Number formatting shared by the HTML, Markdown and terminal reports.
 
-Units of metrics come from the declared table (:mod:`harness.metrics`); see
+Units of metrics come from the declared table (:mod:`harness.core.metrics`); see
 :func:`metric_value`.
 
 Every helper takes a value that may be ``None`` and returns ``None`` for it, so the
@@ -125,8 +125,8 @@ def shorten(text: Any, limit: int = 80) -> str:
 
 
 def _declared(key: str) -> Any:
-    """The declared metric (:mod:`harness.metrics`) for ``key``, or None."""
-    from harness.metrics import lookup  # light: a table of dataclasses
+    """The declared metric (:mod:`harness.core.metrics`) for ``key``, or None."""
+    from harness.core.metrics import lookup  # light: a table of dataclasses
 
     return lookup(key)
 
@@ -163,7 +163,7 @@ def value_in_unit(value: float, unit: str) -> str | None:
 
 def metric_value(key: str, value: Any) -> str | None:
     """Format a metric in its declared unit (see :func:`value_in_unit`; ``key`` is the
-    dotted name in :mod:`harness.metrics` or its unambiguous last component).
+    dotted name in :mod:`harness.core.metrics` or its unambiguous last component).
 
     Only for a metric that is **not** declared (an imported benchmark's or a plugin's own
     value) does the unit fall back to the old suffix rule on its name (``*_ms``,
@@ -224,7 +224,7 @@ def metric_interval(key: str, lo: float, hi: float) -> str | None:
 
 
 def process_spread(spread: dict[str, Any] | None, short: bool = False) -> str | None:
-    """The run-to-run spread of a ``--repeats`` cell (:func:`reports.cells.repeat_spread`):
+    """The run-to-run spread of a ``--repeats`` cell (:func:`harness.reports.cells.repeat_spread`):
     ``"3 processes: p50 1.10–1.32 ms (CV 8.5%)"``, or ``"3: 1.10–1.32 ms, CV 8%"`` with
     ``short``. None for a cell measured in one process."""
     if not spread:

@@ -22,7 +22,7 @@ tooltip. A cell measured while other processes competed for the machine
 (``timing.contention``) is named in a banner at the top and carries a "contended"
 badge with its evidence; the regressions, history and procurement sections draw no
 verdict or ranking from it. Units come from the declared metric table
-(:mod:`harness.metrics`).
+(:mod:`harness.core.metrics`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from reports import cells as C
-from reports import formatting as F
+from harness.reports import cells as C
+from harness.reports import formatting as F
 
 DEFAULT_TITLE = "dl-harness report"
 MAX_RUNS_IN_CHARTS = 10  # latency/throughput/memory charts draw the most recent runs only
@@ -1008,7 +1008,7 @@ def render_html(
     rank_by: str = "throughput",
 ) -> str:
     """The report as one HTML string (see :func:`write_html_report`). ``prices``
-    (:class:`harness.procurement.Prices`) and ``rank_by`` feed the procurement section."""
+    (:class:`harness.analysis.procurement.Prices`) and ``rank_by`` feed the procurement section."""
     runs = [r for r in runs if isinstance(r, dict)]
     page_title = title or DEFAULT_TITLE
     # per-cell charts of a long history would be unreadable (and slow): draw the most
@@ -1032,7 +1032,7 @@ def render_html(
     ]  # fmt: skip
     figures = [(d, f, cap) for d, f, cap in figures if f is not None]
 
-    from reports import sections as S
+    from harness.reports import sections as S
 
     parts = [
         _header(runs, page_title),
@@ -1044,7 +1044,7 @@ def render_html(
         chart_html = "".join(_figure_block(d, f, _e(cap)) for d, f, cap in figures)
         parts.append(f'<section id="charts"><h2>Charts</h2>{chart_html}</section>')
     parts.append(S.backends_section(runs))
-    from harness.history import build_history
+    from harness.analysis.history import build_history
 
     series = build_history(runs)  # once: the history and regressions sections share it
     for section_html, section_figs in (

@@ -1,14 +1,14 @@
 """Markdown (CI comment) sections for many runs: regressions of each machine's latest
 run, detected history changes, and the multi-machine ranking. Strings from result
-files go through :func:`reports.tables.md_escape`. As in the HTML report, contended
-cells give no verdict, no trend and no rank (see :mod:`reports.sections`)."""
+files go through :func:`harness.reports.tables.md_escape`. As in the HTML report, contended
+cells give no verdict, no trend and no rank (see :mod:`harness.reports.sections`)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from reports import formatting as F
-from reports.tables import md_escape
+from harness.reports import formatting as F
+from harness.reports.tables import md_escape
 
 
 def _pct(x: float | None) -> str:
@@ -48,9 +48,9 @@ def _scaling_markdown(runs: Sequence[dict[str, Any]]) -> list[str]:
 def markdown_extra(runs: Sequence[dict[str, Any]], prices: Any = None, rank_by: str = "throughput") -> str:
     """Extra Markdown sections; empty when there is nothing to add (a single run
     without data-parallel cells)."""
-    from harness.history import build_history
-    from harness.procurement import machines_of, procurement_entries
-    from reports.sections import _by_machine, latest_vs_earlier, verdict_label
+    from harness.analysis.history import build_history
+    from harness.analysis.procurement import machines_of, procurement_entries
+    from harness.reports.sections import _by_machine, latest_vs_earlier, verdict_label
 
     out: list[str] = _scaling_markdown(runs)
     series = build_history(runs)

@@ -3,7 +3,7 @@ quality vs speed, roofline, backends side by side. Each section function returns
 ``(html, figures)`` where ``figures`` is a list of ``(div_id, figure, caption)``; an
 empty html string means the data for that section is absent (the section is left out).
 
-Same rules as :mod:`reports.html`: every string from a result file is escaped
+Same rules as :mod:`harness.reports.html`: every string from a result file is escaped
 (``_e`` for HTML, ``_pe`` for plotly data), hover templates are constants that only
 refer to ``customdata``, and nothing is invented: a value a run did not measure is
 not drawn, an estimate is labelled "estimate".
@@ -13,7 +13,7 @@ processes competed for the machine. The regressions section leaves contended ear
 measurements out of the baseline and shows a contended latest cell as "inconclusive"
 with the evidence; the history marks contended runs and detects changes on the
 others; the procurement view ranks uncontended runs only. Directions and units come
-from the declared metric table (:mod:`harness.metrics`).
+from the declared metric table (:mod:`harness.core.metrics`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from reports import cells as C
-from reports import formatting as F
+from harness.reports import cells as C
+from harness.reports import formatting as F
 
 Fig = tuple[str, dict[str, Any], str]
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -31,13 +31,13 @@ MAX_HISTORY_CHARTS = 6
 
 
 def _e(x: Any) -> str:
-    from reports.html import _e as esc
+    from harness.reports.html import _e as esc
 
     return esc(x)
 
 
 def _pe(x: Any) -> str:
-    from reports.html import _pe as esc
+    from harness.reports.html import _pe as esc
 
     return esc(x)
 
@@ -80,7 +80,7 @@ def _layout(title: str, x_title: str, y_title: str = "", height: int = 420, **kw
 
 
 def _by_machine(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    from harness.compare import fingerprint
+    from harness.analysis.compare import fingerprint
 
     out: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(runs, key=lambda d: (str(d.get("created") or ""), str(d.get("run_id") or ""))):
@@ -96,9 +96,9 @@ def regression_baseline(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The baseline for a machine's latest run: its earlier runs, from the most recent
     change point detected among them on (a known step must not inflate the noise).
-    ``series``: :func:`harness.history.build_history` of these or more runs (computed
+    ``series``: :func:`harness.analysis.history.build_history` of these or more runs (computed
     here when not given)."""
-    from harness.history import build_history
+    from harness.analysis.history import build_history
 
     earlier = list(mruns[:-1])
     ids = [str(r.get("run_id")) for r in earlier]
@@ -114,13 +114,13 @@ def regression_baseline(
 
 
 CONTENDED_VERDICT = "inconclusive"
-CONTENDED_LABEL = "inconclusive: contended"  # harness.compare's wording
+CONTENDED_LABEL = "inconclusive: contended"  # harness.analysis.compare's wording
 CONTENDED_NOTE = "contended: no verdict from a cell measured under contention"
 
 
 def _without_contended(doc: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     """A shallow copy of ``doc`` without its contended cells, and how many were dropped."""
-    from harness.history import contention_note
+    from harness.analysis.history import contention_note
 
     cells = [c for c in doc.get("cells") or [] if not (isinstance(c, Mapping) and c.get("status") == "ok"
                                                        and contention_note(c))]  # fmt: skip
@@ -137,8 +137,8 @@ def latest_vs_earlier(mruns: Sequence[dict[str, Any]], series: Sequence[Any] | N
     Returns ``{"result": Comparison, "baseline": [runs], "since": run id or None,
     "contended": {cell key: evidence} of the latest run, "dropped": contended baseline
     measurements left out}``."""
-    from harness.compare import cell_key, compare_docs
-    from harness.history import contention_note
+    from harness.analysis.compare import cell_key, compare_docs
+    from harness.analysis.history import contention_note
 
     base, since = regression_baseline(mruns, series)
     cleaned = [_without_contended(d) for d in base]
@@ -167,7 +167,7 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
     """Latest run of each machine against that machine's earlier runs (harness compare
     with default settings: stat min, threshold auto, Holm over cells); contended cells
     give no verdict (see :func:`latest_vs_earlier`)."""
-    from harness.history import build_history
+    from harness.analysis.history import build_history
 
     if series is None:
         series = build_history(runs)
@@ -271,7 +271,7 @@ def history_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | None
     """Trends per cell and machine over many runs, with detected steps and drifts; each
     change labelled worse or better by the metric's declared direction. Contended runs
     are drawn as open red circles and take no part in the detection."""
-    from harness.history import build_history
+    from harness.analysis.history import build_history
 
     if series is None:
         series = build_history(runs)
@@ -377,7 +377,7 @@ def procurement_section(
     runs: Sequence[dict[str, Any]], prices: Any = None, rank_by: str = "throughput"
 ) -> tuple[str, list[Fig]]:
     """Several machines side by side (shown when the runs come from 2+ machines)."""
-    from harness.procurement import RANK_METRICS, machines_of, procurement_entries
+    from harness.analysis.procurement import RANK_METRICS, machines_of, procurement_entries
 
     machines = machines_of(runs)
     if len(machines) < 2:

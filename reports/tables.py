@@ -20,8 +20,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any, Sequence
 
-from reports import cells as C
-from reports import formatting as F
+from harness.reports import cells as C
+from harness.reports import formatting as F
 
 if TYPE_CHECKING:  # rich is imported lazily at call time
     from rich.table import Table

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.baseline import BaselineError, cell_table, get_baseline, list_baselines, set_baseline
+from harness.store.baseline import BaselineError, cell_table, get_baseline, list_baselines, set_baseline
 from tests.conftest import ROOT, run_cli
 from tests.test_store import make_cell, make_doc, write
 
@@ -323,6 +323,6 @@ def test_run_ids_that_sanitise_alike_do_not_overwrite_each_other(tmp_path: Path)
     b = set_baseline([src], name="nightly", store=tmp_path / "store", now=0)
     files = [r["file"] for r in b.manifest["runs"]]
     assert len(set(files)) == 2 and len(b.run_files()) == 2
-    from harness.baseline import load_baseline_runs
+    from harness.store.baseline import load_baseline_runs
 
     assert sorted(d["run_id"] for d in load_baseline_runs(b)) == ["r-1", "r/1"]

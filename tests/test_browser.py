@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reports.html import render_html
+from harness.reports.html import render_html
 from tests.test_report import PAYLOAD, failed_cell, make_doc, ok_cell, rich_runs, skipped_cell, standard_doc
 
 CHROMIUM = "/usr/bin/chromium"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import calibrate
-from harness.suite import Settings, Suite, TaskSpec
+from harness.core import calibrate
+from harness.core.suite import Settings, Suite, TaskSpec
 
 pytest.importorskip("torch")
 
@@ -37,8 +37,8 @@ def test_save_merges_devices_atomically_and_finds_by_fingerprint(tmp_path: Path)
 
 
 def test_run_includes_calibration_and_sets_mfu(tmp_path: Path):
-    from harness.environment import collect_environment
-    from harness.runner import run_suite
+    from harness.core.environment import collect_environment
+    from harness.launch.runner import run_suite
 
     fp = collect_environment()["fingerprint"]
     calibrate.save(tmp_path / "calibration", fp, "cpu",
@@ -118,7 +118,7 @@ def test_every_thread_count_calibrated_is_kept(tmp_path: Path):
     assert found["threads"] == 1 and found["peak_flops_per_s"]["fp32"] == 1e10  # the latest
     assert found["by_threads"]["2"]["peak_flops_per_s"]["fp32"] == 2e10
     assert found["by_threads"]["1"]["peak_flops_per_s"]["fp32"] == 1e10
-    from harness.flops import apply_calibration
+    from harness.core.flops import apply_calibration
 
     cell = {"status": "ok", "spec": {"device": "cpu", "variant": "fp32"}, "runtime": {"threads": 2},
             "metrics": {"achieved_flops_per_s": 1e9}, "unavailable": {}}

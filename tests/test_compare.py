@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.compare import (
+from harness.analysis.compare import (
     CompareError,
     CompareSettings,
     compare_docs,
@@ -214,7 +214,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_upper_trim_is_yuen_with_one_sided_trimming() -> None:
-    from harness.compare import upper_trim
+    from harness.analysis.compare import upper_trim
 
     y = np.array([3.0, 1.0, 2.0, 10.0])
     mean, ss, n, h = upper_trim(y, 0.25)
@@ -306,7 +306,7 @@ def test_data_parallel_scaling_higher_is_better(metric: str) -> None:
 
 
 def test_undeclared_or_ungateable_metric_is_refused() -> None:
-    from harness.metrics import gateable_names
+    from harness.core.metrics import gateable_names
 
     with pytest.raises(CompareError, match="unknown metric 'latency_msx'") as e:
         CompareSettings(metric="latency_msx")
@@ -387,8 +387,8 @@ def test_min_detectable_change_accounts_for_holm() -> None:
 
 def test_yuen_standard_error_matches_the_documented_formula() -> None:
     # docs/compare.md: se^2 = (SSw_b + SSw_c)/(n_b + n_c - 2) * ((n_b-1)/(h_b(h_b-1)) + (n_c-1)/(h_c(h_c-1)))
-    import harness.compare as HC
-    from harness.compare import upper_trim
+    import harness.analysis.compare as HC
+    from harness.analysis.compare import upper_trim
 
     lb, lc = [1.00, 1.02, 0.99, 1.30], [1.05, 1.04, 1.07, 1.50]
     base = [_level_doc(x, i, "b") for i, x in enumerate(lb)]
@@ -559,7 +559,7 @@ def _two_million(monkeypatch: pytest.MonkeyPatch, stat: str) -> tuple[Any, list[
     sizes of every array the rank test and the bootstrap were given."""
     import scipy.stats
 
-    import harness.compare as hc
+    import harness.analysis.compare as hc
 
     rng = np.random.default_rng(11)
     b = rng.lognormal(0.0, 0.05, 2_000_000)

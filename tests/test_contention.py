@@ -1,4 +1,4 @@
-"""Contention detection (harness.contention) against a fake /proc tree and an
+"""Contention detection (harness.core.contention) against a fake /proc tree and an
 autospec'd pynvml, plus one real end-to-end check with busy-loop processes."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from harness.contention import (ContentionProbe, parse_pid_stat, parse_proc_stat, process_cpus, sample_other_cpu,
+from harness.core.contention import (ContentionProbe, parse_pid_stat, parse_proc_stat, process_cpus, sample_other_cpu,
                                 thread_policy)
-from harness.hw.nvml import open_nvml
-from harness.timing import TimingConfig, measure
+from harness.core.hw.nvml import open_nvml
+from harness.core.timing import TimingConfig, measure
 from tests.test_nvml import A100, fake_nvml
 
 PID = 4000  # "this process" in the fake tree

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.results import load_result
-from harness.schema import validation_errors
-from harness.stats import summarize
+from harness.store.results import load_result
+from harness.store.schema import validation_errors
+from harness.core.stats import summarize
 
 
 def test_smoke_run_succeeds_and_prints_paths(smoke_run):
@@ -90,9 +90,9 @@ def test_report_and_markdown_from_the_cli(smoke_run, cli, tmp_path):
 
 
 def test_every_number_a_cell_records_is_a_declared_metric(smoke_run):
-    """One declared table of metrics (harness/metrics.py): a metric the worker emits but
+    """One declared table of metrics (harness/core/metrics.py): a metric the worker emits but
     nobody declared would get a guessed unit and could not be gated."""
-    from harness import metrics as M
+    from harness.core import metrics as M
 
     doc = load_result(smoke_run["files"][0])
     assert M.undeclared(doc["cells"]) == []

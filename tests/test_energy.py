@@ -230,8 +230,8 @@ def test_config_validates():
 def test_worker_cell_records_energy_flops_and_timeseries():
     """The real worker path on this machine: energy is measured (RAPL) or null with the
     reason (never 0), FLOPs are counted, and the utilisation series is stored."""
-    from harness.suite import Settings, TaskSpec
-    from harness.worker import run_cell
+    from harness.core.suite import Settings, TaskSpec
+    from harness.launch.worker import run_cell
 
     spec = TaskSpec("mlp", "torch", "cpu", "fp32", "inference", 4, "tiny")
     cell = run_cell(spec, Settings(size="tiny", min_time_s=0.05, warmup_max_s=0.05, min_samples=3,

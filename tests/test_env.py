@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.commands.env import format_environment
-from harness.environment import collect_environment, fingerprint
-from harness.hw.cpuinfo import read_cpu
-from harness.hw.tpu import detect_tpu
+from harness.core.environment import collect_environment, fingerprint
+from harness.core.hw.cpuinfo import read_cpu
+from harness.core.hw.tpu import detect_tpu
 from tests.test_nvml import A100, fake_nvml
 
 SAPPHIRE = """processor\t: 0

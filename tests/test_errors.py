@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 
 from harness import cli, errors
-from harness.baseline import BaselineError
-from harness.compare import CompareError
-from harness.export import ExportError
-from harness.importers import ImportFormatError
-from harness.importers.safe_read import InputFileError
-from harness.metrics import UnknownMetric
-from harness.procurement import PriceError
-from harness.registry import PluginLoadError, UnknownName
-from harness.results import ResultFileError
-from harness.runner import OutputNotWritable
-from harness.suite import ConfigError
+from harness.store.baseline import BaselineError
+from harness.analysis.compare import CompareError
+from harness.analysis.export import ExportError
+from harness.store.importers import ImportFormatError
+from harness.store.importers.safe_read import InputFileError
+from harness.core.metrics import UnknownMetric
+from harness.analysis.procurement import PriceError
+from harness.core.registry import PluginLoadError, UnknownName
+from harness.store.results import ResultFileError
+from harness.launch.runner import OutputNotWritable
+from harness.core.suite import ConfigError
 
 USER_ERRORS = [
     (cli.UsageError, Exception), (ConfigError, ValueError), (PriceError, ValueError),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.export import ExportError, cell_rows, export
+from harness.analysis.export import ExportError, cell_rows, export
 from tests.conftest import run_cli
 from tests.test_store import make_cell, make_doc, write
 
@@ -89,7 +89,7 @@ def _edge_docs() -> list[dict[str, Any]]:
 def test_edge_cases_extra_spec_fields_failures_and_name_clashes() -> None:
     buf = io.StringIO()
     rows = list(cell_rows(_edge_docs()))
-    from harness.export import columns_of, write_csv
+    from harness.analysis.export import columns_of, write_csv
 
     cols = columns_of(rows)
     write_csv(rows, cols, buf)
@@ -189,7 +189,7 @@ def test_units_travel_with_the_export(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     import json
 
-    from harness.export import column_units
+    from harness.analysis.export import column_units
 
     docs = _contended_and_repeated_docs()
     out = tmp_path / "cells.parquet"
@@ -237,7 +237,7 @@ def test_export_carries_contention_and_repeats(tmp_path: Path) -> None:
 
 
 def export_samples(docs: list[dict[str, Any]]) -> Any:
-    from harness.export import sample_rows
+    from harness.analysis.export import sample_rows
 
     return sample_rows(docs)
 
@@ -297,7 +297,7 @@ def _is_number(v: str) -> bool:
 
 
 def test_units_sidecar_and_samples_csv_are_neutralised_too() -> None:
-    from harness.export import write_units_csv
+    from harness.analysis.export import write_units_csv
 
     buf = io.StringIO()
     write_units_csv({"=evil": {"unit": "+u", "direction": "lower", "description": "@d"},
@@ -307,7 +307,7 @@ def test_units_sidecar_and_samples_csv_are_neutralised_too() -> None:
     assert side[1] == {"column": "latency_ms.p50", "unit": "ms", "direction": "lower", "description": "median"}
     buf = io.StringIO()
     export_rows = list(export_samples(_hostile_docs()))
-    from harness.export import columns_of, write_csv
+    from harness.analysis.export import columns_of, write_csv
 
     write_csv(export_rows, columns_of(export_rows, samples=True), buf)
     rows = _read_csv(buf.getvalue())

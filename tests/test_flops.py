@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.torch_backend import TorchBackend  # noqa: E402
-from harness import registry  # noqa: E402
-from harness.flops import apply_calibration, count_torch_step, flops_analysis, peak_dtype  # noqa: E402
-from harness.suite import TaskSpec  # noqa: E402
+from harness.backends.torch_backend import TorchBackend  # noqa: E402
+from harness.core import registry  # noqa: E402
+from harness.core.flops import apply_calibration, count_torch_step, flops_analysis, peak_dtype  # noqa: E402
+from harness.core.suite import TaskSpec  # noqa: E402
 from harness.variants import FP32Variant  # noqa: E402
 
 
@@ -236,7 +236,7 @@ def _student_flops(workload: str, batch: int, mode: str) -> dict:
 def test_distill_falls_back_to_the_students_analytic_count_not_the_teachers(monkeypatch, mode):
     """When the counter cannot run, the analytic fallback is the student's count (the
     teacher's inflated FLOP/s and MFU 3-7x on the tiny presets)."""
-    import harness.flops as flops_mod
+    import harness.core.flops as flops_mod
     from harness.variants.distill import DistillVariant
 
     wl = registry.load("workload", "transformer")(size="tiny")
@@ -273,7 +273,7 @@ def test_analytic_flop_rate_is_the_run_models(monkeypatch):
     """analysis.achieved_flops: achieved_flops_per_s_analytic and flops_analytic of a
     distill / prune-structured cell are the student's / pruned model's, or null with the
     reason where the variant has no formula (never the teacher's)."""
-    from harness.analysis import achieved_flops
+    from harness.core.analyses import achieved_flops
     from harness.variants.distill import DistillVariant
     from harness.variants.prune import PruneStructuredVariant
 
@@ -303,7 +303,7 @@ def test_analytic_flop_rate_is_the_run_models(monkeypatch):
 
 
 def test_pruned_cnn_without_a_count_gives_null_flops_and_mfu_with_the_reason(monkeypatch):
-    import harness.flops as flops_mod
+    import harness.core.flops as flops_mod
     from harness.variants.prune import PruneStructuredVariant
 
     wl = registry.load("workload", "cnn")(size="tiny")

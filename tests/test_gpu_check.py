@@ -279,7 +279,7 @@ def test_energy_cells_need_nvml_and_joules():
 
 def test_memory_check_against_a_known_tensor():
     gib = 1 << 30
-    base = {"path": "backends.torch_backend.TorchStep.device_peak_memory", "baseline_bytes": 512}
+    base = {"path": "harness.backends.torch_backend.TorchStep.device_peak_memory", "baseline_bytes": 512}
     assert gc.memory_check(dict(base, peak_bytes=gib + 512))["status"] == "PASS"
     assert gc.memory_check(dict(base, peak_bytes=gib // 2))["status"] == "FAIL"  # missed the allocation
     assert gc.memory_check(dict(base, peak_bytes=gib + (100 << 20)))["status"] == "FAIL"  # counted too much
@@ -344,7 +344,7 @@ def test_markdown_has_the_check_table_and_escapes_cells():
 
 
 def test_plan_chunks_and_their_suites_are_valid_harness_suites(tmp_path):
-    from harness.suite import expand, load_suite
+    from harness.core.suite import expand, load_suite
 
     variants = ["fp32", "tf32", "int8-dynamic", "int8-static", "compile"]
     chunks = gc.plan_chunks(variants, ["mlp", "cnn"], ["torch", "tensorflow"], ["inference", "training"], 2,

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.history import build_history, detect_changes
+from harness.analysis.history import build_history, detect_changes
 from tests.test_report import make_doc, ok_cell
 
 
@@ -110,7 +110,7 @@ def test_history_direction_comes_from_the_metric_table() -> None:
 
 
 def test_history_section_labels_a_higher_is_better_change_as_better() -> None:
-    from reports.sections import history_section
+    from harness.reports.sections import history_section
 
     docs = _series_docs([1.0 if i < 9 else 0.8 for i in range(16)])
     text, figs = history_section(docs, build_history(docs, metric="throughput_per_s"))
@@ -132,7 +132,7 @@ def test_contended_runs_are_marked_and_never_make_a_change() -> None:
 
 
 def test_a_contended_process_of_a_repeated_run_is_left_out_of_its_value() -> None:
-    from harness.history import run_value
+    from harness.analysis.history import run_value
     from tests.test_report import repeated_cell
 
     cell = repeated_cell([1.0, 3.0, 1.02], contended={1: 1.7})

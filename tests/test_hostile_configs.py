@@ -2,7 +2,7 @@
 untrusted. Non-finite or absurd numbers, non-UTF-8 text, duplicate keys and values that
 could only fail at run time are refused when the file is loaded: exit 2, one line
 ``FILE:LINE: what is wrong ... what is allowed``, no traceback; the equivalent flags go
-through the same bounds (harness/suite.py: LIMITS).
+through the same bounds (harness/core/suite.py: LIMITS).
 
 Most cases run the real CLI in this process (``harness.cli.main``, with the runner
 replaced by a tripwire so that nothing is ever measured); a few run ``python -m harness``
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.suite import Settings
+from harness.core.suite import Settings
 
 ZEROS_400 = "1" + "0" * 400  # an int literal of 401 digits (10**400)
 DIGITS_5000 = "1" + "0" * 5000  # over Python's 4300-digit int conversion limit
@@ -30,16 +30,16 @@ def harness_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[
     """``harness ARGS`` in this process -> (exit code, stdout, stderr); a command that
     got past validation hits a tripwire instead of measuring anything (on code without
     the bounds, ``calibrate --budget 1e9`` would otherwise time for 30 years)."""
-    import harness.calibrate
-    import harness.parity
-    import harness.runner
+    import harness.core.calibrate
+    import harness.analysis.parity
+    import harness.launch.runner
 
     def tripwire(*a: Any, **k: Any) -> Any:
         raise AssertionError("got past validation: a measurement was started")
 
-    monkeypatch.setattr(harness.runner, "run_suite", tripwire)
-    monkeypatch.setattr(harness.calibrate, "measure_device", tripwire)
-    monkeypatch.setattr(harness.parity, "verify", tripwire)
+    monkeypatch.setattr(harness.launch.runner, "run_suite", tripwire)
+    monkeypatch.setattr(harness.core.calibrate, "measure_device", tripwire)
+    monkeypatch.setattr(harness.analysis.parity, "verify", tripwire)
 
     def call(args: list[str]) -> tuple[int, str, str]:
         from harness.cli import main
@@ -137,7 +137,7 @@ def test_suite_that_is_not_utf8_text_is_refused(harness_main: Any, tmp_path: Pat
 
 
 def test_utf8_with_bom_and_non_ascii_text_still_load(harness_main: Any, tmp_path: Path) -> None:
-    from harness.suite import load_suite
+    from harness.core.suite import load_suite
 
     f = tmp_path / "suite.yaml"
     f.write_bytes(codecs.BOM_UTF8 + "name: café\ndescription: naïve — ok\nmatrix: {workload: [mlp]}\n".encode())
@@ -146,7 +146,7 @@ def test_utf8_with_bom_and_non_ascii_text_still_load(harness_main: Any, tmp_path
 
 
 def test_bounds_are_inclusive_and_builtin_suites_are_within_them(tmp_path: Path) -> None:
-    from harness.suite import builtin_suites, expand, load_suite, parse_suite
+    from harness.core.suite import builtin_suites, expand, load_suite, parse_suite
 
     top = ("settings:\n  min_time_s: 86400\n  timeout_s: 604800\n  min_samples: 10000000\n  repeats: 1000\n"
            "  seed: 4294967295\n  threads: 4096\nmatrix:\n  workload: [mlp]\n  batch_size: [1048576]\n")
@@ -256,8 +256,8 @@ def test_price_file_in_utf16_is_refused(harness_main: Any, tmp_path: Path) -> No
 
 
 def test_price_file_keys_are_taken_as_written() -> None:
-    from harness import safeyaml
-    from harness.procurement import parse_prices
+    from harness.core import safeyaml
+    from harness.analysis.procurement import parse_prices
 
     data, root = safeyaml.load("machines:\n  0123: {hourly: 1}\n  on: {hourly: 2}\n  gpu-box: {purchase: 5}\n")
     prices = parse_prices(data, "p.yaml", root)  # YAML 1.1 alone would give 83 and True
@@ -270,7 +270,7 @@ CONFIG_CASES = [
     ("threshold-huge-int", f"threshold: {ZEROS_400}\n", 1, ["between 0% and 1000%"]),
     ("alpha-nan", "alpha: .nan\n", 1, ["alpha must be a number between 0 and 0.5"]),
     ("alpha-huge", "alpha: 1.0e+400\n", 1, ["alpha must be", "inf"]),
-    ("workload-inf", "workloads:\n  mlp: 5%\n  cnn: .inf\n", 3, ["workloads.cnn", "1000%"]),
+    ("workload-inf", "workloads:\n  mlp: 5%\n  cnn: .inf\n", 3, ["harness.workloads.cnn", "1000%"]),
     ("cell-list", "cells:\n  mlp/torch: [5]\n", 2, ["cells.mlp/torch", "a percentage"]),
     ("fallback-nan", "fallback_threshold: .nan\n", 1, ["fallback_threshold", "1000%"]),
     ("dup-threshold", "threshold: 5%\nstat: min\nthreshold: 50%\n", 3, ["duplicate key 'threshold'", "lines 1 and 3"]),
@@ -329,12 +329,12 @@ def test_real_cli_process_exit_2_one_line(cli: Any, tmp_path: Path, kind: str, r
 
 def test_limits_table_is_the_documented_one() -> None:
     """The README's Suites section states the bounds of LIMITS (one place, documented)."""
-    from harness.suite import LIMITS
+    from harness.core.suite import LIMITS
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Suites"):]
     section = section[: section.index("\n### ", 5)]
-    assert "harness/suite.py: LIMITS" in section
+    assert "harness/core/suite.py: LIMITS" in section
     for text in ("86400 s (24 h)", "604800 s (7 days)", "10,000,000", "1,000", "4,096", "2^20", "65,536",
                  "1,024 workers per node", "10,000 cells"):
         assert text in section, text

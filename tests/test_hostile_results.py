@@ -27,13 +27,13 @@ from typing import Any, Callable
 
 import pytest
 
-from harness import results
+from harness.store import results
 from harness.cli import main
 from tests.conftest import ROOT
 from tests.test_store import make_cell, make_doc
 
 CELL_ID = "mlp/torch/cpu/fp32/inference/bs8/tiny"
-MAX_BYTES_ENV = "DLH_MAX_RESULT_BYTES"  # documented in README and docs; harness.results.MAX_BYTES_ENV
+MAX_BYTES_ENV = "DLH_MAX_RESULT_BYTES"  # documented in README and docs; harness.store.results.MAX_BYTES_ENV
 SUBPROCESS_TIMEOUT_S = 120.0  # generous for a loaded shared machine; a hang is far longer
 
 
@@ -369,7 +369,7 @@ def test_history_survives_extreme_but_finite_values() -> None:
     """Doubles whose log-scale differences overflow ``math.exp`` (1e-300 ms next to
     1e300 ms) raised OverflowError in the history section of a report. The loader now
     refuses numbers beyond 1e+-100, but ``build_history`` is an API of its own."""
-    from harness.history import detect_changes
+    from harness.analysis.history import detect_changes
 
     for values in ([1e-300] * 3 + [1e300] * 3, [5e-324] * 4 + [1e308] * 4, [10.0 ** (-300 + 60 * i) for i in range(11)]):
         changes = detect_changes(values)

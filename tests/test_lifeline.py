@@ -1,4 +1,4 @@
-"""A worker dies with its runner and keeps its own deadline (harness/lifeline.py);
+"""A worker dies with its runner and keeps its own deadline (harness/core/lifeline.py);
 SIGHUP stops a run like SIGTERM. Real processes, real signals."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _wait_for_worker(parent: subprocess.Popen[str], timeout: float = 90) -> psut
     while time.time() < deadline:
         for child in psutil.Process(parent.pid).children(recursive=True):
             try:
-                if "harness.worker" in " ".join(child.cmdline()):
+                if "harness.launch.worker" in " ".join(child.cmdline()):
                     return child
             except psutil.NoSuchProcess:
                 continue
@@ -55,7 +55,7 @@ def test_kill_9_of_the_runner_kills_the_worker_and_removes_its_scratch(plugin_si
 def test_a_worker_keeps_its_own_deadline(tmp_path: Path) -> None:
     scratch = tmp_path / "cell"
     scratch.mkdir()
-    code = ("import time\nfrom harness.lifeline import bind_from_env\nbind_from_env()\n"
+    code = ("import time\nfrom harness.core.lifeline import bind_from_env\nbind_from_env()\n"
             "time.sleep(60)\n")
     env = dict(os.environ, DLH_PARENT_PID=str(os.getpid()), DLH_CELL_DIR=str(scratch), DLH_DEADLINE_S="1",
                PYTHONPATH=str(ROOT))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import metrics as M
+from harness.core import metrics as M
 
 
 def test_directions_that_name_guessing_got_wrong() -> None:

@@ -8,7 +8,7 @@ from unittest import mock
 import pynvml
 import pytest
 
-from harness.hw.nvml import open_nvml, parse_visible_devices, resolve_cuda_device
+from harness.core.hw.nvml import open_nvml, parse_visible_devices, resolve_cuda_device
 
 
 def fake_nvml(gpus: list[dict]) -> mock.MagicMock:

@@ -1,4 +1,4 @@
-"""Cross-framework agreement (harness/parity.py) and ``harness verify``.
+"""Cross-framework agreement (harness/analysis/parity.py) and ``harness verify``.
 
 The two sides are called in-process here (both frameworks install together) to keep
 the tests fast; one CLI test runs the real two-process ``harness verify``.
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.parity import Agreement, relative_error, tensorflow_side, torch_side
+from harness.analysis.parity import Agreement, relative_error, tensorflow_side, torch_side
 from tests.conftest import run_cli
 
 if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("torch") is None:
@@ -111,8 +111,8 @@ def test_a_wrong_weight_is_detected(dumped: dict[str, Any], tmp_path: Path, key:
 
 
 def test_missing_or_misshapen_weights_are_named() -> None:
-    from workloads._keras_models import load_torch_state
-    from workloads.mlp import MLPWorkload
+    from harness.workloads._keras_models import load_torch_state
+    from harness.workloads.mlp import MLPWorkload
 
     w = MLPWorkload("tiny")
     state = {k: v.detach().numpy() for k, v in w.build_torch().state_dict().items()}
@@ -150,14 +150,14 @@ def test_verify_usage_errors_exit_2(args: list[str], needle: str) -> None:
 
 
 def test_verify_exits_1_when_a_preset_disagrees(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    import harness.parity
+    import harness.analysis.parity
     from harness.commands import verify as cmd
 
     def fake_verify(items: Any, **kw: Any) -> list[Agreement]:
         return [_agreement(workload=w, size=s, batch_size=b, rel_error=0.3 if w == "cnn" else 1e-7)
                 for w, s, b in items]
 
-    monkeypatch.setattr(harness.parity, "verify", fake_verify)
+    monkeypatch.setattr(harness.analysis.parity, "verify", fake_verify)
     args = argparse.Namespace(workload=["mlp", "cnn"], size=["tiny"], batch_size=None, tolerance=None,
                               xla=False, threads=None, json=False)
     assert cmd.run(args) == 1

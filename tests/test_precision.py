@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from backends.torch_backend import TorchBackend  # noqa: E402
-from harness import registry  # noqa: E402
+from harness.backends.torch_backend import TorchBackend  # noqa: E402
+from harness.core import registry  # noqa: E402
 from harness.api import SkipCell  # noqa: E402
 from harness.variants import FP32Variant  # noqa: E402
 from harness.variants.precision import (  # noqa: E402
@@ -28,7 +28,7 @@ from harness.variants.precision import (  # noqa: E402
     fp32_math_settings,
     set_fp32_math,
 )
-from workloads.mlp import MLPWorkload  # noqa: E402
+from harness.workloads.mlp import MLPWorkload  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_training_keeps_autocast_and_fp32_master_weights():
 def test_flop_counter_runs_the_forward_as_the_step_does():
     """The FLOP/byte counter re-runs the cast-once model without autocast, so its bytes
     are bf16 bytes (half the fp32 model's parameter bytes)."""
-    from harness.flops import count_torch_step
+    from harness.core.flops import count_torch_step
 
     wl = MLPWorkload("tiny")
     bf = count_torch_step(TorchBackend().prepare(wl, BF16Variant(), "cpu", "inference", 4), BF16Variant())
@@ -141,7 +141,7 @@ def test_every_variant_but_tf32_is_strict_fp32():
 
 
 def test_tf32_math_enables_tf32_for_cuda_matmul_and_cudnn_conv():
-    from backends.torch_backend import apply_fp32_math
+    from harness.backends.torch_backend import apply_fp32_math
 
     runtime = apply_fp32_math(torch, TF32Variant(), "inference")
     p = runtime["precision"]

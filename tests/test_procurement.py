@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.procurement import PriceError, load_prices, parse_prices, procurement_entries
+from harness.analysis.procurement import PriceError, load_prices, parse_prices, procurement_entries
 from tests.test_report import make_doc, ok_cell
 
 
@@ -112,8 +112,8 @@ def test_contended_runs_are_left_out_and_a_contended_only_option_is_never_ranked
 
 
 def test_ranking_direction_comes_from_the_metric_table() -> None:
-    from harness import metrics as M
-    from harness.procurement import RANK_METRICS
+    from harness.core import metrics as M
+    from harness.analysis.procurement import RANK_METRICS
 
     assert RANK_METRICS["throughput"][1] is M.get("throughput_per_s").higher_is_better is True
     assert RANK_METRICS["latency"][1] is M.get("latency_ms.p50").higher_is_better is False
@@ -123,7 +123,7 @@ def test_ranking_direction_comes_from_the_metric_table() -> None:
 
 
 def test_procurement_section_marks_a_contended_option() -> None:
-    from reports.sections import procurement_section
+    from harness.reports.sections import procurement_section
     from tests.test_report import contention_record
 
     busy = machine_doc("busy", "fp-busy", 0.05, None)

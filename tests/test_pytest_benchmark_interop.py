@@ -130,7 +130,7 @@ def test_session_ran_fixture_tests_and_skipped_the_impossible_cell(sessions: dic
 
 
 def test_fixture_records_the_cell_spec_in_extra_info(sessions: dict[str, Any]) -> None:
-    from harness import registry
+    from harness.core import registry
 
     benches = _by_fullname(sessions["base"] / "a.json")
     mlp = registry.load("workload", "mlp")("tiny")
@@ -159,7 +159,7 @@ def test_plugin_module_imports_nothing_heavy() -> None:
 
 
 def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[str, Any], tmp_path: Path) -> None:
-    from harness.results import load_result
+    from harness.store.results import load_result
 
     src = sessions["base"] / "a.json"
     proc = _import([src], tmp_path)
@@ -209,7 +209,7 @@ def test_import_maps_back_to_the_harness_cells_with_raw_samples(sessions: dict[s
 
 
 def test_summary_only_save_imports_as_skipped_and_save_data_as_ok(sessions: dict[str, Any], tmp_path: Path) -> None:
-    from harness.results import load_result
+    from harness.store.results import load_result
 
     summary_only, with_data = sessions["a_saved"], sessions["b_saved"]
     assert "data" not in json.loads(summary_only.read_text())["benchmarks"][0]["stats"]
@@ -304,7 +304,7 @@ def _pb_doc(bench: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_foreign_cell_has_null_params_with_the_reason() -> None:
-    from harness.importers import pytest_benchmark as pb
+    from harness.store.importers import pytest_benchmark as pb
 
     bench = {"name": "test_f", "fullname": "t.py::test_f", "extra_info": {}, "options": {"timer": "perf_counter"},
              "stats": {"data": [0.002, 0.001, 0.003], "iterations": 5, "rounds": 3, "min": 0.001}}  # fmt: skip
@@ -317,7 +317,7 @@ def test_foreign_cell_has_null_params_with_the_reason() -> None:
 
 
 def test_environment_and_provenance_come_from_machine_and_commit_info() -> None:
-    from harness.importers import pytest_benchmark as pb
+    from harness.store.importers import pytest_benchmark as pb
 
     bench = {"name": "test_f", "fullname": "t.py::test_f", "stats": {"data": [0.001, 0.002], "iterations": 1}}
     doc = pb.convert(_pb_doc(bench), "x.json", tag="n", device="cuda", sha256="f" * 64)
@@ -421,7 +421,7 @@ def test_wrong_types_in_metadata_are_ignored_not_fatal(tmp_path: Path, capsys: p
 
 
 def test_absurd_rounds_and_params_are_noted_not_trusted() -> None:
-    from harness.importers import pytest_benchmark as pb
+    from harness.store.importers import pytest_benchmark as pb
 
     record = {"spec": {"workload": "mlp", "backend": "torch", "device": "cpu", "variant": "fp32", "mode": "inference",
                        "batch_size": 8, "size": "tiny"}, "params": 1e300, "flops_analytic": -5}  # fmt: skip
@@ -482,15 +482,15 @@ def test_many_rounds_are_summarised_from_all_data_and_stored_as_a_documented_sub
     ``timing.samples_subsampled`` saying so."""
     import numpy as np
 
-    import harness.stats
-    from harness.importers import pytest_benchmark as pb
+    import harness.core.stats
+    from harness.store.importers import pytest_benchmark as pb
 
     def no_big_bootstrap(samples: Any, *a: Any, **k: Any) -> Any:
         assert len(samples) <= 10_000, f"bootstrap over {len(samples)} samples: O(2000 x n), unbounded cost"
         return real(samples, *a, **k)
 
-    real = harness.stats.bootstrap_median_ci
-    monkeypatch.setattr(harness.stats, "bootstrap_median_ci", no_big_bootstrap)
+    real = harness.core.stats.bootstrap_median_ci
+    monkeypatch.setattr(harness.core.stats, "bootstrap_median_ci", no_big_bootstrap)
     n = 150_000
     rng = np.random.default_rng(7)
     data = (0.001 + 0.0002 * rng.random(n)).tolist()
@@ -512,7 +512,7 @@ def test_many_rounds_are_summarised_from_all_data_and_stored_as_a_documented_sub
     # a small benchmark keeps every sample and the harness's own bootstrap (as harness run)
     small = pb.convert_benchmark({"name": "s", "stats": {"data": data[:500], "iterations": 1}}, "t", "cpu", "x.json")
     assert small["samples_ms"] == (full[:500]).tolist() and "samples_subsampled" not in small["timing"]
-    expected = {k: v for k, v in harness.stats.summarize(full[:500]).items() if k != "noisy"}
+    expected = {k: v for k, v in harness.core.stats.summarize(full[:500]).items() if k != "noisy"}
     assert small["metrics"]["latency_ms"] == expected
     assert "bootstrap" in small["imported"]["statistics"]["ci95_method"]
 
@@ -523,7 +523,7 @@ def test_strict_json_reader_refuses_the_same_things_with_or_without_orjson(
 ) -> None:
     import sys as _sys
 
-    from harness.importers.safe_read import InputFileError, loads_strict
+    from harness.store.importers.safe_read import InputFileError, loads_strict
 
     if not with_orjson:
         monkeypatch.setitem(_sys.modules, "orjson", None)  # as if not installed

@@ -16,15 +16,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from harness import quality  # noqa: E402
+from harness.core import quality  # noqa: E402
 from harness.api import SkipCell  # noqa: E402
-from harness.suite import TaskSpec  # noqa: E402
+from harness.core.suite import TaskSpec  # noqa: E402
 from harness.variants import FP32Variant  # noqa: E402
 from harness.variants.prune import PruneConfig, PruneStructuredVariant  # noqa: E402
-from workloads import quality_data as qd  # noqa: E402
-from workloads.cnn import CNNWorkload  # noqa: E402
-from workloads.mlp import MLPWorkload  # noqa: E402
-from workloads.transformer import TransformerWorkload  # noqa: E402
+from harness.workloads import quality_data as qd  # noqa: E402
+from harness.workloads.cnn import CNNWorkload  # noqa: E402
+from harness.workloads.mlp import MLPWorkload  # noqa: E402
+from harness.workloads.transformer import TransformerWorkload  # noqa: E402
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_quality_of_mixed_precision_is_the_cast_once_model_that_was_timed(shared
     quality track must evaluate that same model, not fp32 weights under autocast."""
     import torch
 
-    from harness import registry
+    from harness.core import registry
     from harness.variants import _torch_utils
 
     monkeypatch.setenv(quality.CACHE_ENV, str(shared_cache))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.hw.rapl import discover, open_rapl
+from harness.core.hw.rapl import discover, open_rapl
 
 RANGE = 262_143_328_850  # a real package max_energy_range_uj
 

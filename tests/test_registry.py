@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness import registry
+from harness.core import registry
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[dict]:

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from harness import repeats, results
-from harness.suite import Settings, Suite, TaskSpec
-from harness.timing import Measurement
-from harness.worker import empty_cell, sustained_throughput
+from harness.core import repeats
+
+from harness.store import results
+from harness.core.suite import Settings, Suite, TaskSpec
+from harness.core.timing import Measurement
+from harness.launch.worker import empty_cell, sustained_throughput
 from tests.conftest import ROOT, only_result
 
 
@@ -29,7 +31,7 @@ def _ok(spec: TaskSpec, samples: list[float], wall: float, contended: bool = Fal
     c = empty_cell(spec)
     c["status"] = "ok"
     c["samples_ms"] = samples
-    from harness.stats import summarize
+    from harness.core.stats import summarize
 
     lat = summarize(samples)
     lat.pop("noisy")
@@ -81,7 +83,7 @@ def test_merge_a_failed_process_fails_the_cell_but_keeps_the_ok_samples() -> Non
 
 
 def test_runner_runs_rounds_interleaved_and_does_not_repeat_skips(tmp_path: Path) -> None:
-    from harness.runner import run_suite
+    from harness.launch.runner import run_suite
 
     cells = [_spec("a"), _spec("b"), _spec("skipme"), _spec("c")]
     calls: list[str] = []

@@ -1,7 +1,7 @@
 """Tests of the reports (HTML, Markdown, rich) built from schema-valid result docs.
 
 The docs are made here from seeded numpy samples; the latency summary is computed
-with numpy directly (not harness.stats) so these tests pin the report, not the stats.
+with numpy directly (not harness.core.stats) so these tests pin the report, not the stats.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.schema import validation_errors
-from reports import formatting as F
-from reports.html import latency_figure, memory_figure, render_html, script_json, throughput_figure, write_html_report
-from reports.tables import markdown_summary, md_escape, rich_summary_table
+from harness.store.schema import validation_errors
+from harness.reports import formatting as F
+from harness.reports.html import latency_figure, memory_figure, render_html, script_json, throughput_figure, write_html_report
+from harness.reports.tables import markdown_summary, md_escape, rich_summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -105,7 +105,7 @@ def ok_cell(
 
 
 def contention_record(other_cores: float | None = None, ncpu: int = 2) -> dict[str, Any]:
-    """``timing.contention`` in the form harness.contention.ContentionProbe.result() writes;
+    """``timing.contention`` in the form harness.core.contention.ContentionProbe.result() writes;
     contended when other processes used ``other_cores`` cores."""
     detected = other_cores is not None
     window = {"measurable": True, "other_cpu_cores": other_cores if detected else 0.05,
@@ -424,7 +424,7 @@ def test_failed_cell_without_error_object_and_incomplete_run() -> None:
 
 
 def test_report_lists_files_the_loader_skipped(tmp_path: Path) -> None:
-    from harness.results import load_results
+    from harness.store.results import load_results
 
     results = tmp_path / "results"
     results.mkdir()
@@ -568,7 +568,7 @@ SECTION_IDS = ("overview", "summary", "charts", "backends", "energy", "quality",
 def test_many_runs_render_every_section_with_valid_figures() -> None:
     import plotly.graph_objects as go
 
-    from reports import sections as S
+    from harness.reports import sections as S
 
     runs = rich_runs()
     text = render_html(runs)
@@ -609,7 +609,7 @@ def test_single_run_leaves_multi_run_sections_out() -> None:
 
 
 def test_pareto_frontier() -> None:
-    from reports.sections import _pareto
+    from harness.reports.sections import _pareto
 
     pts = [(1.0, 0.90, "a"), (2.0, 0.95, "b"), (1.5, 0.80, "c"), (3.0, 0.94, "d"), (0.5, 0.70, "e")]
     assert [p[2] for p in _pareto(pts)] == ["e", "a", "b"]
@@ -645,7 +645,7 @@ def repeated_cell(centers: list[float], contended: dict[int, float] | None = Non
                   seed: int = 0) -> dict[str, Any]:
     """A cell measured in one worker process per ``centers`` entry, merged the way
     ``harness run --repeats N`` merges them; ``contended``: process index -> other cores."""
-    from harness.repeats import merge
+    from harness.core.repeats import merge
 
     records = [ok_cell(workload, seed=seed + k, center_ms=c, n=80, contended_cores=(contended or {}).get(k))
                for k, c in enumerate(centers)]  # fmt: skip
@@ -808,8 +808,8 @@ def machine_runs(n: int, latest_ms: float, latest_contended: float | None) -> li
 
 
 def test_no_regression_verdict_from_a_contended_cell() -> None:
-    from reports.markdown_extra import markdown_extra
-    from reports.sections import regressions_section
+    from harness.reports.markdown_extra import markdown_extra
+    from harness.reports.sections import regressions_section
 
     clean = regressions_section(machine_runs(5, 1.5, None))[0]
     assert "1 regression(s)" in clean  # the same numbers, uncontended, are a regression
@@ -825,7 +825,7 @@ def test_no_regression_verdict_from_a_contended_cell() -> None:
 
 
 def test_a_contended_earlier_run_does_not_silence_the_regressions_check() -> None:
-    from reports.sections import regressions_section
+    from harness.reports.sections import regressions_section
 
     runs = machine_runs(6, 1.5, None)
     runs[2]["cells"][0]["timing"]["contention"] = contention_record(1.7)  # one busy night in the baseline
@@ -852,7 +852,7 @@ def test_latency_chart_of_a_two_million_sample_cell_embeds_at_most_the_cap_and_s
     doc["cells"][0]["samples_ms"] = xs.tolist()
     fig = latency_figure([doc])
     pts = fig["data"][0]["x"]
-    assert len(pts) == 5_000  # reports.html.LATENCY_POINTS_PER_CELL
+    assert len(pts) == 5_000  # harness.reports.html.LATENCY_POINTS_PER_CELL
     # a quantile sketch: sorted order statistics from the minimum to the maximum, evenly spaced in rank
     assert pts[0] == xs.min() and pts[-1] == xs.max() and pts == sorted(pts)
     assert abs(float(np.median(pts)) - float(np.median(xs))) < 0.002
@@ -869,7 +869,7 @@ def test_latency_chart_of_a_two_million_sample_cell_embeds_at_most_the_cap_and_s
 
 
 def test_latency_chart_points_have_a_total_budget_that_ordinary_reports_never_reach() -> None:
-    from reports.html import LATENCY_POINTS_MIN, LATENCY_POINTS_PER_CELL, LATENCY_POINTS_TOTAL, latency_point_cap
+    from harness.reports.html import LATENCY_POINTS_MIN, LATENCY_POINTS_PER_CELL, LATENCY_POINTS_TOTAL, latency_point_cap
 
     assert LATENCY_POINTS_TOTAL == 1_000_000
     assert latency_point_cap([2_000] * 500) == LATENCY_POINTS_PER_CELL  # 10 runs x 50 cells x 2,000 samples: all drawn

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness import results
-from harness.results import ResultFileError, claim_path, load_result, load_results, new_run_id, write_atomic
+from harness.store import results
+from harness.store.results import ResultFileError, claim_path, load_result, load_results, new_run_id, write_atomic
 
 
 def _doc(n_cells: int = 0) -> dict:

@@ -110,9 +110,9 @@ def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
     # the cell that was running when Ctrl-C came is listed as not run, not as failed
     assert doc["not_run"] == ["toy_hang/torch/cpu/fp32/inference/bs4/tiny"]
     # no orphaned worker left hanging
-    ps = subprocess.run(["pgrep", "-f", "harness.worker"], capture_output=True, text=True)
+    ps = subprocess.run(["pgrep", "-f", "harness.launch.worker"], capture_output=True, text=True)
     assert ps.stdout.strip() == "" or str(proc.pid) not in ps.stdout
     # an interrupted run is still a valid, loadable result
-    from harness.results import load_result
+    from harness.store.results import load_result
 
     load_result(next(tmp_path.glob("*.json")))

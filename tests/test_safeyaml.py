@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness import safeyaml
+from harness.core import safeyaml
 
 
 def _bomb(levels: int = 9) -> str:

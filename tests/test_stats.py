@@ -7,8 +7,8 @@ import pytest
 from scipy import stats as sps
 
 from harness.api import Step
-from harness.stats import bootstrap_median_ci, summarize
-from harness.timing import HostClock, TimingConfig, measure
+from harness.core.stats import bootstrap_median_ci, summarize
+from harness.core.timing import HostClock, TimingConfig, measure
 
 
 class FakeStep(Step):
@@ -173,7 +173,7 @@ def test_ordinary_summaries_are_exactly_what_they_were_before_the_caps():
 
 
 def test_the_median_bootstrap_runs_only_up_to_the_cap(monkeypatch):
-    import harness.stats as st
+    import harness.core.stats as st
 
     seen: list[int] = []
     real = st._percentile_bootstrap
@@ -186,7 +186,7 @@ def test_the_median_bootstrap_runs_only_up_to_the_cap(monkeypatch):
 
 
 def test_two_million_samples_are_summarised_from_all_samples_without_a_bootstrap(monkeypatch):
-    import harness.stats as st
+    import harness.core.stats as st
 
     seen: list[int] = []
     monkeypatch.setattr(st, "_percentile_bootstrap", lambda x, *a: seen.append(x.size) or (0.0, 0.0))
@@ -202,7 +202,7 @@ def test_two_million_samples_are_summarised_from_all_samples_without_a_bootstrap
 
 
 def test_order_statistic_ci_covers_the_median_about_95_percent():
-    from harness.stats import order_statistic_median_ci
+    from harness.core.stats import order_statistic_median_ci
 
     # lognormal(0, 0.3) has median exactly 1.0
     reps = 300

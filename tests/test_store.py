@@ -1,5 +1,5 @@
 """Result store at fleet scale: the compiled schema fast path agrees with jsonschema,
-and harness.results.query filters runs and cells (the speed target itself lives in
+and harness.store.results.query filters runs and cells (the speed target itself lives in
 bench/store_speed.py, not here)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from harness.results import ResultFileError, ResultFilter, load_result, load_results, parse_when, query
-from harness.schema import RESULT_SCHEMA, _compiled, _Unsupported, compile_schema, validation_errors
+from harness.store.results import ResultFileError, ResultFilter, load_result, load_results, parse_when, query
+from harness.store.schema import RESULT_SCHEMA, _compiled, _Unsupported, compile_schema, validation_errors
 
 
 def make_cell(workload: str = "mlp", mode: str = "inference", batch_size: int = 8, status: str = "ok",
@@ -208,7 +208,7 @@ def test_load_still_reports_schema_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("orjson_installed", [True, False])
 def test_fast_json_parse_matches_the_standard_library(orjson_installed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.results import _fast_loads
+    from harness.store.results import _fast_loads
 
     if not orjson_installed:
         monkeypatch.setitem(sys.modules, "orjson", None)  # as if not installed
@@ -225,7 +225,7 @@ def test_fast_json_parse_matches_the_standard_library(orjson_installed: bool, mo
 
 
 def test_an_edited_schema_is_recompiled(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.schema import SPEC_SCHEMA
+    from harness.store.schema import SPEC_SCHEMA
 
     doc = make_doc()
     assert validation_errors(doc) == []

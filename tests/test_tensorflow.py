@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from harness.api import BackendConfig, SkipCell, Variant
-from workloads.cnn import CNNWorkload
-from workloads.mlp import MLPWorkload
-from workloads.transformer import TransformerWorkload
+from harness.workloads.cnn import CNNWorkload
+from harness.workloads.mlp import MLPWorkload
+from harness.workloads.transformer import TransformerWorkload
 
 if importlib.util.find_spec("tensorflow") is None:  # find_spec: no import at collection time
     pytest.skip("tensorflow is not installed", allow_module_level=True)
@@ -36,14 +36,14 @@ def _ids(p: Any) -> str:
 
 @pytest.fixture(scope="module")
 def tf() -> Any:
-    from backends.tf_backend import import_tf
+    from harness.backends.tf_backend import import_tf
 
     return import_tf()
 
 
 @pytest.fixture(scope="module")
 def backend(tf: Any) -> Any:
-    from backends.tf_backend import TensorFlowBackend
+    from harness.backends.tf_backend import TensorFlowBackend
 
     b = TensorFlowBackend()
     b.setup()
@@ -69,7 +69,7 @@ class XLA(FP32):
 
 @pytest.mark.parametrize("wl,size", ALL_PRESETS, ids=_ids)
 def test_keras_twin_has_the_analytic_parameter_count(tf: Any, wl: type, size: str) -> None:
-    from workloads._keras_models import trainable_params
+    from harness.workloads._keras_models import trainable_params
 
     w = wl(size)
     model = w.build("tensorflow")
@@ -83,7 +83,7 @@ def test_keras_twin_has_the_analytic_parameter_count(tf: Any, wl: type, size: st
 @pytest.mark.parametrize("size", ["tiny", "small"])
 def test_keras_graph_flops_equal_the_analytic_count(tf: Any, wl: type, size: str) -> None:
     """MatMul/BatchMatMul/Conv2D FLOPs of the traced forward graph == analytic FLOPs."""
-    from workloads._keras_models import graph_matmul_flops, keras_inputs
+    from harness.workloads._keras_models import graph_matmul_flops, keras_inputs
 
     w = wl(size)
     model = w.build("tensorflow")
@@ -107,7 +107,7 @@ def test_layer_structure_mirrors_torch_module_paths(tf: Any) -> None:
 
 
 def test_cnn_inputs_are_transposed_to_nhwc_outside_the_model(tf: Any) -> None:
-    from workloads._keras_models import keras_inputs
+    from harness.workloads._keras_models import keras_inputs
 
     w = CNNWorkload("tiny")
     (x,), _ = w.make_inputs(2)
@@ -203,7 +203,7 @@ def test_unknown_device_and_tpu_index_are_skipped(backend: Any) -> None:
 
 
 def test_backend_accepts_the_workers_plain_config() -> None:
-    from backends.tf_backend import TensorFlowBackend, TensorFlowConfig
+    from harness.backends.tf_backend import TensorFlowBackend, TensorFlowConfig
 
     b = TensorFlowBackend(BackendConfig(threads=3))
     assert isinstance(b.config, TensorFlowConfig) and b.config.threads == 3 and b.config.tpu is None
@@ -214,9 +214,9 @@ def test_backend_accepts_the_workers_plain_config() -> None:
 # ------------------------------------------------------------------ placement
 
 _MIRRORED_PLACEMENT = """
-from backends.tf_backend import TensorFlowBackend
+from harness.backends.tf_backend import TensorFlowBackend
 from harness.api import Variant
-from workloads.mlp import MLPWorkload
+from harness.workloads.mlp import MLPWorkload
 
 class FP32(Variant):
     name = "fp32"
@@ -251,13 +251,13 @@ def test_mirrored_strategy_inputs_live_on_their_replicas_device() -> None:
 
 _QUALITY_ON_CPU = """
 import json
-from backends.tf_backend import import_tf
+from harness.backends.tf_backend import import_tf
 tf = import_tf()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from harness.api import Variant
-from harness.quality import evaluate_quality
-from workloads.mlp import MLPWorkload
+from harness.core.quality import evaluate_quality
+from harness.workloads.mlp import MLPWorkload
 
 seen = {"variables": set(), "outputs": set()}
 
@@ -314,9 +314,9 @@ def test_help_list_and_is_installed_never_import_tensorflow() -> None:
         "from harness.cli import main\n"
         "for argv in (['--help'], ['run', '--help'], ['verify', '--help'], ['list', 'backends']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "from backends.tf_backend import TensorFlowBackend\n"
+        "from harness.backends.tf_backend import TensorFlowBackend\n"
         "assert TensorFlowBackend.is_installed()[0]\n"
-        "from workloads.cnn import CNNWorkload\n"
+        "from harness.workloads.cnn import CNNWorkload\n"
         "assert CNNWorkload('tiny').supports_backend('tensorflow')\n"
     )
     assert _imports_after(body) == []
@@ -324,8 +324,8 @@ def test_help_list_and_is_installed_never_import_tensorflow() -> None:
 
 def test_a_pytorch_worker_never_imports_tensorflow() -> None:
     body = (
-        "from harness.suite import Settings, TaskSpec\n"
-        "from harness.worker import run_cell\n"
+        "from harness.core.suite import Settings, TaskSpec\n"
+        "from harness.launch.worker import run_cell\n"
         "for w, bs in (('mlp', 8), ('cnn', 4), ('transformer', 4)):\n"
         "    spec = TaskSpec(workload=w, backend='torch', device='cpu', variant='fp32', mode='inference',"
         " batch_size=bs, size='tiny')\n"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness.api import SkipCell, Variant
-from workloads.mlp import MLPWorkload
+from harness.workloads.mlp import MLPWorkload
 
 if importlib.util.find_spec("tensorflow") is None:
     pytest.skip("tensorflow is not installed", allow_module_level=True)
@@ -51,14 +51,14 @@ class TF32(FP32):
 
 @pytest.fixture(scope="module")
 def tf() -> Any:
-    from backends.tf_backend import import_tf
+    from harness.backends.tf_backend import import_tf
 
     return import_tf()
 
 
 @pytest.fixture
 def backend(tf: Any) -> Any:
-    from backends.tf_backend import TensorFlowBackend
+    from harness.backends.tf_backend import TensorFlowBackend
 
     b = TensorFlowBackend()
     b.setup()
@@ -147,7 +147,7 @@ def test_tf32_is_skipped_on_cpu_with_the_reason(backend: Any, tf: Any) -> None:
 
 
 def test_tf32_is_skipped_on_tpu_before_connecting(tf: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.tf_backend import TensorFlowBackend, TensorFlowConfig
+    from harness.backends.tf_backend import TensorFlowBackend, TensorFlowConfig
 
     monkeypatch.delenv("TPU_NAME", raising=False)
     FakeTPURuntime.calls = []
@@ -158,7 +158,7 @@ def test_tf32_is_skipped_on_tpu_before_connecting(tf: Any, monkeypatch: pytest.M
 
 
 def test_fp32_on_tpu_turns_tf32_off_so_xla_uses_highest(tf: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.tf_backend import TensorFlowBackend, TensorFlowConfig
+    from harness.backends.tf_backend import TensorFlowBackend, TensorFlowConfig
 
     monkeypatch.delenv("TPU_NAME", raising=False)
     tf.config.experimental.enable_tensor_float_32_execution(True)
@@ -222,8 +222,8 @@ def test_fp32_on_a_pre_ampere_gpu_says_the_flag_does_nothing_there(backend: Any,
 
 
 def test_the_worker_records_runtime_precision(tf: Any) -> None:
-    from harness.suite import Settings, TaskSpec
-    from harness.worker import run_cell
+    from harness.core.suite import Settings, TaskSpec
+    from harness.launch.worker import run_cell
 
     spec = TaskSpec(workload="mlp", backend="tensorflow", device="cpu", variant="fp32", mode="training",
                     batch_size=4, size="tiny")

@@ -3,7 +3,7 @@ back to back without a host sync, read after the loop.
 
 The GPU is faked at the lowest boundary only: a fake ``torch.cuda`` (``Event`` and
 ``synchronize``) over a fake device timeline. The real :class:`TorchStep`, the real
-:class:`CudaEventClock` and the real :func:`harness.timing.measure` run on it.
+:class:`CudaEventClock` and the real :func:`harness.core.timing.measure` run on it.
 
 The fake device: work and event records are appended to one stream in host order.
 Every command the host issues reaches the device ``LAUNCH_GAP_S`` after the previous
@@ -21,8 +21,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.torch_backend import CudaEventClock, TorchStep  # noqa: E402
-from harness.timing import DeviceEventClock, TimingConfig, measure  # noqa: E402
+from harness.backends.torch_backend import CudaEventClock, TorchStep  # noqa: E402
+from harness.core.timing import DeviceEventClock, TimingConfig, measure  # noqa: E402
 
 LAUNCH_GAP_S = 50e-6  # device idle between two host commands (launch latency)
 
@@ -137,8 +137,8 @@ def test_per_step_loop_runs_for_min_time_of_host_wall_time_and_reads_after_one_w
 
 
 def test_cpu_steps_keep_the_host_clock_and_blocks():
-    from backends.torch_backend import TorchBackend
-    from workloads.mlp import MLPWorkload
+    from harness.backends.torch_backend import TorchBackend
+    from harness.workloads.mlp import MLPWorkload
 
     step = TorchBackend().prepare(MLPWorkload("tiny"), _fp32(), "cpu", "inference", 4)
     assert step.device_clock() is None

@@ -1,6 +1,6 @@
 """The TPU path of the TensorFlow backend, faked only at its lowest boundary.
 
-The boundary is :class:`backends.tf_backend.TPURuntime`: ``resolve`` (the
+The boundary is :class:`harness.backends.tf_backend.TPURuntime`: ``resolve`` (the
 ``TPUClusterResolver``) and ``connect`` (connect to the cluster, initialise the TPU
 system, return the ``TPUStrategy``). The fakes record what they were asked and return
 a *real* ``tf.distribute`` strategy over CPU devices, so everything above the boundary
@@ -28,8 +28,8 @@ from tests.conftest import ROOT
 if importlib.util.find_spec("tensorflow") is None:
     pytest.skip("tensorflow is not installed", allow_module_level=True)
 
-from workloads.mlp import MLPWorkload  # noqa: E402
-from workloads.transformer import TransformerWorkload  # noqa: E402
+from harness.workloads.mlp import MLPWorkload  # noqa: E402
+from harness.workloads.transformer import TransformerWorkload  # noqa: E402
 
 
 class FP32(Variant):
@@ -75,7 +75,7 @@ def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> type[FakeTPURuntime]:
 
 
 def _backend(tpu: str | None, runtime: Any) -> Any:
-    from backends.tf_backend import TensorFlowBackend, TensorFlowConfig
+    from harness.backends.tf_backend import TensorFlowBackend, TensorFlowConfig
 
     b = TensorFlowBackend(TensorFlowConfig(tpu=tpu), tpu_runtime=runtime)
     b.setup()
@@ -125,7 +125,7 @@ def test_named_tpu_connects_and_runs_under_the_strategy(fake_runtime: Any, mode:
 
 def test_tpu_name_from_the_environment_reaches_the_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no --tpu, the real resolver reads TPU_NAME itself: the backend passes None."""
-    from backends.tf_backend import TensorFlowBackend
+    from harness.backends.tf_backend import TensorFlowBackend
 
     seen: list[Any] = []
 
@@ -150,9 +150,9 @@ def test_list_devices_shows_a_resolved_tpu(fake_runtime: Any) -> None:
 
 _TWO_REPLICAS = textwrap.dedent("""
     import numpy as np
-    from backends.tf_backend import TensorFlowBackend, TensorFlowConfig, import_tf
+    from harness.backends.tf_backend import TensorFlowBackend, TensorFlowConfig, import_tf
     from harness.api import SkipCell, Variant
-    from workloads.mlp import MLPWorkload
+    from harness.workloads.mlp import MLPWorkload
     tf = import_tf()
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -254,7 +254,7 @@ def test_tpu_clock_waits_by_fetching_the_step_output_to_the_host(
 
 def test_tpu_flag_and_setting_are_validated() -> None:
     from harness.cli import build_parser
-    from harness.suite import Settings
+    from harness.core.suite import Settings
 
     parser, _ = build_parser()
     args = parser.parse_args(["run", "-w", "mlp", "-d", "tpu", "--tpu", "local"])
@@ -268,7 +268,7 @@ def test_tpu_flag_and_setting_are_validated() -> None:
 def test_real_tpu_runs_a_cell() -> None:  # pragma: no cover - needs a Cloud TPU
     if not os.environ.get("TPU_NAME"):
         pytest.skip("no TPU configured (set TPU_NAME)")
-    from backends.tf_backend import TensorFlowBackend
+    from harness.backends.tf_backend import TensorFlowBackend
 
     b = TensorFlowBackend()
     b.setup()

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness import registry  # noqa: E402
+from harness.core import registry  # noqa: E402
 from harness.api import SkipCell  # noqa: E402
 from harness.variants import FP32Variant  # noqa: E402
 from harness.variants.base import CompressionConfig  # noqa: E402
@@ -24,9 +24,9 @@ from harness.variants.distill import DistillConfig, DistillVariant, student_conf
 from harness.variants.precision import BF16Variant, FP16Variant  # noqa: E402
 from harness.variants.prune import PruneConfig, PruneStructuredVariant, PruneUnstructuredVariant  # noqa: E402
 from harness.variants.quantize import Int8DynamicVariant, Int8StaticVariant  # noqa: E402
-from workloads.cnn import CNNWorkload  # noqa: E402
-from workloads.mlp import MLPWorkload  # noqa: E402
-from workloads.transformer import TransformerWorkload  # noqa: E402
+from harness.workloads.cnn import CNNWorkload  # noqa: E402
+from harness.workloads.mlp import MLPWorkload  # noqa: E402
+from harness.workloads.transformer import TransformerWorkload  # noqa: E402
 
 WORKLOADS = [MLPWorkload, CNNWorkload, TransformerWorkload]
 ALL_VARIANTS = ["fp32", "fp16", "bf16", "tf32", "int8-dynamic", "int8-static", "prune-unstructured",
@@ -105,7 +105,7 @@ def test_prune_structured_makes_a_smaller_dense_model(W):
 def test_prune_structured_keeps_the_strongest_units_exactly():
     """Pruning an MLP unit whose outgoing weights are already zero must not change the
     output: the surviving units are copied, not re-initialised."""
-    from workloads.mlp import MLPConfig
+    from harness.workloads.mlp import MLPConfig
 
     wl = MLPWorkload("tiny", config=MLPConfig(input_dim=64, hidden=(32,), num_classes=10))
     model = wl.build("torch")
@@ -164,7 +164,7 @@ def test_mixed_precision_autocasts_training_and_casts_inference_weights_once(V, 
 
 
 def test_distill_student_is_smaller_and_learns_from_the_teacher():
-    from harness.quality import quality_data, quality_workload
+    from harness.core.quality import quality_data, quality_workload
 
     wl = quality_workload(MLPWorkload("tiny"))
     cfg = student_config("mlp", wl.config, 0.5, 0.5)
@@ -234,8 +234,8 @@ def quality_cache(tmp_path_factory):
 
 @needs_ort
 def test_worker_cells_record_size_params_and_quality(quality_cache, monkeypatch):
-    from harness.suite import Settings, TaskSpec
-    from harness.worker import run_cell
+    from harness.core.suite import Settings, TaskSpec
+    from harness.launch.worker import run_cell
 
     monkeypatch.setenv("DL_HARNESS_CACHE_DIR", str(quality_cache))
     settings = Settings(size="tiny", min_time_s=0.02, min_samples=3, warmup_max_s=0.05, threads=1)
@@ -272,7 +272,7 @@ HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 @pytest.mark.skipif(not (HAS_TF and HAS_LITERT), reason="tensorflow / ai-edge-litert not installed")
 def test_tensorflow_litert_int8_and_pruning():
     from harness.variants._tf_utils import LiteRTModel, keras_model_stats, keras_predict
-    from workloads._keras_models import keras_inputs
+    from harness.workloads._keras_models import keras_inputs
 
     wl = MLPWorkload("tiny")
     base = wl.build("tensorflow")

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from harness.suite import Settings, TaskSpec
+from harness.core.suite import Settings, TaskSpec
 
 
 def test_device_peak_is_read_before_the_post_measurement_analyses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.torch_backend import TorchStep
-    from harness import worker
+    from harness.backends.torch_backend import TorchStep
+    from harness.launch import worker
 
     order: list[str] = []
 

@@ -20,9 +20,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from harness.api import Workload, WorkloadConfig  # noqa: E402
-from workloads.cnn import CNNConfig, CNNWorkload  # noqa: E402
-from workloads.mlp import MLPConfig, MLPWorkload  # noqa: E402
-from workloads.transformer import TransformerConfig, TransformerWorkload  # noqa: E402
+from harness.workloads.cnn import CNNConfig, CNNWorkload  # noqa: E402
+from harness.workloads.mlp import MLPConfig, MLPWorkload  # noqa: E402
+from harness.workloads.transformer import TransformerConfig, TransformerWorkload  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS: list[type[Workload]] = [MLPWorkload, CNNWorkload, TransformerWorkload]
@@ -288,7 +288,7 @@ def test_invalid_config_names_the_field(
 
 def test_importing_workloads_does_not_import_torch() -> None:
     code = (
-        "import sys, workloads, workloads.mlp, workloads.cnn, workloads.transformer\n"
+        "import sys, workloads, harness.workloads.mlp, harness.workloads.cnn, harness.workloads.transformer\n"
         "from workloads import MLPWorkload, CNNWorkload, TransformerWorkload\n"
         "for w in (MLPWorkload, CNNWorkload, TransformerWorkload):\n"
         "    for s in w.presets: w(s).describe()\n"

@@ -316,9 +316,9 @@ def test_a_write_that_recovers_rewrites_the_file_and_drops_the_copy(tmp_path: Pa
     directory is recreated, the file rewritten with every cell, the copy removed)."""
     import tempfile
 
-    from harness.runner import run_suite
-    from harness.suite import Settings, Suite, TaskSpec
-    from harness.worker import empty_cell
+    from harness.launch.runner import run_suite
+    from harness.core.suite import Settings, Suite, TaskSpec
+    from harness.launch.worker import empty_cell
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmpdir"))
     (tmp_path / "tmpdir").mkdir()
@@ -352,8 +352,8 @@ def test_runner_scratch_files_that_cannot_be_written_fail_only_that_cell(tmp_pat
     with the path and cause; it does not end the sweep."""
     import tempfile
 
-    from harness.runner import run_in_worker
-    from harness.suite import Settings, TaskSpec
+    from harness.launch.runner import run_in_worker
+    from harness.core.suite import Settings, TaskSpec
 
     gone = tmp_path / "no-such-tmpdir"
     monkeypatch.setattr(tempfile, "tempdir", str(gone))

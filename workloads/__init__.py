@@ -3,7 +3,7 @@
 Each workload module defines its architecture once (a frozen ``Config``, size presets,
 exact analytic parameter and FLOP counts) and builds it per backend in
 ``build_<backend>()``. Framework code lives in private modules (e.g.
-``workloads._torch_models``) that are imported only inside those builders, so importing
+``harness.workloads._torch_models``) that are imported only inside those builders, so importing
 this package or any workload module never imports torch.
 
 The three classes are re-exported lazily (``from workloads import MLPWorkload`` works)
@@ -19,9 +19,9 @@ from typing import Any
 __all__ = ["MLPWorkload", "CNNWorkload", "TransformerWorkload"]
 
 _LAZY = {
-    "MLPWorkload": "workloads.mlp",
-    "CNNWorkload": "workloads.cnn",
-    "TransformerWorkload": "workloads.transformer",
+    "MLPWorkload": "harness.workloads.mlp",
+    "CNNWorkload": "harness.workloads.cnn",
+    "TransformerWorkload": "harness.workloads.transformer",
 }
 
 

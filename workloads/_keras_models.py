@@ -1,4 +1,4 @@
-"""Keras 3 (TensorFlow) twins of the PyTorch models in :mod:`workloads._torch_models`.
+"""Keras 3 (TensorFlow) twins of the PyTorch models in :mod:`harness.workloads._torch_models`.
 
 Imported only from the workloads' ``build_tensorflow()`` methods and from the
 TensorFlow backend / parity code, so importing a workload never imports TensorFlow.
@@ -147,7 +147,7 @@ def build_resnet(
     seed: int = 0,
 ) -> keras.Model:
     """ResNet-style classifier on NHWC float32 images ``(batch, H, W, C)``; the twin of
-    ``workloads._torch_models.ResNet`` (see the module docstring for the padding)."""
+    ``harness.workloads._torch_models.ResNet`` (see the module docstring for the padding)."""
     seeds = _Seeds(seed * 1000)
     x_in = keras.Input(shape=(image_size, image_size, in_channels), dtype="float32", name="image")
     x = _conv(x_in, stem_channels, stem_kernel, stem_stride, "stem_0", seeds)
@@ -238,7 +238,7 @@ def build_bert(
     seed: int = 0,
 ) -> keras.Model:
     """BERT-style post-norm encoder classifier on int64 token ids ``(batch, seq)``; the
-    twin of ``workloads._torch_models.BertClassifier``."""
+    twin of ``harness.workloads._torch_models.BertClassifier``."""
     seeds = _Seeds(seed * 1000)
     normal = lambda: keras.initializers.RandomNormal(stddev=0.02, seed=seeds())  # noqa: E731
     ids = keras.Input(shape=(seq_len,), dtype="int64", name="input_ids")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
-from workloads import BUILD_SEED, _check_int, _check_int_tuple
+from harness.workloads import BUILD_SEED, _check_int, _check_int_tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -160,10 +160,10 @@ class CNNWorkload(Workload):
         return 2 * batch_size * macs
 
     def build_torch(self) -> "torch.nn.Module":
-        """The fp32 torch model, initialised with :data:`workloads.BUILD_SEED`."""
+        """The fp32 torch model, initialised with :data:`harness.workloads.BUILD_SEED`."""
         import torch
 
-        from workloads._torch_models import ResNet
+        from harness.workloads._torch_models import ResNet
 
         c = self.config
         with torch.random.fork_rng(devices=[]):
@@ -182,8 +182,8 @@ class CNNWorkload(Workload):
 
     def build_tensorflow(self) -> "Any":
         """The fp32 Keras twin of :meth:`build_torch`; takes NHWC images (the backend
-        transposes the NCHW inputs once, before timing; see ``workloads._keras_models``)."""
-        from workloads._keras_models import build_resnet
+        transposes the NCHW inputs once, before timing; see ``harness.workloads._keras_models``)."""
+        from harness.workloads._keras_models import build_resnet
 
         c = self.config
         return build_resnet(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
-from workloads import BUILD_SEED, _check_int, _check_int_tuple
+from harness.workloads import BUILD_SEED, _check_int, _check_int_tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,10 +89,10 @@ class MLPWorkload(Workload):
         return 2 * batch_size * sum(a * b for a, b in zip(w[:-1], w[1:]))
 
     def build_torch(self) -> "torch.nn.Module":
-        """The fp32 torch model, initialised with :data:`workloads.BUILD_SEED`."""
+        """The fp32 torch model, initialised with :data:`harness.workloads.BUILD_SEED`."""
         import torch
 
-        from workloads._torch_models import MLP
+        from harness.workloads._torch_models import MLP
 
         c = self.config
         with torch.random.fork_rng(devices=[]):
@@ -101,8 +101,8 @@ class MLPWorkload(Workload):
         return model.float()
 
     def build_tensorflow(self) -> "Any":
-        """The fp32 Keras twin of :meth:`build_torch` (see ``workloads._keras_models``)."""
-        from workloads._keras_models import build_mlp
+        """The fp32 Keras twin of :meth:`build_torch` (see ``harness.workloads._keras_models``)."""
+        from harness.workloads._keras_models import build_mlp
 
         c = self.config
         return build_mlp(c.input_dim, c.hidden, c.num_classes, seed=BUILD_SEED)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from harness.api import InputSpec, Workload, WorkloadConfig
-from workloads import BUILD_SEED, _check_int
+from harness.workloads import BUILD_SEED, _check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -157,10 +157,10 @@ class TransformerWorkload(Workload):
         return c.layers * (projections + ffn) + self.attention_flops(b) + head
 
     def build_torch(self) -> "torch.nn.Module":
-        """The fp32 torch model, initialised with :data:`workloads.BUILD_SEED`."""
+        """The fp32 torch model, initialised with :data:`harness.workloads.BUILD_SEED`."""
         import torch
 
-        from workloads._torch_models import BertClassifier
+        from harness.workloads._torch_models import BertClassifier
 
         c = self.config
         with torch.random.fork_rng(devices=[]):
@@ -179,8 +179,8 @@ class TransformerWorkload(Workload):
         return model.float()
 
     def build_tensorflow(self) -> "Any":
-        """The fp32 Keras twin of :meth:`build_torch` (see ``workloads._keras_models``)."""
-        from workloads._keras_models import build_bert
+        """The fp32 Keras twin of :meth:`build_torch` (see ``harness.workloads._keras_models``)."""
+        from harness.workloads._keras_models import build_bert
 
         c = self.config
         return build_bert(

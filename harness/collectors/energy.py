@@ -9,14 +9,14 @@ Source, chosen per cell from its device (``metrics.energy.source``):
   (trapezoid rule). The driver averages power over ~1 s on many boards, so short
   cells are smeared.
 * ``rapl`` — CPU cells where ``/sys/class/powercap`` RAPL is readable: CPU package(s)
-  plus DRAM, counter wrap-around handled (:mod:`harness.hw.rapl`). This is the whole
+  plus DRAM, counter wrap-around handled (:mod:`harness.core.hw.rapl`). This is the whole
   socket, not just this process.
 * ``estimate`` — only when asked (``harness run --energy-estimate``) and nothing is
   measurable: power = P_max x utilisation, with the model stated in ``model``.
 * ``unavailable`` — otherwise: every value ``null`` and ``reason`` says why. Never 0.
 
 The CUDA device is mapped to its NVML index under ``CUDA_VISIBLE_DEVICES`` and
-``CUDA_DEVICE_ORDER`` (:func:`harness.hw.nvml.resolve_cuda_device`).
+``CUDA_DEVICE_ORDER`` (:func:`harness.core.hw.nvml.resolve_cuda_device`).
 
 How: ``start()`` starts a sampler thread that reads the cumulative energy every
 ``interval_s`` (it sleeps in ``Event.wait`` between reads, never busy-waits), then
@@ -315,7 +315,7 @@ class EnergyCollector(Collector):
             if isinstance(reason, Meter):
                 return reason
         elif device == "cpu":
-            from harness.hw.rapl import open_rapl
+            from harness.core.hw.rapl import open_rapl
 
             rapl = open_rapl(self.config.powercap_root)
             if rapl.available:
@@ -328,7 +328,7 @@ class EnergyCollector(Collector):
         return reason
 
     def _open_gpu(self, idx: int, env: Mapping[str, str]) -> Meter | str:
-        from harness.hw.nvml import open_cuda_device
+        from harness.core.hw.nvml import open_cuda_device
 
         opened = open_cuda_device(idx, env, _framework_uuid(str(self._spec.get("backend")), idx), self._nvml_module)
         if isinstance(opened, str):
@@ -348,7 +348,7 @@ class EnergyCollector(Collector):
 
     def _estimate(self, idx: int | None, env: Mapping[str, str], why: str) -> Meter | str:
         if idx is not None:
-            from harness.hw.nvml import open_cuda_device
+            from harness.core.hw.nvml import open_cuda_device
 
             opened = open_cuda_device(idx, env, module=self._nvml_module)
             if not isinstance(opened, str):

@@ -86,7 +86,7 @@ class UtilisationCollector(Collector):
                 self._gpu_reason = f"{device}: no utilisation source for this device"
             return
         from harness.collectors.energy import _cuda_index, _framework_uuid
-        from harness.hw.nvml import open_cuda_device
+        from harness.core.hw.nvml import open_cuda_device
 
         idx = _cuda_index(device) or 0
         env = os.environ if self._env is None else self._env

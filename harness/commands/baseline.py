@@ -2,7 +2,7 @@
 
 A baseline is a copy of known-good result files (one or several repeated runs) plus a
 manifest, kept in a store outside ``results/`` (``--store DIR``, ``$HARNESS_BASELINE_DIR``
-or ``./baselines``) so CI can commit or cache it. See harness/baseline.py and
+or ``./baselines``) so CI can commit or cache it. See harness/store/baseline.py and
 docs/nightly-ci.md.
 """
 
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.baseline import BaselineError
+    from harness.store.baseline import BaselineError
 
     if not getattr(args, "baseline_cmd", None):
         raise UsageError("give an action: set, show, list or clear (see 'harness baseline --help')")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    from harness.baseline import set_baseline
+    from harness.store.baseline import set_baseline
 
     b = set_baseline(args.results, name=args.name, store=args.store, note=args.note, allow_mixed=args.allow_mixed)
     m = b.manifest
@@ -76,7 +76,7 @@ def _set(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from harness.baseline import cell_table, get_baseline, load_baseline_runs
+    from harness.store.baseline import cell_table, get_baseline, load_baseline_runs
 
     b = get_baseline(args.name, args.store)
     runs = load_baseline_runs(b)
@@ -109,7 +109,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from harness.baseline import list_baselines, store_dir
+    from harness.store.baseline import list_baselines, store_dir
 
     found = list_baselines(args.store)
     if args.json:
@@ -127,7 +127,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    from harness.baseline import clear_baseline
+    from harness.store.baseline import clear_baseline
 
     path = clear_baseline(args.name, args.store)
     print(f"baseline {args.name!r} removed ({path})")

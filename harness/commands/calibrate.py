@@ -39,7 +39,7 @@ def _budget(text: str) -> float:
 
 
 def _devices(requested: list[str]) -> list[str]:
-    from harness.suite import ConfigError, normalize_device
+    from harness.core.suite import ConfigError, normalize_device
 
     try:
         devices = [normalize_device(d) for d in requested]
@@ -63,8 +63,8 @@ def _devices(requested: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from harness import calibrate
-    from harness.environment import collect_environment
+    from harness.core import calibrate
+    from harness.core.environment import collect_environment
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")

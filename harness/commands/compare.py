@@ -4,7 +4,7 @@ on a regression (the CI contract), 0 otherwise, 2 on usage errors.
 BASELINE and CANDIDATE are each a result file or a directory of result files; several
 files on one side, or cells measured with ``harness run --repeats N``, are separate
 processes of the same code, which is what lets the verdict account for run-to-run noise
-(see harness/compare.py and docs/compare.md). With one process per side a cell is
+(see harness/analysis/compare.py and docs/compare.md). With one process per side a cell is
 "inconclusive: run-to-run noise unknown" (exit 0) unless ``--within-run``; a contended
 cell is "inconclusive: contended" unless ``--allow-contended``.
 """
@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--store", default=None, help="baseline store for --baseline (default: $HARNESS_BASELINE_DIR or ./baselines)")
     p.add_argument("--threshold", default=None, help="PCT (e.g. 5 or 5%%) or 'auto' (noise-derived; the default)")
     p.add_argument("--metric", default=None,
-                   help="a gateable metric of the declared table (harness/metrics.py): latency_ms (default, "
+                   help="a gateable metric of the declared table (harness/core/metrics.py): latency_ms (default, "
                         "from each process's raw samples), throughput_per_s (sustained), peak_host_mem_bytes, "
                         "energy.energy_per_sample_j (or energy_per_sample_j), quality.accuracy, ...")  # fmt: skip
     p.add_argument("--stat", default=None, choices=("min", "p10", "p50", "mean"),
@@ -88,14 +88,14 @@ def _alpha(text: str) -> float:
 
 
 def _load_config(path: str, base: Any) -> Any:
-    """``--config``: the thresholds YAML (untrusted: read through harness.safeyaml, so
+    """``--config``: the thresholds YAML (untrusted: read through harness.core.safeyaml, so
     bounded, UTF-8 and without duplicate keys), each value checked where it is written;
     UsageError ``FILE:LINE: what is wrong; what is allowed`` otherwise. Returns ``base``
-    with the file's settings merged in (harness.compare.settings_from_config)."""
+    with the file's settings merged in (harness.analysis.compare.settings_from_config)."""
     import yaml
 
-    from harness import safeyaml
-    from harness.compare import STATS, CompareError, parse_threshold, settings_from_config
+    from harness.core import safeyaml
+    from harness.analysis.compare import STATS, CompareError, parse_threshold, settings_from_config
 
     try:
         cfg, root = safeyaml.load_file(path)
@@ -148,7 +148,7 @@ def _load_config(path: str, base: Any) -> Any:
 
 
 def _load_side(path: str, what: str) -> list[dict[str, Any]]:
-    from harness.results import expand_paths, load_results
+    from harness.store.results import expand_paths, load_results
 
     p = Path(path)
     if not p.exists():
@@ -166,7 +166,7 @@ def _load_side(path: str, what: str) -> list[dict[str, Any]]:
 
 def _release_samples(docs: list[dict[str, Any]]) -> None:
     """Drop the raw sample lists of ``docs`` (cells and repeats) once their observations
-    are taken; the first sample stays, so :func:`harness.compare.check_metric_present`
+    are taken; the first sample stays, so :func:`harness.analysis.compare.check_metric_present`
     still sees which cells have samples."""
     for doc in docs:
         cells = doc.get("cells")
@@ -193,7 +193,7 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     if len(sides) != 1:
         raise UsageError("with --baseline give only the CANDIDATE (the baseline comes from the store)"
                          if sides else "--baseline needs a CANDIDATE result file or directory")  # fmt: skip
-    from harness.baseline import BaselineError, get_baseline, load_baseline_runs
+    from harness.store.baseline import BaselineError, get_baseline, load_baseline_runs
 
     try:
         stored = get_baseline(name, args.store)
@@ -207,7 +207,7 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.compare import (
+    from harness.analysis.compare import (
         CompareError,
         CompareSettings,
         check_metric_present,
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
 
-    from reports.compare_tables import comparison_markdown, comparison_text
+    from harness.reports.compare_tables import comparison_markdown, comparison_text
 
     if args.format == "json":
         text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"

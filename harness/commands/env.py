@@ -59,7 +59,7 @@ def format_environment(env: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from harness.environment import collect_environment
+    from harness.core.environment import collect_environment
 
     env = collect_environment()
     if args.json:

@@ -1,8 +1,8 @@
 """``harness export``: result files -> CSV or Parquet tables for pandas.
 
 One row per cell per run (default) or per raw sample (``--samples``); filters select
-runs (host, tag, date range) and cells (spec fields, status). See harness/export.py
-for the columns and harness/results.py:ResultFilter for the filter semantics.
+runs (host, tag, date range) and cells (spec fields, status). See harness/analysis/export.py
+for the columns and harness/store/results.py:ResultFilter for the filter semantics.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def when(text: str | None, now: datetime | None = None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.export import ExportError, export
-    from harness.results import ResultFilter, expand_paths, parse_when, query
+    from harness.analysis.export import ExportError, export
+    from harness.store.results import ResultFilter, expand_paths, parse_when, query
 
     missing = [r for r in args.results if not Path(r).exists()]
     if missing:

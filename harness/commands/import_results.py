@@ -3,13 +3,13 @@ result files, so ``harness report`` and ``harness compare`` work on them.
 
 Each input file (one pytest-benchmark session) becomes one result file in ``--out``
 (one run). The conversion rules (samples, specs, what is unavailable and why) are in
-:mod:`harness.importers.pytest_benchmark` and docs/pytest-benchmark.md. A file already
+:mod:`harness.store.importers.pytest_benchmark` and docs/pytest-benchmark.md. A file already
 imported into ``--out`` (same SHA-256) is not imported again unless ``--force``: a
 duplicate would count as an extra repetition in ``compare``.
 
 Every input is untrusted: read once (regular files only, bounded size; the SHA-256 is of
 the bytes parsed), and any problem is one line and exit code 2 before anything is
-written (:mod:`harness.importers.safe_read`).
+written (:mod:`harness.store.importers.safe_read`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ORDER = 32
 
 
 def add_parser(sub: Any) -> None:
-    from harness.importers import FORMATS
+    from harness.store.importers import FORMATS
 
     p = sub.add_parser(
         "import",
@@ -46,7 +46,7 @@ def _already_imported(out_dir: Path) -> dict[str, str]:
     """SHA-256 of each imported source -> result file, for the results in ``out_dir``.
     Files that cannot be read safely (not regular, too big, not JSON) are passed over:
     a FIFO named ``*.json`` there must not hang the import."""
-    from harness.importers.safe_read import InputFileError, read_json
+    from harness.store.importers.safe_read import InputFileError, read_json
 
     seen: dict[str, str] = {}
     if not out_dir.is_dir():
@@ -63,10 +63,10 @@ def _already_imported(out_dir: Path) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.importers import ImportFormatError
-    from harness.importers import pytest_benchmark as pb
-    from harness.importers.safe_read import InputFileError, max_bytes, show
-    from harness.results import ResultFileError, claim_path
+    from harness.store.importers import ImportFormatError
+    from harness.store.importers import pytest_benchmark as pb
+    from harness.store.importers.safe_read import InputFileError, max_bytes, show
+    from harness.store.results import ResultFileError, claim_path
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():

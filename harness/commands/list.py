@@ -20,12 +20,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from harness import registry
+    from harness.core import registry
 
     out = Console()
     kind = args.kind
     if kind == "suites":
-        from harness.suite import builtin_suites, parse_suite
+        from harness.core.suite import builtin_suites, parse_suite
 
         for name, text in sorted(builtin_suites().items()):
             s = parse_suite(text, name)
@@ -59,7 +59,7 @@ def _list_devices(out: Any) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness import registry
+    from harness.core import registry
 
     table = Table(title="devices")
     for col in ("backend", "device", "available", "detail / reason"):

@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results import expand_paths, load_results
+    from harness.store.results import expand_paths, load_results
 
     refuse_overwriting_inputs(args.output, args.results)
     # what the user named must exist; a broken link or loop *inside* a directory is
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no result files (*.json) found in {' '.join(args.results)}")
     prices = None
     if args.prices:
-        from harness.procurement import PriceError, load_prices
+        from harness.analysis.procurement import PriceError, load_prices
 
         try:
             prices = load_prices(args.prices)
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.runs:
         raise UsageError("no readable result files among the inputs (see the warnings above)")
     if args.format == "markdown":
-        from reports.markdown_extra import markdown_extra
-        from reports.tables import markdown_summary
+        from harness.reports.markdown_extra import markdown_extra
+        from harness.reports.tables import markdown_summary
 
         text = markdown_summary(loaded.runs) + markdown_extra(loaded.runs, prices, args.rank_by)
         if args.output:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
         return EXIT_OK
-    from reports.html import write_html_report
+    from harness.reports.html import write_html_report
 
     if args.output:
         target = Path(args.output)

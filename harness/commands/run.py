@@ -2,7 +2,7 @@
 
 Output problems are found before time is spent: ``--out`` (and an explicit ``--report``
 path's folder) must take a real test write, else exit 2 with one line. Write errors
-during the run never lose a measured cell (``harness.runner.ResultWriter``): the run
+during the run never lose a measured cell (``harness.launch.runner.ResultWriter``): the run
 goes on, says what happened, and ends with exit 4 (``EXIT_WRITE``) and one line naming
 the path, the cause and where the complete copy is when the file could not be brought up
 to date; a failed HTML report is exit 4 as well, with the JSON saved.
@@ -76,8 +76,8 @@ def _world_sizes(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runner import OutputNotWritable, os_error_cause, output_dir_problem, run_suite
-    from harness.suite import ConfigError, Suite, apply_overrides, expand, load_suite
+    from harness.launch.runner import OutputNotWritable, os_error_cause, output_dir_problem, run_suite
+    from harness.core.suite import ConfigError, Suite, apply_overrides, expand, load_suite
 
     try:
         suite = load_suite(args.suite) if args.suite else Suite(name="cli")
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     from rich.console import Console
 
-    from reports.tables import rich_summary_table
+    from harness.reports.tables import rich_summary_table
 
     console = Console()
     if not console.is_terminal:  # CI logs: don't wrap the table at 80 columns
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"harness run: error: {outcome.write_error}", file=sys.stderr)
         write_failed = True
     if args.report is not None:
-        from reports.html import write_html_report
+        from harness.reports.html import write_html_report
 
         target = Path(args.report) if args.report else (saved or outcome.path).with_suffix(".html")
         try:
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             write_failed = True
         else:
             print(f"report: {target}")
-    from harness.runner import contended
+    from harness.launch.runner import contended
 
     busy = [cell["id"] for cell in outcome.doc["cells"] if contended(cell)]
     if busy:

@@ -1,4 +1,4 @@
-"""``harness verify``: PyTorch and TensorFlow compute the same model (see harness/parity.py).
+"""``harness verify``: PyTorch and TensorFlow compute the same model (see harness/analysis/parity.py).
 
 Exit codes: 0 every checked preset agrees; 1 at least one disagrees (or could not be
 checked); 2 usage error (unknown workload or size, a framework not installed).
@@ -40,8 +40,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import registry
-    from harness.parity import DEFAULT_SIZES, DEFAULT_TOLERANCE, verify
+    from harness.core import registry
+    from harness.analysis.parity import DEFAULT_SIZES, DEFAULT_TOLERANCE, verify
 
     for backend in ("torch", "tensorflow"):
         try:

@@ -17,7 +17,7 @@ compile                torch.compile (PyTorch) / XLA jit_compile (TensorFlow)  c
 
 Every variant works on *any* model of a workload's architecture: the speed track
 applies it to the freshly built preset model, the quality track
-(:mod:`harness.quality`) to the fp32 model trained on the digits, passing the data a
+(:mod:`harness.core.quality`) to the fp32 model trained on the digits, passing the data a
 variant may need in ``apply``'s context (see :class:`harness.api.Variant`).
 Importing this package imports no framework.
 """

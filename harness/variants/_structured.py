@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads._torch_models import MLP, BasicBlock, BertClassifier, SelfAttention
+from harness.workloads._torch_models import MLP, BasicBlock, BertClassifier, SelfAttention
 
 
 def kept_units(total: int, keep: float) -> int:

@@ -94,7 +94,7 @@ class LiteRTModel:
 
 
 def _representative(workload: Any, calibration: Sequence[Sequence[Any]] | None) -> list[list[Any]]:
-    from workloads._keras_models import keras_inputs
+    from harness.workloads._keras_models import keras_inputs
 
     if calibration:
         return [keras_inputs(workload, list(b)) for b in calibration]

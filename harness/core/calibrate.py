@@ -17,13 +17,13 @@ Per device (``cpu``, ``cuda:N``), with PyTorch in this process:
   best block.
 
 Stored as ``<dir>/<fingerprint>.json`` (atomic write; devices merge into the same
-file), where the fingerprint is :func:`harness.environment.fingerprint` of this
+file), where the fingerprint is :func:`harness.core.environment.fingerprint` of this
 machine. A run looks its calibration up by fingerprint (:func:`find_calibration`) and
 stores it in the result's top-level ``calibration``. The CPU peaks depend on the
 thread count, which is recorded (``threads``); each thread count calibrated is kept
 under ``by_threads`` (``harness calibrate -d cpu --threads N``), and a CPU cell's MFU
 uses the calibration of its own thread count, or is null with the reason
-(:func:`harness.flops.apply_calibration`).
+(:func:`harness.core.flops.apply_calibration`).
 """
 
 from __future__ import annotations

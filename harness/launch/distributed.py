@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.api import Step
-from harness.suite import Settings, TaskSpec
-from harness.timing import HostClock, Measurement, TimingConfig, _stable
+from harness.core.suite import Settings, TaskSpec
+from harness.core.timing import HostClock, Measurement, TimingConfig, _stable
 
 TORCHRUN_GRACE_S = 15.0  # time torchrun gets to stop its workers before SIGKILL
 
@@ -67,7 +67,7 @@ def lockstep_measure(
     slowest one at the gradient all-reduce, so each worker's time already includes a
     straggler; taking the max instead would count the workers' drift twice (the
     samples would add up to more than the loop's wall time; bench/ddp_timing.py
-    measures it). ``probes`` are marked as in :func:`harness.timing.measure`.
+    measures it). ``probes`` are marked as in :func:`harness.core.timing.measure`.
     Returns (measurement, details)."""
     step.sync()
     for p in probes:
@@ -180,12 +180,12 @@ def torchrun_command(spec: TaskSpec, settings: Settings, request: Path, out_dir:
         rdzv_id = f"{settings.rdzv_id or 'dlh'}-{digest}"
         cmd += [f"--nnodes={settings.nnodes}", f"--rdzv-backend={settings.rdzv_backend}",
                 f"--rdzv-endpoint={settings.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
-    return cmd + ["-m", "harness.distributed", str(request), str(out_dir)]
+    return cmd + ["-m", "harness.launch.distributed", str(request), str(out_dir)]
 
 
 def launch_torchrun(spec: TaskSpec, settings: Settings, base_cell: Callable[[TaskSpec], dict[str, Any]]) -> dict[str, Any]:
     """Run a data-parallel torch cell through torchrun and return its cell record."""
-    from harness.runner import worker_env
+    from harness.launch.runner import worker_env
 
     t0 = time.perf_counter()
     # inside the runner's cell directory when there is one: the runner removes it even
@@ -337,7 +337,7 @@ class InProcessContext:
         self.world_size = world_size
 
     def measure(self, step: Step, config: TimingConfig, probes: Sequence[Any] = ()) -> Measurement:
-        from harness.timing import measure
+        from harness.core.timing import measure
 
         return measure(step, config, probes=probes)
 
@@ -347,10 +347,10 @@ class InProcessContext:
 
 
 def rank_main(argv: list[str] | None = None) -> int:
-    """Entry point of one torchrun worker: ``python -m harness.distributed REQ OUTDIR``."""
+    """Entry point of one torchrun worker: ``python -m harness.launch.distributed REQ OUTDIR``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: torchrun ... -m harness.distributed REQUEST.json OUT_DIR", file=sys.stderr)
+        print("usage: torchrun ... -m harness.launch.distributed REQUEST.json OUT_DIR", file=sys.stderr)
         return 2
     _die_with_parent()
     if os.getppid() == 1:  # torchrun died before PR_SET_PDEATHSIG took effect
@@ -363,7 +363,7 @@ def rank_main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from harness.worker import _default, run_cell
+    from harness.launch.worker import _default, run_cell
 
     comm = "nccl" if spec.device.startswith("cuda") and torch.cuda.is_available() else "gloo"
     if comm == "nccl":

@@ -31,7 +31,7 @@ the one line ``FILE:LINE: invalid YAML (what is wrong)``, exit 2.
 
 Numbers are not range-checked here (a float may be ``.inf``/``.nan``, an int may be
 huge): each file kind's schema says which numbers it takes and their bounds
-(``harness/suite.py: LIMITS``, ``harness/procurement.py``, ``harness/commands/compare.py``).
+(``harness/core/suite.py: LIMITS``, ``harness/analysis/procurement.py``, ``harness/commands/compare.py``).
 """
 
 from __future__ import annotations

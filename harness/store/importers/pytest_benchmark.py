@@ -12,7 +12,7 @@ our samples when ``timing.iters_per_sample`` > 1, so:
 
 * ``samples_ms`` = ``stats.data`` x 1000, one sample per round, in stored order, and
   ``timing.iters_per_sample`` = ``iterations``. Every statistic in ``metrics.latency_ms``
-  is recomputed from those samples with :func:`harness.stats.summarize`;
+  is recomputed from those samples with :func:`harness.core.stats.summarize`;
   pytest-benchmark's own summary is kept verbatim (seconds) in ``imported.stats_s``.
 * Without raw timings (``--benchmark-save`` without ``--benchmark-save-data``) samples
   cannot be reconstructed from a summary, so the cell is ``skipped`` with that reason,
@@ -35,7 +35,7 @@ Cell identity:
 Memory, energy and first-call latency are not in pytest-benchmark's data: they are
 ``null`` with the reason in ``unavailable``.
 
-Untrusted input, bounded cost (:mod:`harness.importers.safe_read`): a regular file of at
+Untrusted input, bounded cost (:mod:`harness.store.importers.safe_read`): a regular file of at
 most 256 MiB (``DLH_MAX_RESULT_BYTES``), strict JSON (no NaN/Infinity, no integers beyond
 64 bits, at most 64 levels deep), at most :data:`MAX_BENCHMARKS` benchmarks, and every
 field that is read type-checked; anything else is one :class:`ImportFormatError` line
@@ -43,7 +43,7 @@ field that is read type-checked; anything else is one :class:`ImportFormatError`
 (no per-sample Python work), so 3 million rounds import in seconds:
 
 * ``metrics.latency_ms`` is always computed from **all** rounds. Its CI of the median
-  is the harness's percentile bootstrap (:func:`harness.stats.summarize`, identical to
+  is the harness's percentile bootstrap (:func:`harness.core.stats.summarize`, identical to
   ``harness run``) for a benchmark of at most :data:`BOOTSTRAP_MAX_SAMPLES` rounds while
   the file's :data:`BOOTSTRAP_BUDGET` lasts (the bootstrap costs ~0.15 ms per round
   here); otherwise the distribution-free order-statistic interval (ranks
@@ -67,8 +67,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.importers import ImportFormatError
-from harness.importers.safe_read import InputFileError, read_json, read_regular_file, show
+from harness.store.importers import ImportFormatError
+from harness.store.importers.safe_read import InputFileError, read_json, read_regular_file, show
 
 FORMAT = "pytest-benchmark"
 EXTRA_INFO_KEY = "dl_harness"  # same key as harness.pytest_plugin.EXTRA_INFO_KEY (not imported: it imports pytest)
@@ -109,7 +109,7 @@ def file_sha256(path: Path) -> str:
 def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read, strictly parse and shape-check a pytest-benchmark JSON file: (document,
     SHA-256 of the bytes read). Regular files only, bounded size and depth (see
-    :mod:`harness.importers.safe_read`); raises ImportFormatError (one line)."""
+    :mod:`harness.store.importers.safe_read`); raises ImportFormatError (one line)."""
     p = Path(path)
     try:
         doc, sha = read_json(p)
@@ -157,9 +157,9 @@ def check_shape(doc: Any, source: str) -> None:
 
 
 def spec_from_record(d: Mapping[str, Any]) -> Any:
-    """A :class:`harness.suite.TaskSpec` from a stored spec dict (optional fields such
+    """A :class:`harness.core.suite.TaskSpec` from a stored spec dict (optional fields such
     as ``world_size`` may be absent). Raises ValueError/KeyError/TypeError."""
-    from harness.suite import TaskSpec
+    from harness.core.suite import TaskSpec
 
     if not isinstance(d, Mapping):
         raise TypeError(f"a spec must be an object, got {type(d).__name__}")
@@ -223,15 +223,15 @@ def _order_statistic_ci(x: np.ndarray, z: float = 1.959963984540054) -> tuple[fl
 
 
 def _latency_summary(x: np.ndarray, bootstrap: bool) -> tuple[dict[str, Any], str]:
-    """The keys of :func:`harness.stats.summarize` from all samples ``x`` (ms), and the
+    """The keys of :func:`harness.core.stats.summarize` from all samples ``x`` (ms), and the
     CI method used. ``bootstrap``: exactly ``summarize`` (as ``harness run``); else the
     same statistics with the order-statistic CI of the median (O(n), for long series)."""
-    from harness.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, NOISE_IQR_RATIO, summarize
+    from harness.core.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, NOISE_IQR_RATIO, summarize
 
     if bootstrap:
         return summarize(x), (f"percentile bootstrap of the median ({BOOTSTRAP_RESAMPLES} resamples, seed "
-                              f"{BOOTSTRAP_SEED}; harness.stats.summarize, as harness run)")  # fmt: skip
-    # the same formulas as harness.stats.summarize, without its O(resamples x n) bootstrap
+                              f"{BOOTSTRAP_SEED}; harness.core.stats.summarize, as harness run)")  # fmt: skip
+    # the same formulas as harness.core.stats.summarize, without its O(resamples x n) bootstrap
     p25, p50, p75, p90, p99 = np.percentile(x, [25, 50, 75, 90, 99])
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if x.size > 1 else 0.0
@@ -249,7 +249,7 @@ def _latency_summary(x: np.ndarray, bootstrap: bool) -> tuple[dict[str, Any], st
         why = f"this file's bootstrap budget of {BOOTSTRAP_BUDGET:,} rounds was spent on earlier benchmarks"
     method = (f"order statistics of ranks n/2 -+ 1.96 sqrt(n)/2 (distribution-free; the bootstrap "
               f"converges to it), not the bootstrap: {why}")  # fmt: skip
-    lat["ci95_method"] = method  # present only when not the bootstrap (harness.stats' convention)
+    lat["ci95_method"] = method  # present only when not the bootstrap (harness.core.stats' convention)
     return lat, method
 
 
@@ -282,8 +282,8 @@ def _all_finite(obj: Any) -> bool:
 
 def environment(machine: Mapping[str, Any], cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Our environment block from pytest-benchmark's machine_info (py-cpuinfo)."""
-    from harness.environment import fingerprint
-    from harness.hw.cpuinfo import DL_FLAGS, isa_summary
+    from harness.core.environment import fingerprint
+    from harness.core.hw.cpuinfo import DL_FLAGS, isa_summary
 
     cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
     raw_flags = cpu.get("flags") if isinstance(cpu.get("flags"), list) else []
@@ -427,7 +427,7 @@ def convert_benchmark(bench: Mapping[str, Any], created: str, device: str, sourc
             metrics["params"] = None
             unavailable["params"] = "the harness_workload record holds no parameter count (a whole number >= 0)"
     else:
-        from harness.suite import ConfigError, normalize_device
+        from harness.core.suite import ConfigError, normalize_device
 
         try:
             dev = normalize_device(device)
@@ -531,10 +531,10 @@ def convert_benchmark(bench: Mapping[str, Any], created: str, device: str, sourc
 def convert(doc: Mapping[str, Any], source: str, *, tag: str | None = None, device: str = "cpu",
             sha256: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A pytest-benchmark document -> a dl-harness result document (run_id still empty;
-    claim it with :func:`harness.results.claim_path`). Raises ImportFormatError."""
+    claim it with :func:`harness.store.results.claim_path`). Raises ImportFormatError."""
     from harness import __version__
-    from harness.results import SCHEMA_VERSION, new_run_id
-    from harness.schema import validation_errors
+    from harness.store.results import SCHEMA_VERSION, new_run_id
+    from harness.store.schema import validation_errors
 
     check_shape(doc, source)
     try:

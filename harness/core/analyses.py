@@ -18,7 +18,7 @@ def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], variant
     structured pruning) replaces the workload's ``flops_analytic`` with its own count
     (the workload's stays under ``flops_analytic_workload``), or nulls it with the
     reason when it has none, so no FLOP/s or MFU is ever the teacher's."""
-    from harness.flops import run_model_analytic_flops
+    from harness.core.flops import run_model_analytic_flops
 
     out: dict[str, Any] = {}
     missing: dict[str, str] = {}
@@ -37,13 +37,13 @@ def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], variant
 
 
 def _flops(**kw: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    from harness.flops import flops_analysis  # counted FLOPs, bytes moved, achieved FLOP/s
+    from harness.core.flops import flops_analysis  # counted FLOPs, bytes moved, achieved FLOP/s
 
     return flops_analysis(**kw)
 
 
 def _quality(**kw: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    from harness.quality import quality_analysis  # model size/params + metrics.quality (digits)
+    from harness.core.quality import quality_analysis  # model size/params + metrics.quality (digits)
 
     return quality_analysis(**kw)
 

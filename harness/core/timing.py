@@ -207,7 +207,7 @@ def measure(step: Step, config: TimingConfig, clock: Clock | None = None,
 
     ``probes``: objects with ``mark(event: str)``, called outside the timed region at
     ``"warmup_start"``, ``"loop_start"`` (after the pre-loop sync) and ``"loop_end"``
-    (e.g. :class:`harness.contention.ContentionProbe`, which reads the CPU time of
+    (e.g. :class:`harness.core.contention.ContentionProbe`, which reads the CPU time of
     other processes in the windows between the marks)."""
     clock = clock or step.device_clock() or HostClock()
     clock_name = getattr(clock, "name", type(clock).__name__)

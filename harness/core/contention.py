@@ -7,7 +7,7 @@ thread count (one OpenMP thread per core, spin-waiting at every barrier) became 
 machine must say so, from evidence that does not depend on the cell being slow.
 
 :class:`ContentionProbe` takes a snapshot at each of the timing loop's marks
-(``warmup_start``, ``loop_start``, ``loop_end``; see :func:`harness.timing.measure`)
+(``warmup_start``, ``loop_start``, ``loop_end``; see :func:`harness.core.timing.measure`)
 and judges three windows: ``pre`` (warm-up), ``loop`` (the timed loop) and ``cell``
 (both). Evidence per window, all read outside the timed region:
 
@@ -163,7 +163,7 @@ class ContentionProbe:
     ``threads``: the cell's compute threads (None: assume every core). ``device``: the
     cell's device ("cpu", "cuda:0", ...). Everything the probe reads is injectable:
     ``proc_root`` (a fake /proc tree in tests), ``clock`` (window wall time, seconds),
-    ``nvml`` (an adapter from :mod:`harness.hw.nvml`; None opens NVML for a CUDA cell),
+    ``nvml`` (an adapter from :mod:`harness.core.hw.nvml`; None opens NVML for a CUDA cell),
     ``pid``, ``cpus`` (default: the affinity mask), ``clk_tck`` (ticks per second),
     ``exclude_pids`` (processes that belong to the cell), ``siblings`` (count the
     processes sharing our parent as the cell's: torchrun's other local ranks; then
@@ -298,7 +298,7 @@ class ContentionProbe:
     def _open_gpu(self) -> None:
         if self._gpu_handle is not None:
             return
-        from harness.hw.nvml import open_cuda_device, resolve_cuda_device
+        from harness.core.hw.nvml import open_cuda_device, resolve_cuda_device
 
         idx = int(self.device.split(":")[1]) if ":" in self.device else 0
         env = os.environ if self._env is None else self._env

@@ -152,7 +152,7 @@ def write_atomic(path: Path, doc: dict[str, Any]) -> None:
 #   uses ``allow_nan=False``), no lone UTF-16 surrogates (they could not be written back
 #   to a UTF-8 report), at most ``MAX_DEPTH`` levels of nesting (the parser's
 #   ``RecursionError`` on deeper input is caught too);
-# * then the version check, the migrations and the schema (harness/schema.py), which
+# * then the version check, the migrations and the schema (harness/store/schema.py), which
 #   types every field a consumer (report, compare, export, baseline, history,
 #   procurement) reads, so consumers never see a wrongly typed value.
 
@@ -552,7 +552,7 @@ def parse_result(data: bytes | str, source: str = "<doc>") -> dict[str, Any]:
         raise ResultFileError(f"{where}: not a dl-harness result (top level is not an object)")
     try:
         doc = migrate(doc, where)
-        from harness.schema import validation_errors
+        from harness.store.schema import validation_errors
 
         errors = validation_errors(doc)
     except ResultFileError:

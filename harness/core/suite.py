@@ -29,7 +29,7 @@ A suite file::
     exclude:             # optional: drop cells matching all given keys
       - {workload: cnn, mode: training}
 
-Files are read with :mod:`harness.safeyaml` (bounded size and alias expansion, UTF-8
+Files are read with :mod:`harness.core.safeyaml` (bounded size and alias expansion, UTF-8
 only, no duplicate keys) and checked against :func:`suite_schema`; an error names the
 file, the line and the allowed values. Every number has the bounds of :data:`LIMITS`
 (finite, and far beyond anything a real run needs), so a value that could only fail
@@ -51,7 +51,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from harness import registry
+from harness.core import registry
 from harness.api import MODES
 from harness.errors import UserError
 
@@ -524,7 +524,7 @@ def _number_hint(value: Any) -> str:
 def validate_suite_yaml(text: str, source: str) -> Any:
     """Parse ``text`` with the safe loader and check it against :func:`suite_schema`;
     raise ConfigError ``FILE:LINE: what is wrong; allowed values``."""
-    from harness import safeyaml
+    from harness.core import safeyaml
 
     try:  # one parse: the node tree (for line numbers) and the data, bounded (alias bombs)
         data, root = safeyaml.load(text)
@@ -604,7 +604,7 @@ def load_suite(name_or_file: str) -> Suite:
         return parse_suite(builtins[name_or_file], f"builtin:{name_or_file}")
     p = Path(name_or_file)
     if p.suffix in (".yaml", ".yml") or p.exists():
-        from harness import safeyaml
+        from harness.core import safeyaml
 
         try:  # at most MAX_BYTES read; UTF-8 only
             text = safeyaml.read_text(p)

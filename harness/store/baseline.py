@@ -43,7 +43,7 @@ from typing import Any, Iterable
 
 from harness import __version__
 from harness.errors import UserError
-from harness.results import (
+from harness.store.results import (
     ResultFileError,
     expand_paths,
     load_result_and_bytes,

@@ -20,7 +20,7 @@ import copy
 import random
 from typing import Any, Sequence
 
-from harness.stats import summarize
+from harness.core.stats import summarize
 
 # per-process fields kept in each entry of cell["repeats"]
 REPEAT_FIELDS = ("status", "reason", "started", "duration_s", "samples_ms", "timing", "metrics", "runtime")

@@ -1,6 +1,6 @@
 """The worker: runs exactly one cell in its own process and writes one JSON message.
 
-``python -m harness.worker REQUEST.json RESULT.json``
+``python -m harness.launch.worker REQUEST.json RESULT.json``
 
 The request holds the cell's spec and the run settings. The result is one cell record
 (``status`` ok | skipped | failed) written atomically to RESULT.json. Anything the
@@ -20,12 +20,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import registry
+from harness.core import registry
 from harness.api import BackendConfig, SkipCell
 from harness.api import Backend, Collector, Variant, Workload
-from harness.stats import summarize
-from harness.suite import Settings, TaskSpec
-from harness.timing import TimingConfig, measure
+from harness.core.stats import summarize
+from harness.core.suite import Settings, TaskSpec
+from harness.core.timing import TimingConfig, measure
 
 MESSAGE_VERSION = 1  # version of the worker -> parent message
 
@@ -81,10 +81,10 @@ def sustained_throughput(meas: Any, global_batch: int) -> float | None:
 
 
 def _contention_probe(spec: TaskSpec, settings: Settings) -> Any:
-    """A :class:`harness.contention.ContentionProbe` for this cell: the CPU threads the
+    """A :class:`harness.core.contention.ContentionProbe` for this cell: the CPU threads the
     cell uses (its thread setting, else every core it may run on; a GPU cell's host
     side is one thread) and, on CUDA, the GPU to watch for other processes."""
-    from harness.contention import ContentionProbe, process_cpus
+    from harness.core.contention import ContentionProbe, process_cpus
 
     # every CPU any of our threads may use (OpenMP binding can pin the main thread to one)
     ncpu = len(process_cpus()) or os.cpu_count() or 1
@@ -120,7 +120,7 @@ def analyses() -> list[Analysis]:
     """Post-measurement analyses run outside the timed region, in order. Each takes
     keyword arguments (step, workload, variant, spec, backend, metrics, measurement)
     and returns (metrics to add, {metric: reason unavailable})."""
-    from harness.analysis import ANALYSES
+    from harness.core.analyses import ANALYSES
 
     return list(ANALYSES)
 
@@ -155,7 +155,7 @@ def data_parallel_analysis(metrics: dict[str, Any], workload: Any = None, varian
                            spec: TaskSpec | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """FLOPs of a data-parallel cell: the analytic count of the global batch of the model
     the cell runs (a distilled student or structurally pruned model, not the workload's
-    teacher: :func:`harness.flops.run_model_analytic_flops`). The FLOP counter and the
+    teacher: :func:`harness.core.flops.run_model_analytic_flops`). The FLOP counter and the
     quality model are not run: they would execute the DDP model outside the workers'
     lock-step loop. The single-process cell of the same spec has them."""
     why = ("not computed for data-parallel cells (it would run the model outside the workers' lock-step "
@@ -164,7 +164,7 @@ def data_parallel_analysis(metrics: dict[str, Any], workload: Any = None, varian
     flops: int | None = metrics["flops_analytic"]
     what = "the workload's analytic formula"
     if workload is not None and spec is not None:
-        from harness.flops import run_model_analytic_flops
+        from harness.core.flops import run_model_analytic_flops
 
         flops, what = run_model_analytic_flops(workload, variant, spec.global_batch_size, "training")
     out: dict[str, Any] = {
@@ -201,7 +201,7 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
     """Build, warm up and time one cell in this process; never raises.
 
     Data-parallel cells (``spec.world_size``): with a torchrun backend this process
-    only launches torchrun (see :mod:`harness.distributed`), whose workers call back
+    only launches torchrun (see :mod:`harness.launch.distributed`), whose workers call back
     here with ``dp`` (their process-group context); an in-process backend builds the
     strategy step here."""
     cell = empty_cell(spec)
@@ -224,13 +224,13 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
                 except SkipCell as e:
                     raise SkipCell(f"{local_workers} data-parallel GPU worker(s) per node need as many GPUs: {e}") from None
             if engine == "torchrun":
-                from harness.distributed import launch_torchrun
+                from harness.launch.distributed import launch_torchrun
 
                 return launch_torchrun(spec, settings, empty_cell)
             if settings.nnodes > 1:
                 raise SkipCell(f"backend {spec.backend!r} runs data-parallel cells in one process ({engine}); "
                                "nnodes > 1 needs torchrun (-b torch)")
-            from harness.distributed import InProcessContext
+            from harness.launch.distributed import InProcessContext
 
             dp = InProcessContext(spec.world_size)
 
@@ -353,9 +353,9 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m harness.worker REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: python -m harness.launch.worker REQUEST.json RESULT.json", file=sys.stderr)
         return 2
-    from harness.lifeline import bind_from_env
+    from harness.core.lifeline import bind_from_env
 
     bind_from_env()  # die with the runner, keep our own deadline, leave no scratch behind
     request = json.loads(Path(args[0]).read_text())

@@ -16,7 +16,7 @@ gives:
 * scaling efficiency of data-parallel cells (``metrics.distributed.scaling_efficiency``,
   see docs/distributed.md), one row per world size;
 * a rank per workload configuration by the metric the user picks; which way is better
-  comes from the declared metric table (:mod:`harness.metrics`), not from a name.
+  comes from the declared metric table (:mod:`harness.core.metrics`), not from a name.
 
 Contention: a cell measured while other processes competed for the machine
 (``timing.contention.detected``) says nothing about the machine. Its runs are left out
@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import metrics as M
-from harness.compare import fingerprint
+from harness.core import metrics as M
+from harness.analysis.compare import fingerprint
 from harness.errors import UserError
-from harness.history import contention_note
+from harness.analysis.history import contention_note
 
 MEASURED_SOURCES_EXCLUDED = ("estimate", "unavailable")
 # ranking choice -> (Entry attribute, the declared metric it is, or None for one derived here)
@@ -53,7 +53,7 @@ _RANKED = {
     "perf_per_watt": ("samples_per_j", "energy.samples_per_j"),
     "perf_per_dollar": ("perf_per_dollar", None),  # samples per unit of price: more is better
 }
-# ranking choice -> (Entry attribute, higher is better); the direction from harness.metrics
+# ranking choice -> (Entry attribute, higher is better); the direction from harness.core.metrics
 RANK_METRICS = {k: (attr, M.get(name).higher_is_better if name else True) for k, (attr, name) in _RANKED.items()}
 
 
@@ -86,9 +86,9 @@ PRICE_FILE_KEYS = ("currency", "machines")
 
 def parse_prices(data: Any, source: str = "prices", root: Any = None) -> Prices:
     """Validate a parsed price file (see the module docstring). With ``root`` (the YAML
-    node tree, :func:`harness.safeyaml.load`) an error names ``SOURCE:LINE``, and the
+    node tree, :func:`harness.core.safeyaml.load`) an error names ``SOURCE:LINE``, and the
     machine keys are taken as written (``0123`` stays ``0123``, ``on`` stays ``on``)."""
-    from harness.safeyaml import line_of
+    from harness.core.safeyaml import line_of
 
     def where(*path: Any, key: bool = False) -> str:
         return f"{source}:{line_of(root, list(path), key=key)}" if root is not None else source
@@ -164,11 +164,11 @@ def _written_keys(root: Any) -> dict[Any, str]:
 
 
 def load_prices(path: str | Path) -> Prices:
-    """The price file ``path`` (UTF-8 YAML, bounded by :mod:`harness.safeyaml`), checked;
+    """The price file ``path`` (UTF-8 YAML, bounded by :mod:`harness.core.safeyaml`), checked;
     :class:`PriceError` with ``FILE:LINE: what is wrong`` otherwise."""
     import yaml
 
-    from harness import safeyaml
+    from harness.core import safeyaml
 
     p = Path(path)
     try:

@@ -4,13 +4,13 @@ The schema pins the contract other tools rely on (see README "Result format"); f
 not listed are allowed so later issues can add metrics without a version bump when the
 change is purely additive.
 
-Result files are untrusted (harness/results.py), so the schema also *types* every field
+Result files are untrusted (harness/store/results.py), so the schema also *types* every field
 that a consumer reads -- ``report`` (tables, charts, history, regressions, procurement,
 energy, quality, roofline, scaling), ``compare``, ``export`` and ``baseline`` -- with
 null allowed wherever the harness itself writes null. A file whose ``timing`` is a
 string, whose ``environment.cpu`` is a number or whose ``runtime.threads`` is a list
 is refused at load time with the path of the field, so no consumer ever sees it.
-Every metric of the declared table (:mod:`harness.metrics`) is a number or null at its
+Every metric of the declared table (:mod:`harness.core.metrics`) is a number or null at its
 dotted path inside ``metrics`` (and inside each ``repeats[]`` entry's ``metrics``).
 """
 
@@ -40,10 +40,10 @@ def _obj(props: dict[str, Any], nullable: bool = False, **extra: Any) -> dict[st
 
 
 def _declared_metrics_schema() -> dict[str, Any]:
-    """``metrics``: every declared metric (harness/metrics.py) is a number or null at its
+    """``metrics``: every declared metric (harness/core/metrics.py) is a number or null at its
     dotted path; the groups (``energy``, ``quality``, ...) are objects or null. The
     interval ``throughput_ci95_per_s`` is ``[low, high]`` (or an object) or null."""
-    from harness.metrics import TABLE
+    from harness.core.metrics import TABLE
 
     root: dict[str, Any] = {}
     for name in TABLE:

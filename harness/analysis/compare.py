@@ -10,7 +10,7 @@ replication for a regression gate is therefore the *process*, not the sample.
 How a cell is compared (docs/compare.md has the full argument and the calibration):
 
 * **Metric**: direction (lower/higher is better) and unit come from the declared table
-  :mod:`harness.metrics`; an undeclared or non-gateable metric is refused. Nothing is
+  :mod:`harness.core.metrics`; an undeclared or non-gateable metric is refused. Nothing is
   guessed from a metric's name.
 * **Observations**: each worker process that measured the cell is one observation: each
   ``ok`` entry of ``cell["repeats"]`` (``harness run --repeats N``), else the cell
@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import metrics as M
+from harness.core import metrics as M
 from harness.errors import UserError
 
 STATS = ("min", "p10", "p50", "mean")
@@ -151,7 +151,7 @@ def check_metric_present(docs: Iterable[Mapping[str, Any]], metric: str) -> None
 
 @dataclass(frozen=True)
 class CompareSettings:
-    """How to compare. ``metric`` is resolved against :mod:`harness.metrics` (stored as
+    """How to compare. ``metric`` is resolved against :mod:`harness.core.metrics` (stored as
     its declared dotted name); ``threshold`` is a fraction (0.05 = 5%) or None for auto;
     ``workload_thresholds``/``cell_thresholds`` override it per workload / cell id.
     ``within_run``: with one process per side, test the raw samples (ignores run-to-run
@@ -247,7 +247,7 @@ def cell_key(cell: Mapping[str, Any]) -> str:
 
 
 def higher_is_better(metric: str) -> bool:
-    """True for declared higher-is-better metrics (delegates to :mod:`harness.metrics`)."""
+    """True for declared higher-is-better metrics (delegates to :mod:`harness.core.metrics`)."""
     return M.higher_is_better(metric)
 
 

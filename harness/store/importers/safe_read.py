@@ -22,7 +22,7 @@ most one bounded read and one bounded parse:
   parsed again by the standard library, whose error messages are the ones shown.
 
 Everything raises :class:`InputFileError` with one line naming the file. The module has
-no dl-harness dependencies, so ``harness/results.py`` could share it for result files.
+no dl-harness dependencies, so ``harness/store/results.py`` could share it for result files.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import UserError
-from harness.results import (  # one size limit, one file-kind test for every untrusted JSON file
+from harness.store.results import (  # one size limit, one file-kind test for every untrusted JSON file
     MAX_BYTES_ENV,
     ResultFileError,
     _not_regular,
@@ -61,7 +61,7 @@ def show(text: object, limit: int = 200) -> str:
 
 def max_bytes(environ: Mapping[str, str] | None = None) -> int:
     """The size limit for an input file: ``DLH_MAX_RESULT_BYTES`` or 256 MiB (the same
-    limit and variable as result files: :func:`harness.results.max_result_bytes`)."""
+    limit and variable as result files: :func:`harness.store.results.max_result_bytes`)."""
     try:
         return max_result_bytes(environ)
     except ResultFileError as e:

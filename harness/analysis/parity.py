@@ -11,7 +11,7 @@ How (``harness verify`` runs this):
    ``.npz`` per preset.
 2. **TensorFlow side** (its own process, never imports torch): build the Keras twin
    (``build_tensorflow``), copy the torch weights in
-   (:func:`workloads._keras_models.load_torch_state`), convert the inputs to the Keras
+   (:func:`harness.workloads._keras_models.load_torch_state`), convert the inputs to the Keras
    layout, and run the forward pass as the backend times it: a ``tf.function`` in graph
    mode (and, with ``xla=True``, also with ``jit_compile=True``).
 3. Compare in float32: **relative error** ``= max|y_tf - y_torch| / max|y_torch|``
@@ -24,7 +24,7 @@ The two frameworks run in separate processes so neither can disturb the other
 (thread pools, oneDNN builds), and so this check never loads TensorFlow into a
 PyTorch process or vice versa.
 
-``python -m harness.parity torch|tensorflow JOB.json`` is the internal entry point of
+``python -m harness.analysis.parity torch|tensorflow JOB.json`` is the internal entry point of
 the two sides; :func:`verify` drives them.
 """
 
@@ -139,7 +139,7 @@ def torch_side(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from harness import registry
+    from harness.core import registry
 
     torch.set_num_threads(max(1, int(job.get("threads") or torch.get_num_threads())))
     out: dict[str, Any] = {}
@@ -170,13 +170,13 @@ def tensorflow_side(job: dict[str, Any]) -> dict[str, Any]:
     """Load each ``.npz``, run the Keras twin with the torch weights, compare."""
     import numpy as np
 
-    from backends.tf_backend import import_tf
-    from harness import registry
+    from harness.backends.tf_backend import import_tf
+    from harness.core import registry
 
     tf = import_tf()
     if job.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(int(job["threads"]))
-    from workloads._keras_models import keras_inputs, load_torch_state, trainable_params
+    from harness.workloads._keras_models import keras_inputs, load_torch_state, trainable_params
 
     out: dict[str, Any] = {}
     for item in job["items"]:
@@ -215,7 +215,7 @@ def tensorflow_side(job: dict[str, Any]) -> dict[str, Any]:
 
 def _run_side(side: str, job: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
     """Run one side in a fresh interpreter; its JSON answer, or an error record."""
-    from harness.runner import worker_env
+    from harness.launch.runner import worker_env
 
     job_file = workdir / f"{side}-job.json"
     result_file = workdir / f"{side}-result.json"
@@ -224,7 +224,7 @@ def _run_side(side: str, job: dict[str, Any], workdir: Path, timeout: float) -> 
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "harness.parity", side, str(job_file), str(result_file)],
+            [sys.executable, "-m", "harness.analysis.parity", side, str(job_file), str(result_file)],
             capture_output=True, text=True, timeout=timeout, env=env,
         )
     except subprocess.TimeoutExpired:
@@ -244,7 +244,7 @@ def verify(
     timeout: float = 1800.0,
 ) -> list[Agreement]:
     """Check each ``(workload, size, batch_size)``: torch and TensorFlow in two processes."""
-    from harness import registry
+    from harness.core import registry
 
     items = list(items)
     with tempfile.TemporaryDirectory(prefix="dlh-verify-") as tmp:
@@ -278,7 +278,7 @@ def verify(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3 or args[0] not in ("torch", "tensorflow"):
-        print("usage: python -m harness.parity torch|tensorflow JOB.json RESULT.json", file=sys.stderr)
+        print("usage: python -m harness.analysis.parity torch|tensorflow JOB.json RESULT.json", file=sys.stderr)
         return 2
     job = json.loads(Path(args[1]).read_text())
     result = torch_side(job) if args[0] == "torch" else tensorflow_side(job)

@@ -5,7 +5,7 @@ Two tracks per cell:
 * **speed** — the timed loop, on the requested size preset (synthetic inputs);
 * **quality** — this module, run after the timed loop as a post-measurement analysis:
   the same architecture (the preset with its input/output shapes adapted to the data,
-  see :func:`workloads.quality_data.quality_config`) is trained in-process on
+  see :func:`harness.workloads.quality_data.quality_config`) is trained in-process on
   scikit-learn's bundled digits (fixed seeds, a few epochs, cached under
   ``results/cache/quality/`` keyed by the architecture, the recipe and the library
   versions), the variant is applied to a copy of that trained fp32 model, and both are
@@ -127,7 +127,7 @@ class QualityData:
 
 def quality_workload(workload: Any) -> Any:
     """The workload instance trained for the quality track (SkipCell when none)."""
-    from workloads import quality_data as qd
+    from harness.workloads import quality_data as qd
 
     if workload.name not in qd.SUPPORTED:
         raise SkipCell(f"workload {workload.name!r} has no quality task (digits adapters exist for: {', '.join(qd.SUPPORTED)})")
@@ -144,7 +144,7 @@ def quality_workload(workload: Any) -> Any:
 
 
 def quality_data(qworkload: Any) -> QualityData:
-    from workloads import quality_data as qd
+    from harness.workloads import quality_data as qd
 
     split = qd.load_digits_split()
     return QualityData(
@@ -308,7 +308,7 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
             logits = predict(applied, data.test_inputs, context=lambda: fresh.autocast("torch", "cpu"))
     elif backend == "tensorflow":
         from harness.variants._tf_utils import keras_predict
-        from workloads._keras_models import keras_inputs, load_torch_state
+        from harness.workloads._keras_models import keras_inputs, load_torch_state
 
         state = {k: v.detach().cpu().numpy() for k, v in teacher.state_dict().items()}
 

@@ -27,7 +27,7 @@ creation time and git commit (and the previous run's commit, so the suspect rang
 commits is known).
 
 Which metric: ``latency_ms`` (default, from the raw samples) or any metric of the
-declared table (:mod:`harness.metrics`, e.g. ``throughput_per_s``,
+declared table (:mod:`harness.core.metrics`, e.g. ``throughput_per_s``,
 ``energy.energy_per_sample_j``). Its unit and direction come from that table, never
 from its name, so a change is also labelled worse or better (``Change.worse``): a
 higher throughput is an improvement, a higher latency a slow-down.
@@ -48,8 +48,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from harness import metrics as M
-from harness.compare import cell_key, fingerprint, location
+from harness.core import metrics as M
+from harness.analysis.compare import cell_key, fingerprint, location
 
 Z_STEP = 5.0
 MIN_CHANGE = 0.03
@@ -93,7 +93,7 @@ class Series:
     points: list[Point]
     noise: float | None = None  # robust sd of log values (relative run-to-run noise)
     changes: list[Change] = field(default_factory=list)
-    metric: str = "latency_ms"  # the declared metric (harness.metrics) the values are of
+    metric: str = "latency_ms"  # the declared metric (harness.core.metrics) the values are of
     unit: str = "ms"
     direction: str | None = "lower"  # which is better, from the declared table
     stat: str | None = "min"  # latency_ms: the location statistic of each run's samples
@@ -255,7 +255,7 @@ def _decisive(reasons: Any) -> list[str]:
 
 def contention_text(record: Mapping[str, Any], short: bool = True) -> str:
     """The evidence of one contention record (``timing.contention``, see
-    :mod:`harness.contention`) as text. ``short``: one clause from the numbers (e.g.
+    :mod:`harness.core.contention`) as text. ``short``: one clause from the numbers (e.g.
     "other processes used 1.7 of 2 cores", "CPU steal 12%", "1 other process on
     cuda:0"), else the first deciding reason; otherwise every reason the worker wrote."""
     reasons = record.get("reasons")
@@ -375,9 +375,9 @@ def build_history(
     time order, with its detected changes.
 
     ``metric``: ``latency_ms`` (the ``stat`` of each run's raw samples, ms) or any
-    declared metric (:mod:`harness.metrics`; a last path component such as
+    declared metric (:mod:`harness.core.metrics`; a last path component such as
     ``energy_per_sample_j`` is accepted when unambiguous). An undeclared metric raises
-    :class:`harness.metrics.UnknownMetric`: its direction would have to be guessed.
+    :class:`harness.core.metrics.UnknownMetric`: its direction would have to be guessed.
     Contended points are kept (marked) but changes are detected on the others only."""
     decl = M.get(metric)
     name = decl.name

@@ -26,7 +26,7 @@ Two shapes:
   ``iters_per_sample`` and ``process`` (the worker process of a ``--repeats`` cell, 0-based;
   empty without repeats).
 
-Units come from the declared metric table (:mod:`harness.metrics`), not from names:
+Units come from the declared metric table (:mod:`harness.core.metrics`), not from names:
 Parquet carries each column's unit, direction and description as field metadata
 (``unit``, ``direction``, ``description``) and the whole map as the schema metadata
 ``dl_harness.units`` (JSON); a CSV written to a file gets a sidecar
@@ -57,9 +57,9 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
-from harness import metrics as M
+from harness.core import metrics as M
 from harness.errors import UserError
-from harness.history import contention_note, repeats
+from harness.analysis.history import contention_note, repeats
 
 SPEC_FIELDS = ("workload", "backend", "device", "variant", "mode", "batch_size", "size", "world_size")
 RUN_COLUMNS = ("run_id", "created", "tag", "host", "fingerprint", "git_commit", "git_dirty", "harness_version",
@@ -72,7 +72,7 @@ CORE_METRICS = tuple(f"latency_ms.{k}" for k in ("p50", "p90", "p99", "mean", "s
     "throughput_per_s", "peak_host_mem_bytes", "peak_device_mem_bytes", "energy.energy_j", "params", "flops",
 )  # fmt: skip
 SAMPLE_COLUMNS = ("sample_index", "latency_ms", "iters_per_sample", "process")
-# units of the columns this module makes (the metric columns take theirs from harness.metrics)
+# units of the columns this module makes (the metric columns take theirs from harness.core.metrics)
 _OWN_UNITS = {
     "duration_s": ("s", None, "wall time of the cell, all processes"),
     "n_samples": ("count", None, "raw latency samples stored"),
@@ -237,7 +237,7 @@ def columns_of(rows: Sequence[dict[str, Any]], samples: bool = False) -> list[st
 
 def column_units(columns: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{column: {"unit", "direction", "description"}}`` for every column with a declared
-    unit: metric columns from :mod:`harness.metrics` (``metrics.<path>`` and indexed
+    unit: metric columns from :mod:`harness.core.metrics` (``metrics.<path>`` and indexed
     ``<path>.0`` columns included), ``latency_ms`` of the samples table, and the columns
     this module computes. Other columns (identity, text, timing details) are left out."""
     out: dict[str, dict[str, Any]] = {}

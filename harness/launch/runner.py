@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import repeats, results
-from harness.environment import collect_environment, harness_info
+from harness.core import repeats
+
+from harness.store import results
+from harness.core.environment import collect_environment, harness_info
 from harness.errors import UserError
-from harness.suite import Settings, Suite, TaskSpec
-from harness.worker import empty_cell
+from harness.core.suite import Settings, Suite, TaskSpec
+from harness.launch.worker import empty_cell
 
 STDERR_TAIL_CHARS = 4000
 DP_GRACE_S = 60.0  # extra time the runner allows a data-parallel cell to stop torchrun
 WORKER_DEADLINE_GRACE_S = 30.0  # a worker's own deadline: the runner's limit plus this
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _now_iso() -> str:
@@ -118,13 +120,13 @@ def _run_in_worker(spec: TaskSpec, settings: Settings, python: str) -> dict[str,
         # the thread policy (docs/contention.md): OpenMP's default on a quiet machine;
         # idle threads sleep (OMP_WAIT_POLICY=PASSIVE) when other processes already
         # compete for the cores as the cell starts (sampled for 0.25 s, runner idle)
-        from harness.contention import process_cpus, sample_other_cpu, thread_policy
+        from harness.core.contention import process_cpus, sample_other_cpu, thread_policy
 
         policy_env, policy = thread_policy(settings.threads, len(process_cpus()),
                                            other_cores=sample_other_cpu(0.25))
         env.update(policy_env)
         env["DLH_CELL_DIR"] = td  # scratch space removed by us even if the worker is killed
-        # the worker dies with us and keeps its own deadline (harness/lifeline.py): a
+        # the worker dies with us and keeps its own deadline (harness/core/lifeline.py): a
         # grace after our limit, so that we normally record the timeout first
         env["DLH_PARENT_PID"] = str(os.getpid())
         # a data-parallel cell enforces its timeout itself (so torchrun can stop its
@@ -133,7 +135,7 @@ def _run_in_worker(spec: TaskSpec, settings: Settings, python: str) -> dict[str,
         env["DLH_DEADLINE_S"] = f"{limit + WORKER_DEADLINE_GRACE_S:g}"
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
-                [python, "-m", "harness.worker", str(req), str(res)],
+                [python, "-m", "harness.launch.worker", str(req), str(res)],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -249,7 +251,7 @@ def _ignore_file_size_signal() -> None:
 
 def _remove_temp_files(path: Path) -> None:
     """Remove the temp files an interrupted atomic write of ``path`` may have left
-    (``.<name>.*.tmp`` beside it, as :func:`harness.results._atomic_write_text` names
+    (``.<name>.*.tmp`` beside it, as :func:`harness.store.results._atomic_write_text` names
     them): ``write_atomic`` leaves its temp file behind when the rename fails, and a
     half-written temp file on a full disk is exactly what must not stay there."""
     try:
@@ -464,9 +466,9 @@ def run_suite(
     Raises :class:`OutputNotWritable` when the result file cannot even be created (before
     any cell runs). Later write errors never raise: see :class:`ResultWriter` and
     ``RunOutcome.write_error``."""
-    from harness.calibrate import default_dirs, find_calibration
-    from harness.distributed import attach_scaling, sweep_worker_threads
-    from harness.flops import apply_calibration
+    from harness.core.calibrate import default_dirs, find_calibration
+    from harness.launch.distributed import attach_scaling, sweep_worker_threads
+    from harness.core.flops import apply_calibration
 
     wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
     if wt is not None:  # every world size of the sweep gets the same threads per CPU worker (recorded)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.hw.cpuinfo import read_cpu
-from harness.hw.nvml import open_nvml
-from harness.hw.tpu import detect_tpu
+from harness.core.hw.cpuinfo import read_cpu
+from harness.core.hw.nvml import open_nvml
+from harness.core.hw.tpu import detect_tpu
 
 FRAMEWORK_DISTS = (
     "torch", "tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "torchao",
@@ -35,7 +35,7 @@ ENV_VARS = (
 
 def git_info(path: Path | None = None) -> dict[str, Any]:
     """Commit and dirty flag of the harness's own checkout (null outside git)."""
-    root = path or Path(__file__).resolve().parent.parent
+    root = path or Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5

@@ -1,0 +1,1 @@
+"""analysis layer of dl-harness (see README, Architecture)."""

@@ -1,0 +1,1 @@
+"""core layer of dl-harness (see README, Architecture)."""

@@ -1,0 +1,1 @@
+"""launch layer of dl-harness (see README, Architecture)."""
