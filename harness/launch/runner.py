@@ -251,7 +251,7 @@ def _ignore_file_size_signal() -> None:
 
 def _remove_temp_files(path: Path) -> None:
     """Remove the temp files an interrupted atomic write of ``path`` may have left
-    (``.<name>.*.tmp`` beside it, as :func:`harness.store.results._atomic_write_text` names
+    (``.<name>.*.tmp`` beside it, as :func:`harness.core.fsutil.atomic_write_with` names
     them): ``write_atomic`` leaves its temp file behind when the rename fails, and a
     half-written temp file on a full disk is exactly what must not stay there."""
     try:

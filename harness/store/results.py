@@ -42,7 +42,6 @@ import re
 import secrets
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.errors import UserError
+from harness.core.fsutil import atomic_write_text, write_temp_beside
 
 SCHEMA_VERSION = 3  # see the schema history in the module docstring
 
@@ -65,27 +65,6 @@ def new_run_id(now: float | None = None, host: str | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     h = "".join(c if c.isalnum() or c in "-_" else "-" for c in (host or socket.gethostname()))[:32]
     return f"{stamp}-{h or 'host'}-{secrets.token_hex(3)}"
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path`` and return the temp path (synced)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _discard(tmp)  # best effort: never hide the write's own error (e.g. ENOSPC)
-        raise
-    return Path(tmp)
-
-
-def _discard(tmp: str | Path) -> None:
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
 
 
 def dumps(doc: dict[str, Any]) -> str:
@@ -114,7 +93,7 @@ def claim_path(out_dir: Path, run_id: str, doc: dict[str, Any]) -> tuple[Path, s
     for _ in range(20):
         path = out_dir / f"{run_id}.json"
         doc["run_id"] = run_id
-        tmp = _atomic_write_text(path, dumps(doc))
+        tmp = write_temp_beside(path, dumps(doc))
         try:
             os.link(tmp, path)  # fails if path exists: never clobbers
             return path, run_id
@@ -127,12 +106,7 @@ def claim_path(out_dir: Path, run_id: str, doc: dict[str, Any]) -> tuple[Path, s
 
 def write_atomic(path: Path, doc: dict[str, Any]) -> None:
     """Replace ``path`` atomically with ``doc`` (used for updates of our own run)."""
-    tmp = _atomic_write_text(path, dumps(doc))
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)  # no stray temp file when the rename fails (directory gone, EROFS)
-        raise
+    atomic_write_text(path, dumps(doc))  # no stray temp file when the rename fails (EROFS)
 
 
 # ----------------------------------------------------------------------------- loading
