@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError
+from harness.commands.common import EXIT_OK, UsageError
 
 ORDER = 36
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError, bounded_setting, positive_float
+from harness.commands.common import EXIT_OK, UsageError, bounded_setting, positive_float
 
 ORDER = 45
 MAX_BUDGET_S = 3600.0  # per measurement: an hour of timing per (dtype, size) is far past any use

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError, positive_int, refuse_overwriting_inputs
+from harness.commands.common import EXIT_OK, UsageError, positive_int, refuse_overwriting_inputs
 
 ORDER = 32
 _RELATIVE = re.compile(r"^(\d+)([hdw])$")

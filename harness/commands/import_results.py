@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError
+from harness.commands.common import EXIT_OK, UsageError
 
 ORDER = 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.cli import EXIT_OK
+from harness.commands.common import EXIT_OK
 
 ORDER = 10
 LIST_KINDS = ("workloads", "backends", "variants", "devices", "suites", "collectors")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_OK, UsageError, refuse_overwriting_inputs
+from harness.commands.common import EXIT_OK, UsageError, refuse_overwriting_inputs
 
 ORDER = 30
 

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from harness.cli import EXIT_FAILED, EXIT_OK, UsageError, bounded_setting, positive_float
+from harness.commands.common import EXIT_FAILED, EXIT_OK, UsageError, bounded_setting, positive_float
 
 ORDER = 25
 
