@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean browser
+.PHONY: run test lint install bench clean browser
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ browser:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
 	    echo "note: could not install chromium with apt-get; the browser tests will be skipped"; \
 	  else echo "note: chromium missing and not root (or no apt-get); the browser tests will be skipped"; fi; }
+
+# layer contracts (import-linter) and ruff; .ci/run runs this before the tests
+lint: $(STAMP)
+	VENV=$(VENV) bash .ci/lint
 
 bench: $(STAMP)
 	$(PY) bench/fidelity.py
