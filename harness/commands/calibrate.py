@@ -39,12 +39,9 @@ def _budget(text: str) -> float:
 
 
 def _devices(requested: list[str]) -> list[str]:
-    from harness.core.suite import ConfigError, normalize_device
+    from harness.core.suite import normalize_device
 
-    try:
-        devices = [normalize_device(d) for d in requested]
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
+    devices = [normalize_device(d) for d in requested]  # ConfigError is a UserError: exit 2, one line
     if any(d.startswith("tpu") for d in devices):
         raise UsageError("calibrate measures cpu and cuda devices with PyTorch; tpu is not supported")
     import torch

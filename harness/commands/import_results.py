@@ -63,9 +63,8 @@ def _already_imported(out_dir: Path) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.store.importers import ImportFormatError
     from harness.store.importers import pytest_benchmark as pb
-    from harness.store.importers.safe_read import InputFileError, max_bytes, show
+    from harness.store.importers.safe_read import max_bytes, show
     from harness.store.results import ResultFileError, claim_path
 
     out_dir = Path(args.out)
@@ -73,21 +72,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} is a file; give a directory")
     # convert everything first: a bad input writes nothing
     converted: list[tuple[str, dict[str, Any]]] = []
-    try:
-        max_bytes()  # a bad DLH_MAX_RESULT_BYTES is one line, before anything is read
-    except InputFileError as e:
-        raise UsageError(str(e)) from None
+    max_bytes()  # a bad DLH_MAX_RESULT_BYTES is one line (InputFileError, exit 2) before anything is read
     seen = {} if args.force else _already_imported(out_dir)
     skipped_dupes: list[str] = []
     for f in args.files:
-        try:
-            src, sha = pb.read_source(f)  # one read: the hash is of the bytes converted
-            if sha in seen:
-                skipped_dupes.append(f"{show(f)}: already imported ({seen[sha]}; use --force to import it again)")
-                continue
-            doc = pb.convert(src, show(f, 4096), tag=args.tag, device=args.device, sha256=sha)
-        except ImportFormatError as e:
-            raise UsageError(str(e)) from None
+        src, sha = pb.read_source(f)  # one read: the hash is of the bytes converted
+        if sha in seen:
+            skipped_dupes.append(f"{show(f)}: already imported ({seen[sha]}; use --force to import it again)")
+            continue
+        # a malformed file raises ImportFormatError (a UserError: exit 2, one line, nothing written)
+        doc = pb.convert(src, show(f, 4096), tag=args.tag, device=args.device, sha256=sha)
         seen[sha] = f"same content as {f}"
         converted.append((f, doc))
     for line in skipped_dupes:
