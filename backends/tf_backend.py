@@ -11,7 +11,7 @@ What a step is (the same work as the torch backend's step):
   weight decay 0.01, eps 1e-8, betas 0.9/0.999: torch's ``AdamW`` defaults), all in one
   ``tf.function``; it returns the loss.
 * Inputs are generated (seeded, same arrays as torch), converted to the Keras layout
-  (NCHW -> NHWC images, see :mod:`harness.workloads._keras_models`) and placed on the device
+  (``Workload.backend_inputs("tensorflow", ...)``: NCHW -> NHWC images for the CNN) and placed on the device
   with ``tf.identity`` under ``tf.device`` *before* timing; under a strategy each
   replica's share is created on that replica's device (:func:`place_per_replica`).
   Nothing but the function call runs in the timed region; no host<->device copies (the
@@ -63,20 +63,12 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from harness.api import Backend, BackendConfig, Clock, DeviceInfo, SkipCell, Step, Variant, Workload
+from harness.core.frameworks.keras_utils import LOG_LEVEL_ENV, import_tf
 
-LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
-
-
-def import_tf() -> Any:
-    """Import TensorFlow with its C++ INFO/WARNING logs quieted (``TF_CPP_MIN_LOG_LEVEL=2``
-    unless the user set it). Called only in processes that use TensorFlow."""
-    os.environ.setdefault(LOG_LEVEL_ENV, "2")
-    import tensorflow as tf
-
-    return tf
+__all__ = ["LOG_LEVEL_ENV", "import_tf", "TensorFlowBackend", "TensorFlowConfig", "TensorFlowStep"]
 
 
 @dataclass(frozen=True)
@@ -275,7 +267,18 @@ class TensorFlowStep(Step):
         return peak, source
 
     def extra_metrics(self) -> dict[str, Any]:
+        """Values the backend measured while preparing the step (compile time, XLA,
+        strategy facts), merged into the cell's metrics."""
         return dict(self._extra)
+
+    def add_metrics(self, values: Mapping[str, Any]) -> None:
+        """Record values the backend measured for :meth:`extra_metrics`."""
+        self._extra.update(values)
+
+    def distributed_info(self) -> dict[str, Any]:
+        """``comm_backend`` of a MirroredStrategy step: its cross-device all-reduce."""
+        ops = self._extra.get("cross_device_ops")
+        return {"comm_backend": f"{ops} (tf.distribute)"} if ops else {}
 
 
 # --------------------------------------------------------------------------- backend
@@ -540,11 +543,10 @@ class TensorFlowBackend(Backend):
         self._strategy = strategy
         step = self._build(workload, variant, device, "training", batch_size * world_size, seed, "mirrored",
                            asynchronous, strategy)
-        step._extra.update({
+        step.add_metrics({
             "distribution_strategy": "MirroredStrategy",
             "replica_devices": devices,
-            "cross_device_ops": type(strategy.extended._cross_device_ops).__name__
-            if getattr(strategy.extended, "_cross_device_ops", None) is not None else None,
+            "cross_device_ops": cross_device_ops_name(strategy),
         })
         return step
 
@@ -553,9 +555,9 @@ class TensorFlowBackend(Backend):
         """Build the model (under ``strategy`` when given; ``batch_size`` is then the
         global batch, split over the replicas), place the inputs and trace the step."""
         tf = self.tf
-        from harness.workloads._keras_models import keras_inputs, trainable_params
+        from harness.core.frameworks.keras_utils import trainable_params
 
-        jit = bool(getattr(variant, "tf_jit_compile", False))
+        jit = bool(variant.jit_compile)
         replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
 
         scope = strategy.scope() if strategy is not None else tf.device(dev)
@@ -564,7 +566,7 @@ class TensorFlowBackend(Backend):
             model = variant.apply("tensorflow", model, device=dev, mode=mode, workload=workload,
                                   strategy=strategy)
             arrays, labels_np = workload.make_inputs(batch_size, seed=seed)
-            arrays = keras_inputs(workload, arrays)
+            arrays = workload.backend_inputs("tensorflow", arrays)
             opt = None
             if mode == "training":
                 import keras
@@ -595,14 +597,14 @@ class TensorFlowBackend(Backend):
         step.run(1)
         step.sync()
         compile_s = time.perf_counter() - t0
-        step._extra.update({
+        step.add_metrics({
             "compile_time_s": compile_s,
             "compile_method": "first tf.function call (trace + graph optimisation"
             + (" + XLA compile" if jit else "") + " + one step), outside the timed region",
             "xla_jit_compile": jit,
         })
         if strategy is not None and dev == "tpu":
-            step._extra["tpu_replicas"] = replicas
+            step.add_metrics({"tpu_replicas": replicas})
         precision = dict(getattr(self, "_precision", None) or {})
         precision.update(keras_precision(model))
         if jit and strategy is None:
@@ -681,6 +683,47 @@ class TensorFlowBackend(Backend):
 
         return inputs, labels, train
 
+    # ------------------------------------------------------------------ analyses
+    def model_stats(self, model: Any) -> dict[str, Any]:
+        """Trainable parameter counts and ``.weights.h5`` size of a Keras model (or the
+        model's own ``harness_model_stats``, e.g. a LiteRT interpreter)."""
+        from harness.core.frameworks.keras_utils import keras_model_stats
+
+        return keras_model_stats(model)
+
+    def quality_logits(self, workload: Workload, variant: Variant, reference_state: Mapping[str, Any],
+                       inputs: Sequence[Any], context: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The quality track on the CPU: the Keras twin with the reference (torch)
+        weights, and the variant applied to another copy, evaluated as the backend runs
+        it (XLA for a ``jit_compile`` variant, under the variant's autocast)."""
+        from harness.core.frameworks.keras_utils import keras_predict, load_torch_state
+
+        tf = self.tf
+
+        def keras_teacher() -> Any:
+            km = workload.build("tensorflow")
+            load_torch_state(km, reference_state)
+            return km
+
+        test_inputs = workload.backend_inputs("tensorflow", inputs)
+        # the quality models' variables and ops are pinned to the host: on a GPU machine
+        # TensorFlow would otherwise place them on GPU:0 and add them to the cell's device
+        # peak memory (the speed cell's device is the only thing the GPU should hold)
+        with tf.device("/CPU:0"):
+            fp32_logits = keras_predict(keras_teacher(), test_inputs)
+            applied = variant.apply("tensorflow", keras_teacher(), device="/CPU:0", strategy=None, **context)
+            if variant.jit_compile:  # evaluate what the backend runs: XLA
+                keras_model = applied
+                jitted = tf.function(lambda x: keras_model(x, training=False), jit_compile=True)
+
+                def applied_xla(x: Any, training: bool = False) -> Any:
+                    return jitted(x)
+
+                applied = applied_xla
+            with variant.autocast("tensorflow", "cpu"):
+                logits = keras_predict(applied, test_inputs)
+        return fp32_logits, logits
+
     def runtime_info(self) -> dict[str, Any]:
         tf = self.tf
         info: dict[str, Any] = {
@@ -720,6 +763,16 @@ def precision_record(tf: Any, prepared: dict[str, Any]) -> dict[str, Any]:
                           f"but is {live} after it: something changed it while the cell ran")
     rec["tensor_float_32_execution_after"] = live
     return rec
+
+
+def cross_device_ops_name(strategy: Any) -> str | None:
+    """Class name of a MirroredStrategy's cross-device all-reduce (e.g.
+    ``ReductionToOneDevice``, ``NcclAllReduce``), or None. TensorFlow has no public
+    accessor for the implementation it picked, so this one function reads the
+    strategy extension's ``_cross_device_ops`` (guarded: a TensorFlow without it gives
+    None, never an error)."""
+    ops = getattr(getattr(strategy, "extended", None), "_cross_device_ops", None)
+    return type(ops).__name__ if ops is not None else None
 
 
 def variant_fp32_math(variant: Any) -> str:

@@ -10,7 +10,11 @@
 * float32 math: ``prepare`` makes float32 matmuls and convolutions strict IEEE fp32
   (``variant.fp32_math == "ieee"``: cuBLAS, cuDNN and oneDNN; PyTorch's default runs
   cuDNN convolutions in TF32) or allows TF32 (``"tf32"``), and the step records the
-  flags in force under ``runtime.precision`` (see :mod:`harness.variants.precision`).
+  flags in force under ``runtime.precision`` (see
+  :mod:`harness.core.frameworks.torch_precision`).
+* Post-measurement capabilities (:class:`harness.api.Backend`): ``count_flops``
+  (``FlopCounterMode``, :func:`harness.core.flops.count_torch_step`), ``model_stats``
+  and ``quality_logits`` (the quality track, :mod:`harness.core.quality`).
 * CUDA: every timed step gets its own pair of CUDA events, recorded back to back
   without a host sync and read after the loop (:class:`CudaEventClock`, a
   :class:`harness.core.timing.DeviceEventClock`), so samples are per-step device times;
@@ -22,8 +26,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import platform
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from harness.api import Backend, Clock, DeviceInfo, SkipCell, Step, Variant, Workload
 from harness.core.timing import DeviceEventClock
@@ -141,9 +146,9 @@ def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: V
 
 def cast_once_dtype(variant: Variant, mode: str) -> str | None:
     """The dtype ``variant`` cast the weights to once for this mode (``fp16``/``bf16``
-    inference), or None (the step runs under ``variant.autocast``)."""
-    fn = getattr(variant, "cast_once_dtype", None)
-    return fn("torch", mode) if callable(fn) else None
+    inference: :meth:`harness.api.Variant.cast_once_dtype`), or None (the step runs
+    under ``variant.autocast``)."""
+    return variant.cast_once_dtype("torch", mode)
 
 
 def apply_fp32_math(torch: Any, variant: Variant, mode: str) -> dict[str, Any]:
@@ -151,14 +156,14 @@ def apply_fp32_math(torch: Any, variant: Variant, mode: str) -> dict[str, Any]:
     strict IEEE fp32 on cuBLAS, cuDNN and oneDNN; "tf32": TF32 allowed) and return the
     step's ``runtime`` record: ``precision_method`` when the variant states one and
     ``precision`` = the flags now in force."""
-    from harness.variants.precision import fp32_math_settings, set_fp32_math
+    from harness.core.frameworks.torch_precision import fp32_math_settings, set_fp32_math
 
-    fp32_math = str(getattr(variant, "fp32_math", "ieee"))
+    fp32_math = str(variant.fp32_math)
     set_fp32_math(torch, fp32_math)
     runtime: dict[str, Any] = {"precision": {"fp32_math": fp32_math, **fp32_math_settings(torch)}}
-    method = getattr(variant, "precision_method", None)
-    if callable(method):
-        runtime["precision_method"] = method("torch", mode)
+    method = variant.precision_method("torch", mode)
+    if method is not None:
+        runtime["precision_method"] = method
     return runtime
 
 
@@ -168,6 +173,7 @@ class TorchBackend(Backend):
     name: ClassVar[str] = "torch"
     description: ClassVar[str] = "PyTorch (eager); devices cpu, cuda[:N]"
     framework_packages: ClassVar[tuple[str, ...]] = ("torch",)
+    flop_counter: ClassVar[str | None] = "FlopCounterMode"
 
     def setup(self) -> None:
         import torch
@@ -331,6 +337,40 @@ class TorchBackend(Backend):
         return TorchStep(torch, dev, fn, contextlib.nullcontext, params, model=ddp, inputs=inputs, labels=labels,
                          mode="training", forward_context=lambda: variant.autocast("torch", device),
                          runtime=runtime)
+
+    # ------------------------------------------------------------------ analyses
+    def count_flops(self, step: Step, variant: Variant, device: str) -> dict[str, Any]:
+        """FLOPs and bytes of one step with ``FlopCounterMode``
+        (:func:`harness.core.flops.count_torch_step`)."""
+        from harness.core import flops
+
+        return flops.count_torch_step(step, variant, device)
+
+    def model_stats(self, model: Any) -> dict[str, Any]:
+        """Parameter counts and ``torch.save(state_dict)`` size (or the model's own
+        ``harness_model_stats``, e.g. an ONNX Runtime session)."""
+        from harness.core.frameworks import torch_utils
+
+        return torch_utils.model_stats(model)
+
+    def quality_logits(self, workload: Workload, variant: Variant, reference_state: Mapping[str, Any],
+                       inputs: Sequence[Any], context: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The quality track on the CPU: the reference fp32 model, and the variant
+        applied to a copy of it, evaluated as the speed step runs it (weights cast once
+        for fp16/bf16 inference: inputs cast the same way, no autocast)."""
+        import torch
+
+        from harness.core.frameworks import torch_utils
+
+        teacher = torch_utils.load_numpy_state(workload.build("torch"), reference_state).eval()
+        fp32_logits = torch_utils.predict(teacher, inputs)
+        applied = variant.apply("torch", copy.deepcopy(teacher), device=torch.device("cpu"), **context)
+        cast = variant.cast_once_dtype("torch", "inference")
+        if cast is not None:
+            logits = torch_utils.predict(applied, inputs, input_dtype=cast)
+        else:
+            logits = torch_utils.predict(applied, inputs, context=lambda: variant.autocast("torch", "cpu"))
+        return fp32_logits, logits
 
     def runtime_info(self) -> dict[str, Any]:
         import torch

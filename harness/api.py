@@ -4,7 +4,15 @@ Every plugin is a class with a ``name: ClassVar[str]`` and a frozen dataclass
 ``Config`` whose ``__post_init__`` only validates (it raises ``ValueError`` naming
 the allowed values and never touches the environment, the network or hardware).
 Plugins are discovered through entry points (see :mod:`harness.core.registry`); the
-built-ins are declared the same way in ``pyproject.toml``.
+built-ins are declared the same way in ``pyproject.toml``. docs/extending.md shows a
+minimal plugin of each kind.
+
+**Everything the harness asks of a plugin is declared here.** Abstract methods are
+required; every other method is an optional capability with a default that either
+does the neutral thing or says "not supported" (a :class:`SkipCell` with the reason,
+or a metric recorded as unavailable with the reason). :func:`provides` tells whether a
+plugin overrides an optional capability; the contract tests (tests/test_contract.py)
+check every installed plugin against this module.
 
 Nothing in this module imports a deep-learning framework: adapters import torch or
 TensorFlow lazily inside their methods so ``harness --help`` stays fast.
@@ -19,11 +27,39 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 MODES: tuple[str, ...] = ("inference", "training")
+#: Default quality gate: a variant passes when its accuracy is at least this fraction of
+#: the fp32 model's accuracy on the same data (MLPerf's 99% rule). A variant's Config
+#: may carry its own ``quality_gate``.
+DEFAULT_QUALITY_GATE: float = 0.99
 
 
 class SkipCell(Exception):
     """Raised inside a worker when a cell cannot run here; the cell is recorded as
     ``skipped`` with this message as its reason (e.g. "no CUDA device")."""
+
+
+def provides(plugin: Any, method: str) -> bool:
+    """Whether ``plugin`` (an instance or class) implements the optional capability
+    ``method`` itself, rather than inheriting this module's "not supported" default."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    impl = getattr(cls, method, None)
+    if impl is None:
+        return False
+    for base in (Workload, Backend, Step, Variant, Collector):
+        if issubclass(cls, base):
+            return impl is not getattr(base, method, None)
+    return True
+
+
+@dataclass
+class QualityData:
+    """Real labelled data for the quality track, as a workload's model inputs (numpy
+    arrays in ``input_specs()`` order) with int64 labels."""
+
+    train_inputs: list[Any]
+    train_labels: Any
+    test_inputs: list[Any]
+    test_labels: Any
 
 
 # --------------------------------------------------------------------------- workload
@@ -36,6 +72,7 @@ class WorkloadConfig:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
+        """Validate only: ``ValueError`` naming the field and the allowed values."""
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
@@ -57,10 +94,21 @@ class Workload(abc.ABC):
     parameter count, same FLOPs, same input shapes. ``analytic_params`` and
     ``analytic_flops`` are the reference the backends are tested against.
 
-    Subclasses set ``name``, ``Config`` (a frozen dataclass subclass of
-    :class:`WorkloadConfig`), ``presets`` (size name -> Config), ``default_batch_size``
-    (size name -> int) and implement one ``build_<backend>()`` method per backend they
-    support (e.g. ``build_torch`` returning a ``torch.nn.Module``).
+    Required: ``name``, ``presets`` (size name -> Config; ``tiny`` is what the tests
+    run), ``default_batch_size`` (size name -> int), :meth:`input_specs`,
+    :meth:`analytic_params`, :meth:`analytic_flops`, and one ``build_<backend>()``
+    method per backend it supports (e.g. ``build_torch`` returning a
+    ``torch.nn.Module``; a backend calls :meth:`build`). ``Config`` (a frozen dataclass
+    subclass of :class:`WorkloadConfig`) and ``modes`` are optional.
+
+    Optional capabilities (defaults in brackets):
+
+    * ``<backend>_inputs(arrays)`` / :meth:`backend_inputs`: the inputs in the layout
+      that backend's model takes [unchanged];
+    * :meth:`quality_workload` and :meth:`quality_data`: a quality task on real data
+      [none: quality is unavailable with the reason];
+    * :meth:`prune_structured` and :meth:`structured_pruned`: structured pruning surgery
+      on a built model and the analytic counts of the pruned architecture [none].
     """
 
     name: ClassVar[str]
@@ -71,6 +119,8 @@ class Workload(abc.ABC):
     modes: ClassVar[tuple[str, ...]] = MODES
 
     def __init__(self, size: str = "tiny", config: WorkloadConfig | None = None) -> None:
+        """The ``size`` preset, or an explicit ``config`` (``ValueError`` for an unknown
+        size or a config of the wrong class)."""
         if config is None:
             if size not in self.presets:
                 raise ValueError(
@@ -92,9 +142,11 @@ class Workload(abc.ABC):
 
     @property
     def num_classes(self) -> int:
+        """Number of output classes of the model (logits per sample)."""
         return self.config.num_classes
 
     def batch_size_for(self, size: str | None = None) -> int:
+        """The default batch size of ``size`` (this instance's size when None; 8 if unset)."""
         return int(self.default_batch_size.get(size or self.size, 8))
 
     # -- analytic reference ----------------------------------------------------------
@@ -129,8 +181,47 @@ class Workload(abc.ABC):
         labels = rng.integers(0, self.num_classes, size=(batch_size,), dtype=np.int64)
         return arrays, labels
 
+    def backend_inputs(self, backend: str, arrays: Sequence[Any]) -> list[Any]:
+        """The numpy ``arrays`` of :meth:`make_inputs` in the layout ``backend``'s model
+        takes (e.g. NCHW images as NHWC for Keras), converted once, before timing.
+        Calls ``<backend>_inputs(arrays)`` when the workload defines it; otherwise the
+        arrays are returned unchanged (same objects)."""
+        hook = getattr(self, f"{backend}_inputs", None)
+        if callable(hook):
+            return list(hook(arrays))
+        return list(arrays)
+
+    # -- quality track ---------------------------------------------------------------
+    def quality_workload(self) -> "Workload":
+        """The instance the quality track trains: this architecture with its
+        input/output shapes adapted to the quality data (see :meth:`quality_data`).
+        Raise :class:`SkipCell` with the reason when there is none (the default)."""
+        raise SkipCell(f"workload {self.name!r} has no quality task (it does not implement "
+                       "Workload.quality_workload / quality_data)")
+
+    def quality_data(self) -> QualityData:
+        """Real labelled data for the instance returned by :meth:`quality_workload`,
+        as its model inputs. Raise :class:`SkipCell` when there is none (the default)."""
+        raise SkipCell(f"workload {self.name!r} has no quality data (Workload.quality_data)")
+
+    # -- structured pruning ----------------------------------------------------------
+    def prune_structured(self, backend: str, model: Any, keep: float) -> Any:
+        """Remove whole units (hidden units, channels, heads) from ``model``, a model of
+        this workload built for ``backend``, keeping the ``keep`` fraction; return the
+        smaller model (it may be ``model``, changed in place). Raise :class:`SkipCell`
+        with the reason when the workload has no such surgery (the default)."""
+        raise SkipCell(f"workload {self.name!r} has no structured pruning on backend {backend!r} "
+                       "(Workload.prune_structured)")
+
+    def structured_pruned(self, keep: float) -> "Workload | None":
+        """The workload whose analytic counts describe :meth:`prune_structured`'s result
+        (e.g. an MLP with narrower hidden layers), or None when the formula cannot
+        describe it (the default): the pruned model's FLOPs are then counted, not derived."""
+        return None
+
     # -- backends --------------------------------------------------------------------
     def supports_backend(self, backend: str) -> bool:
+        """Whether the workload has a ``build_<backend>()`` method."""
         return callable(getattr(self, f"build_{backend}", None))
 
     def build(self, backend: str) -> Any:
@@ -141,6 +232,7 @@ class Workload(abc.ABC):
         return builder()
 
     def describe(self) -> dict[str, Any]:
+        """Name, size, config and analytic counts, as recorded with results."""
         return {
             "name": self.name,
             "size": self.size,
@@ -168,6 +260,9 @@ class Step(abc.ABC):
     The timing loop calls ``run(n)`` inside the timed region; nothing else (no data
     generation, no host-device copy, no logging) may happen there. ``params`` is the
     parameter count of the model actually built (after the variant).
+
+    Required: :meth:`run`. Everything else has a neutral default: no barrier
+    (:meth:`sync`), the host clock, no device memory counter, no extra metrics.
     """
 
     params: int | None = None
@@ -206,6 +301,11 @@ class Step(abc.ABC):
         ``runtime`` after the backend's :meth:`Backend.runtime_info`."""
         return {}
 
+    def distributed_info(self) -> dict[str, Any]:
+        """Facts of a data-parallel step for the cell's ``metrics.distributed`` (e.g.
+        ``comm_backend``: how gradients are all-reduced). Default: none."""
+        return {}
+
     def close(self) -> None:
         """Release resources."""
 
@@ -218,10 +318,12 @@ class Clock(abc.ABC):
     """
 
     @abc.abstractmethod
-    def start(self) -> Any: ...
+    def start(self) -> Any:
+        """Mark the start of a region; returns an opaque token."""
 
     @abc.abstractmethod
-    def elapsed(self, token: Any) -> float: ...
+    def elapsed(self, token: Any) -> float:
+        """Seconds since ``token``'s start, once the measured work has finished."""
 
     def overhead(self) -> float:
         """Seconds one start/elapsed pair costs, measured (median of a few)."""
@@ -241,13 +343,31 @@ class BackendConfig:
     threads: int | None = None  # intra-op threads; None keeps the framework default
 
     def __post_init__(self) -> None:
+        """Validate only: ``threads`` must be None or >= 1."""
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
 class Backend(abc.ABC):
     """A deep-learning framework adapter: builds a workload on a device and returns a
-    :class:`Step` to time."""
+    :class:`Step` to time.
+
+    Required: ``name``, :meth:`list_devices` and :meth:`prepare`. ``framework_packages``
+    (import names checked by :meth:`is_installed`) and ``Config`` are optional.
+
+    Optional capabilities (defaults in brackets):
+
+    * :meth:`setup` [nothing], :meth:`resolve_device` [the string unchanged],
+      :meth:`runtime_info` [nothing];
+    * ``data_parallel`` + :meth:`prepare_data_parallel`: data-parallel training cells
+      [skipped with the reason];
+    * :meth:`count_flops`: count the FLOPs and bytes of one step [the analytic count is
+      used, with the reason];
+    * :meth:`model_stats`: parameter counts and serialized size of a built model
+      [not recorded];
+    * :meth:`quality_logits`: the quality track on this backend [quality is
+      unavailable with the reason].
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -255,6 +375,7 @@ class Backend(abc.ABC):
     framework_packages: ClassVar[tuple[str, ...]] = ()  # distributions to record versions of
 
     def __init__(self, config: BackendConfig | None = None) -> None:
+        """Keep the config (the class's default Config when None); import nothing heavy."""
         self.config = config or self.Config()
 
     @classmethod
@@ -272,6 +393,14 @@ class Backend(abc.ABC):
         """Import the framework and apply the config (e.g. thread counts). Called once
         in the worker before the host-memory baseline is taken, so the framework's own
         import is not counted as the cell's memory."""
+
+    def resolve_device(self, device: str) -> Any:
+        """Check that ``device`` (``"cpu"``, ``"cuda:1"``, ...) can run cells here and
+        return this backend's handle for it (default: the string unchanged). Raise
+        :class:`SkipCell` with the reason when it cannot (e.g. "cuda:3 requested but
+        only 2 CUDA devices are visible"); the worker also calls it to check that a
+        data-parallel cell has a device per worker."""
+        return device
 
     @abc.abstractmethod
     def list_devices(self) -> list[DeviceInfo]:
@@ -315,6 +444,45 @@ class Backend(abc.ABC):
         """Framework facts for this cell (versions, threads, device name)."""
         return {}
 
+    # -- post-measurement analyses (run after the timed loop, never inside it) ----------
+    #: Name of the FLOP counter :meth:`count_flops` uses (e.g. "FlopCounterMode"), for
+    #: the cell's ``flops_source`` and the reasons it gives.
+    flop_counter: ClassVar[str | None] = None
+    #: Why FLOPs are not counted on a backend without :meth:`count_flops`.
+    NO_FLOP_COUNTER: ClassVar[str] = "backend {name!r} has no FLOP counter in the harness (FlopCounterMode is torch-only)"
+
+    def count_flops(self, step: Step, variant: "Variant", device: str) -> dict[str, Any]:
+        """Count one step of ``step``'s model (forward for inference; forward and
+        backward for training, the optimizer excluded): ``{"flops": int, "bytes": int
+        (tensor bytes read + written), "ops": int, "unseen_ops": [compute ops the
+        counter has no formula for]}``. Default: ``NotImplementedError``, and the cell
+        uses the analytic count with :attr:`NO_FLOP_COUNTER` as the reason."""
+        raise NotImplementedError(self.NO_FLOP_COUNTER.format(name=self.name))
+
+    def model_stats(self, model: Any) -> dict[str, Any]:
+        """``params``, ``nonzero_params``, ``model_size_bytes`` and
+        ``model_size_format`` of a model this backend built (after the variant).
+        Default: ``{}`` (nothing recorded)."""
+        return {}
+
+    def quality_logits(
+        self,
+        workload: Workload,
+        variant: "Variant",
+        reference_state: Mapping[str, Any],
+        inputs: Sequence[Any],
+        context: Mapping[str, Any],
+    ) -> tuple[Any, Any]:
+        """The quality track on this backend (CPU): build ``workload``'s fp32 model,
+        load ``reference_state`` (the trained reference weights: the workload's torch
+        ``state_dict`` as numpy arrays, by module path), apply ``variant`` (a fresh
+        instance) with ``context`` as ``Variant.apply``'s keyword arguments (it holds
+        ``mode``, ``workload``, ``calibration``, ``train_data``, ...), and return
+        ``(fp32 logits, variant logits)`` on ``inputs`` (numpy, ``input_specs()``
+        order; float32 arrays of shape (samples, classes)), evaluated the way the speed
+        step runs the model. Default: :class:`SkipCell` (no quality track)."""
+        raise SkipCell(f"backend {self.name!r} has no quality track (Backend.quality_logits)")
+
 
 # --------------------------------------------------------------------------- variant
 
@@ -328,7 +496,15 @@ class Variant(abc.ABC):
     """A transformation of the model or its execution (precision, quantization,
     pruning, distillation, compilation). Backends call ``apply(backend_name, ...)``
     which dispatches to ``apply_<backend>``; a missing method means "not supported on
-    this backend" and the cell is skipped with that reason."""
+    this backend" and the cell is skipped with that reason.
+
+    Required: ``name`` and one ``apply_<backend>(model, **ctx)`` per backend it
+    supports. Optional capabilities (defaults in brackets): ``fp32_math`` ["ieee"],
+    ``jit_compile`` [False], :meth:`autocast` [none], :meth:`cast_once_dtype` [None],
+    :meth:`precision_method` [None], :meth:`model_analytic_flops` [None: the workload's
+    model], :meth:`metrics` / :meth:`unavailable` [none]; ``Config.quality_gate``
+    (fraction of the fp32 accuracy the variant must keep) [0.99].
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -338,11 +514,28 @@ class Variant(abc.ABC):
     # (TensorFloat-32 allowed; only the tf32 variant). Backends read it in prepare()
     # and record the settings they applied under the cell's ``runtime.precision``.
     fp32_math: ClassVar[str] = "ieee"
+    #: Compile the whole step with the backend's graph compiler where it has one (the
+    #: TensorFlow backend: ``tf.function(jit_compile=True)``, i.e. XLA, and the compile
+    #: time is reported). Backends without one ignore it; variants that compile the
+    #: model themselves (``torch.compile`` in ``apply_torch``) need not set it.
+    #: ``tf_jit_compile`` is its older name and is still honoured.
+    jit_compile: ClassVar[bool] = False
+    tf_jit_compile: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep ``jit_compile`` and its older name ``tf_jit_compile`` in step."""
+        super().__init_subclass__(**kwargs)
+        if "tf_jit_compile" in cls.__dict__ and "jit_compile" not in cls.__dict__:
+            cls.jit_compile = bool(cls.tf_jit_compile)
+        elif "jit_compile" in cls.__dict__ and "tf_jit_compile" not in cls.__dict__:
+            cls.tf_jit_compile = bool(cls.jit_compile)
 
     def __init__(self, config: VariantConfig | None = None) -> None:
+        """Keep the config (the class's default Config when None)."""
         self.config = config or self.Config()
 
     def supports_backend(self, backend: str) -> bool:
+        """Whether the variant has an ``apply_<backend>`` method."""
         return callable(getattr(self, f"apply_{backend}", None))
 
     def apply(self, backend: str, model: Any, **ctx: Any) -> Any:
@@ -362,6 +555,24 @@ class Variant(abc.ABC):
     def autocast(self, backend: str, device: str) -> contextlib.AbstractContextManager[None]:
         """A context manager wrapped around each step (e.g. mixed-precision autocast)."""
         return contextlib.nullcontext()
+
+    def cast_once_dtype(self, backend: str, mode: str) -> str | None:
+        """The dtype (e.g. ``"bfloat16"``) ``apply`` cast the weights to once for this
+        backend and mode: the backend then casts the floating inputs once, before
+        timing, and runs the step without :meth:`autocast`. None (default): no cast."""
+        return None
+
+    def precision_method(self, backend: str, mode: str) -> str | None:
+        """How the cell runs in reduced precision, recorded as
+        ``runtime.precision_method``; None (default) records nothing."""
+        return None
+
+    def model_analytic_flops(self, workload: Workload, batch_size: int, mode: str) -> tuple[int | None, str] | None:
+        """Analytic FLOPs of one step of the model the cell runs when the variant runs a
+        *different* model than the workload's (a distilled student, a structurally
+        pruned model): ``(FLOPs, what they are)`` or ``(None, why there is no count)``.
+        None (default): the workload's own formula applies."""
+        return None
 
     def metrics(self) -> dict[str, Any]:
         """Values measured while applying the variant (e.g. ``compile_time_s``), merged
@@ -384,6 +595,10 @@ class CollectorConfig:
 class Collector(abc.ABC):
     """Records something about a cell while it runs (memory, power, utilisation).
 
+    Required: ``name``, :meth:`start`, :meth:`stop`, :meth:`metrics`. Optional:
+    :meth:`bind`, :meth:`applies_to`, :meth:`unavailable`, :meth:`observe`,
+    :meth:`cell_fields`. Every registered collector runs in every cell it applies to.
+
     Usage in the worker::
 
         with collector.track():
@@ -397,6 +612,7 @@ class Collector(abc.ABC):
     Config: ClassVar[type[CollectorConfig]] = CollectorConfig
 
     def __init__(self, config: CollectorConfig | None = None) -> None:
+        """Keep the config (the class's default Config when None); touch no hardware."""
         self.config = config or self.Config()
 
     def bind(self, spec: Mapping[str, Any]) -> None:
@@ -409,6 +625,7 @@ class Collector(abc.ABC):
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
+        """``start()`` on entry and ``stop()`` on exit (also on an error)."""
         self.start()
         try:
             yield
@@ -416,10 +633,12 @@ class Collector(abc.ABC):
             self.stop()
 
     @abc.abstractmethod
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Begin recording (before the warm-up and the timed loop)."""
 
     @abc.abstractmethod
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop recording; must return promptly and never raise for a missing source."""
 
     @abc.abstractmethod
     def metrics(self) -> dict[str, Any]:

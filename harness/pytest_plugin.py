@@ -13,7 +13,7 @@ Usage (with pytest-benchmark's ``benchmark`` fixture)::
 
 ``harness_workload(...)`` builds the cell exactly as the harness worker does (registry
 -> workload -> backend.setup -> backend.prepare with the variant, seeded inputs already
-on the device, see :func:`harness.launch.worker.resolve_cell`) and returns a
+on the device, see :func:`harness.launch.measure.resolve_cell`, shared with the launchers) and returns a
 :class:`HarnessCell`. One call of ``cell.step()`` runs one step (one batch of
 ``batch_size``) and then synchronizes the device (a no-op on CPU; ``cuda.synchronize``
 on CUDA), so a host wall-clock timer such as pytest-benchmark's measures the finished
@@ -34,7 +34,7 @@ import pytest
 
 if TYPE_CHECKING:  # only for type checkers: keep the import of this module light
     from harness.api import Backend, Step, Variant, Workload
-    from harness.core.suite import TaskSpec
+    from harness.core.cells import TaskSpec
 
 EXTRA_INFO_KEY = "dl_harness"  # key in pytest-benchmark's extra_info
 EXTRA_INFO_FORMAT = 1  # version of the record stored under EXTRA_INFO_KEY
@@ -42,7 +42,7 @@ EXTRA_INFO_FORMAT = 1  # version of the record stored under EXTRA_INFO_KEY
 
 class HarnessCell:
     """One prepared harness cell: ``step`` (callable, one step + device sync), ``spec``
-    (:class:`harness.core.suite.TaskSpec`), and the objects it was built from."""
+    (:class:`harness.core.cells.TaskSpec`), and the objects it was built from."""
 
     def __init__(self, spec: TaskSpec, workload: Workload, variant: Variant, backend: Backend, step: Step) -> None:
         self.spec = spec
@@ -119,8 +119,9 @@ def prepare_cell(
     :class:`harness.api.SkipCell` when the cell cannot run here and ``ValueError`` for
     unknown names or bad values."""
     from harness.core import registry
-    from harness.core.suite import Settings, TaskSpec, normalize_device
-    from harness.launch.worker import resolve_cell
+    from harness.core.cells import Settings, TaskSpec
+    from harness.core.suite import normalize_device
+    from harness.launch.measure import resolve_cell
 
     try:  # a typo in a test is an error, not a skipped cell
         registry.check_name("backend", backend)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.launch.distributed import (attach_scaling, lockstep_measure, sweep_worker_threads, threads_per_worker,
-                                 torchrun_command)
+from harness.launch.distributed import attach_scaling, lockstep_measure, sweep_worker_threads, threads_per_worker
+from harness.launch.torchrun import torchrun_command
 from harness.core.suite import ConfigError, Settings, Suite, TaskSpec, expand
 from harness.core.timing import TimingConfig
 from tests.conftest import ROOT, only_result
@@ -155,7 +155,7 @@ def test_torchrun_command_standalone_and_rendezvous():
                            Path("r.json"), Path("out"), python="py")
     assert "--standalone" not in cmd
     assert {"--nproc-per-node=2", "--nnodes=2", "--rdzv-endpoint=head:29400", "--rdzv-backend=c10d"} <= set(cmd)
-    assert cmd[-3:] == ["harness.launch.distributed", "r.json", "out"]
+    assert cmd[-3:] == ["harness.launch.torchrun", "r.json", "out"]
     # every cell gets its own rendezvous, even under one user-given id
     other = TaskSpec("mlp", "torch", "cpu", "fp32", "training", 16, "tiny", world_size=4)
     ids = {c for spec_ in (spec, other) for c in torchrun_command(

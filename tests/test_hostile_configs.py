@@ -270,7 +270,7 @@ CONFIG_CASES = [
     ("threshold-huge-int", f"threshold: {ZEROS_400}\n", 1, ["between 0% and 1000%"]),
     ("alpha-nan", "alpha: .nan\n", 1, ["alpha must be a number between 0 and 0.5"]),
     ("alpha-huge", "alpha: 1.0e+400\n", 1, ["alpha must be", "inf"]),
-    ("workload-inf", "workloads:\n  mlp: 5%\n  cnn: .inf\n", 3, ["harness.workloads.cnn", "1000%"]),
+    ("workload-inf", "workloads:\n  mlp: 5%\n  cnn: .inf\n", 3, ["workloads.cnn", "1000%"]),
     ("cell-list", "cells:\n  mlp/torch: [5]\n", 2, ["cells.mlp/torch", "a percentage"]),
     ("fallback-nan", "fallback_threshold: .nan\n", 1, ["fallback_threshold", "1000%"]),
     ("dup-threshold", "threshold: 5%\nstat: min\nthreshold: 50%\n", 3, ["duplicate key 'threshold'", "lines 1 and 3"]),

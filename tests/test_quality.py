@@ -92,7 +92,7 @@ def test_quality_refuses_what_it_cannot_train_with_a_reason():
 
 
 def test_trained_mlp_learns_the_digits_and_is_cached(cache):
-    from harness.variants._torch_utils import predict
+    from harness.core.frameworks.torch_utils import predict
 
     qwl = quality.quality_workload(MLPWorkload("tiny"))
     data = quality.quality_data(qwl)
@@ -160,7 +160,7 @@ def test_quality_of_mixed_precision_is_the_cast_once_model_that_was_timed(shared
     import torch
 
     from harness.core import registry
-    from harness.variants import _torch_utils
+    from harness.core.frameworks import torch_utils as _torch_utils
 
     monkeypatch.setenv(quality.CACHE_ENV, str(shared_cache))
     real_predict = _torch_utils.predict

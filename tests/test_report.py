@@ -21,7 +21,9 @@ import pytest
 
 from harness.store.schema import validation_errors
 from harness.reports import formatting as F
-from harness.reports.html import latency_figure, memory_figure, render_html, script_json, throughput_figure, write_html_report
+from harness.reports.figures import latency_figure, memory_figure, throughput_figure
+from harness.reports.html import render_html, write_html_report
+from harness.reports.templating import script_json
 from harness.reports.tables import markdown_summary, md_escape, rich_summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -609,7 +611,7 @@ def test_single_run_leaves_multi_run_sections_out() -> None:
 
 
 def test_pareto_frontier() -> None:
-    from harness.reports.sections import _pareto
+    from harness.analysis.pareto import pareto_frontier as _pareto
 
     pts = [(1.0, 0.90, "a"), (2.0, 0.95, "b"), (1.5, 0.80, "c"), (3.0, 0.94, "d"), (0.5, 0.70, "e")]
     assert [p[2] for p in _pareto(pts)] == ["e", "a", "b"]
@@ -808,7 +810,7 @@ def machine_runs(n: int, latest_ms: float, latest_contended: float | None) -> li
 
 
 def test_no_regression_verdict_from_a_contended_cell() -> None:
-    from harness.reports.markdown_extra import markdown_extra
+    from harness.reports.markdown import render_markdown as markdown_extra
     from harness.reports.sections import regressions_section
 
     clean = regressions_section(machine_runs(5, 1.5, None))[0]
@@ -869,7 +871,7 @@ def test_latency_chart_of_a_two_million_sample_cell_embeds_at_most_the_cap_and_s
 
 
 def test_latency_chart_points_have_a_total_budget_that_ordinary_reports_never_reach() -> None:
-    from harness.reports.html import LATENCY_POINTS_MIN, LATENCY_POINTS_PER_CELL, LATENCY_POINTS_TOTAL, latency_point_cap
+    from harness.reports.figures import LATENCY_POINTS_MIN, LATENCY_POINTS_PER_CELL, LATENCY_POINTS_TOTAL, latency_point_cap
 
     assert LATENCY_POINTS_TOTAL == 1_000_000
     assert latency_point_cap([2_000] * 500) == LATENCY_POINTS_PER_CELL  # 10 runs x 50 cells x 2,000 samples: all drawn

@@ -123,7 +123,7 @@ def test_prune_structured_keeps_the_strongest_units_exactly():
 @pytest.mark.parametrize("W", WORKLOADS)
 @pytest.mark.parametrize("V", [Int8DynamicVariant, Int8StaticVariant])
 def test_int8_is_smaller_on_disk_and_close_to_fp32(W, V):
-    from harness.variants._torch_utils import model_stats
+    from harness.core.frameworks.torch_utils import model_stats
 
     wl = W("tiny")
     fp32 = wl.build("torch").eval()
@@ -271,7 +271,8 @@ HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 
 @pytest.mark.skipif(not (HAS_TF and HAS_LITERT), reason="tensorflow / ai-edge-litert not installed")
 def test_tensorflow_litert_int8_and_pruning():
-    from harness.variants._tf_utils import LiteRTModel, keras_model_stats, keras_predict
+    from harness.core.frameworks.keras_utils import keras_model_stats, keras_predict
+    from harness.variants._tf_utils import LiteRTModel
     from harness.workloads._keras_models import keras_inputs
 
     wl = MLPWorkload("tiny")

@@ -13,7 +13,7 @@ from harness.core.suite import Settings, TaskSpec
 
 def test_device_peak_is_read_before_the_post_measurement_analyses(monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.backends.torch_backend import TorchStep
-    from harness.launch import worker
+    from harness.launch import measure, worker
 
     order: list[str] = []
 
@@ -28,7 +28,7 @@ def test_device_peak_is_read_before_the_post_measurement_analyses(monkeypatch: p
         return {}, {}
 
     monkeypatch.setattr(TorchStep, "device_peak_memory", fake_peak)
-    monkeypatch.setattr(worker, "analyses", lambda: [analysis])
+    monkeypatch.setattr(measure, "analyses", lambda: [analysis])
     spec = TaskSpec(workload="mlp", backend="torch", device="cpu", variant="fp32", mode="inference",
                     batch_size=8, size="tiny")
     cell = worker.run_cell(spec, Settings(size="tiny", min_time_s=0.05, warmup_max_s=0.2, threads=1))

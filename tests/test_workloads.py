@@ -288,8 +288,8 @@ def test_invalid_config_names_the_field(
 
 def test_importing_workloads_does_not_import_torch() -> None:
     code = (
-        "import sys, workloads, harness.workloads.mlp, harness.workloads.cnn, harness.workloads.transformer\n"
-        "from workloads import MLPWorkload, CNNWorkload, TransformerWorkload\n"
+        "import sys, harness.workloads, harness.workloads.mlp, harness.workloads.cnn, harness.workloads.transformer\n"
+        "from harness.workloads import MLPWorkload, CNNWorkload, TransformerWorkload\n"
         "for w in (MLPWorkload, CNNWorkload, TransformerWorkload):\n"
         "    for s in w.presets: w(s).describe()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -1,12 +1,15 @@
 """Keras 3 (TensorFlow) twins of the PyTorch models in :mod:`harness.workloads._torch_models`.
 
-Imported only from the workloads' ``build_tensorflow()`` methods and from the
-TensorFlow backend / parity code, so importing a workload never imports TensorFlow.
+Imported only from the workloads' ``build_tensorflow()`` / ``tensorflow_inputs()``
+methods, so importing a workload never imports TensorFlow; nothing outside
+``harness.workloads`` imports it (backends and analyses reach it through the
+:class:`harness.api.Workload` methods).
 
 Each builder returns a functional ``keras.Model`` with the *same layer structure* as
 the torch module: one Keras layer per torch module that holds parameters, named after
 the torch module's path with ``.`` replaced by ``_`` (``stages.1.0.conv1`` ->
-``stages_1_0_conv1``). That naming is what makes :func:`load_torch_state` generic: it
+``stages_1_0_conv1``). That naming is what makes
+:func:`harness.core.frameworks.keras_utils.load_torch_state` generic: it
 walks the torch ``state_dict`` and fills the Keras layer of the same path.
 
 Equivalences (torch -> Keras), all checked by ``harness verify``:
@@ -28,7 +31,8 @@ Equivalences (torch -> Keras), all checked by ``harness verify``:
 
 Layout: the CNN takes **NHWC** images (TensorFlow's native CPU layout; its CPU
 ``Conv2D`` does not run NCHW). The workload's inputs are NCHW numpy arrays;
-:func:`keras_inputs` transposes them once, before timing, outside the timed region.
+``CNNWorkload.tensorflow_inputs`` transposes them once, before timing, outside the
+timed region.
 Same data, same semantics, each framework in its own native layout.
 
 Parameter counts compare *trainable* weights: BatchNorm's moving mean/variance are
@@ -224,6 +228,10 @@ class TableRows(layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rows": self.rows, "hidden": self.hidden, "mode": self.mode}
 
+    def weights_from_torch(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """This layer's weights from its torch twin (an ``nn.Embedding``: ``weight``)."""
+        return [params["weight"]]
+
 
 def build_bert(
     vocab_size: int,
@@ -268,106 +276,19 @@ def build_bert(
     return keras.Model(ids, out, name="bert_classifier")
 
 
-# --------------------------------------------------------------------- inputs and counts
+# ---------------------------------------------------------------------------- inputs
 
-
-def trainable_params(model: keras.Model) -> int:
-    """Number of trainable parameters (torch's ``sum(p.numel() for p in parameters())``)."""
-    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+# Parameter counts, the torch -> Keras weight transfer and graph FLOP counting are
+# framework helpers shared with the backend, the quality track and ``harness verify``:
+# they live in :mod:`harness.core.frameworks.keras_utils` (re-exported here).
+from harness.core.frameworks.keras_utils import (  # noqa: E402,F401
+    graph_matmul_flops,
+    load_torch_state,
+    trainable_params,
+)
 
 
 def keras_inputs(workload: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The workload's numpy inputs in the layout its Keras model takes: NCHW images
-    become NHWC (one transpose, done before timing); everything else is unchanged.
-    A third-party workload may define ``tensorflow_inputs(arrays)`` to do its own."""
-    hook = getattr(workload, "tensorflow_inputs", None)
-    if callable(hook):
-        return list(hook(arrays))
-    specs = list(workload.input_specs())
-    out = []
-    for spec, a in zip(specs, arrays):
-        if getattr(workload, "name", "") == "cnn" and spec.name == "image" and a.ndim == 4:
-            a = np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)))
-        out.append(a)
-    return out
-
-
-# ----------------------------------------------------------------- torch -> Keras weights
-
-
-def _convert(layer: Any, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The Keras weight list of ``layer`` from a torch module's ``{name: array}``."""
-    if isinstance(layer, layers.Dense):
-        return [params["weight"].T, params["bias"]]
-    if isinstance(layer, layers.Conv2D):
-        return [params["weight"].transpose(2, 3, 1, 0)]
-    if isinstance(layer, layers.BatchNormalization):
-        return [params["weight"], params["bias"], params["running_mean"], params["running_var"]]
-    if isinstance(layer, layers.LayerNormalization):
-        return [params["weight"], params["bias"]]
-    if isinstance(layer, (layers.Embedding, TableRows)):
-        return [params["weight"]]
-    raise TypeError(f"no torch -> Keras weight conversion for layer {layer.name!r} ({type(layer).__name__})")
-
-
-def load_torch_state(model: keras.Model, state: Mapping[str, np.ndarray]) -> int:
-    """Copy a torch ``state_dict`` (as numpy arrays, e.g. loaded from ``.npz``) into the
-    Keras twin, layer by layer by name. Every Keras weight must be covered and every
-    torch tensor used (``num_batches_tracked`` aside); otherwise ``ValueError`` names
-    what is missing. Returns the number of values copied."""
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in state.items():
-        module, _, leaf = key.rpartition(".")
-        if leaf == "num_batches_tracked":
-            continue
-        groups.setdefault(module.replace(".", "_"), {})[leaf] = np.asarray(value)
-    by_name = {layer.name: layer for layer in model.layers if layer.weights}
-    missing_keras = sorted(set(by_name) - set(groups))
-    missing_torch = sorted(set(groups) - set(by_name))
-    if missing_keras or missing_torch:
-        raise ValueError(
-            f"torch and Keras models differ: Keras layers without torch weights {missing_keras}, "
-            f"torch modules without a Keras layer {missing_torch}"
-        )
-    copied = 0
-    for name, layer in by_name.items():
-        values = _convert(layer, groups[name])
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(v.shape) for v in values]
-        if expected != got:
-            raise ValueError(f"layer {name!r}: Keras weight shapes {expected} != converted torch shapes {got}")
-        layer.set_weights([v.astype(np.float32) for v in values])
-        copied += sum(int(v.size) for v in values)
-    return copied
-
-
-# ----------------------------------------------------------------------- FLOP counting
-
-
-def graph_matmul_flops(graph: Any) -> int:
-    """FLOPs (2 per multiply-accumulate) of every ``MatMul``, ``BatchMatMul*`` and
-    ``Conv2D`` in a TensorFlow graph with static shapes (e.g.
-    ``tf.function(f).get_concrete_function().graph``): the same counting rule as the
-    workloads' ``analytic_flops``. Raises ``ValueError`` on an unknown dimension or an
-    ``Einsum`` (not counted here)."""
-    total = 0
-    for op in graph.get_operations():
-        t = op.type
-        if t == "Einsum":
-            raise ValueError(f"cannot count Einsum op {op.name!r}")
-        if t not in ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D"):
-            continue
-        shapes = [i.shape.as_list() for i in op.inputs[:2]] + [op.outputs[0].shape.as_list()]
-        if any(d is None for s in shapes for d in s):
-            raise ValueError(f"op {op.name!r} has a dynamic shape {shapes}")
-        a, b, out = shapes
-        if t == "Conv2D":
-            kh, kw, cin, _ = b  # HWIO filter; output NHWC (or NCHW): every output element
-            total += 2 * int(np.prod(out)) * kh * kw * cin
-            continue
-        if t == "MatMul":
-            k = a[0] if op.get_attr("transpose_a") else a[1]
-        else:
-            k = a[-2] if op.get_attr("adj_x") else a[-1]
-        total += 2 * int(np.prod(out)) * k
-    return total
+    """The workload's numpy inputs in the layout its Keras model takes
+    (:meth:`harness.api.Workload.backend_inputs` for ``"tensorflow"``)."""
+    return list(workload.backend_inputs("tensorflow", arrays))

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from harness.api import InputSpec, Workload, WorkloadConfig
-from harness.workloads import BUILD_SEED, _check_int, _check_int_tuple
+from harness.api import InputSpec, WorkloadConfig
+from harness.workloads import BUILD_SEED, BuiltinWorkload, _check_int, _check_int_tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -69,7 +69,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-class CNNWorkload(Workload):
+class CNNWorkload(BuiltinWorkload):
     """ResNet-style CNN (stem, stages of BasicBlocks, global average pool, Linear head).
 
     Notation: ``conv(k, ci, co)`` has ``k*k*ci*co`` weights (no bias, BN follows); each
@@ -180,9 +180,18 @@ class CNNWorkload(Workload):
             )
         return model.float()
 
+    def tensorflow_inputs(self, arrays: Sequence[Any]) -> list[Any]:
+        """The inputs of the Keras twin: NCHW images (4-d) transposed to NHWC,
+        TensorFlow's native CPU layout (one contiguous copy, made before timing)."""
+        import numpy as np
+
+        names = [spec.name for spec in self.input_specs()]
+        return [np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1))) if name == "image" and a.ndim == 4 else a
+                for name, a in zip(names, arrays)]
+
     def build_tensorflow(self) -> "Any":
         """The fp32 Keras twin of :meth:`build_torch`; takes NHWC images (the backend
-        transposes the NCHW inputs once, before timing; see ``harness.workloads._keras_models``)."""
+        converts the NCHW inputs once, before timing, with :meth:`tensorflow_inputs`)."""
         from harness.workloads._keras_models import build_resnet
 
         c = self.config

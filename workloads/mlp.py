@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from harness.api import InputSpec, Workload, WorkloadConfig
-from harness.workloads import BUILD_SEED, _check_int, _check_int_tuple
+from harness.api import InputSpec, WorkloadConfig
+from harness.workloads import BUILD_SEED, BuiltinWorkload, _check_int, _check_int_tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,7 +42,7 @@ class MLPConfig(WorkloadConfig):
         _check_int_tuple("hidden", self.hidden, 1, allow_empty=True)
 
 
-class MLPWorkload(Workload):
+class MLPWorkload(BuiltinWorkload):
     """Multi-layer perceptron: widths ``d_0 = input_dim, d_1..d_L = hidden,
     d_{L+1} = num_classes``.
 
@@ -87,6 +87,16 @@ class MLPWorkload(Workload):
         """Forward FLOPs for ``batch_size`` samples: ``2 * b * sum(d_i * d_{i+1})``."""
         w = self._widths()
         return 2 * batch_size * sum(a * b for a, b in zip(w[:-1], w[1:]))
+
+    def structured_pruned(self, keep: float) -> "MLPWorkload":
+        """The MLP with the hidden widths structured pruning keeps (its analytic
+        counts are the pruned model's)."""
+        import dataclasses
+
+        from harness.workloads import kept_units
+
+        cfg = dataclasses.replace(self.config, hidden=tuple(kept_units(h, keep) for h in self.config.hidden))
+        return type(self)(size=self.size, config=cfg)
 
     def build_torch(self) -> "torch.nn.Module":
         """The fp32 torch model, initialised with :data:`harness.workloads.BUILD_SEED`."""

@@ -25,6 +25,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from harness.api import QualityData, SkipCell
+
 #: Workloads that have a digits adapter.
 SUPPORTED: tuple[str, ...] = ("mlp", "cnn", "transformer")
 #: Size presets the quality track trains (``base`` would take many minutes on a CPU).
@@ -131,4 +133,34 @@ def to_inputs(workload_name: str, config: Any, images: Any) -> list[Any]:
         return [np.concatenate([cls, ids.astype(np.int64)], axis=1)]
     raise ValueError(
         f"workload {workload_name!r} has no digits adapter (supported: {', '.join(SUPPORTED)})"
+    )
+
+
+def quality_workload(workload: Any) -> Any:
+    """The instance trained for the quality track (``Workload.quality_workload`` of the
+    built-ins): the same class with :func:`quality_config`; :class:`SkipCell` with the
+    reason for a size the quality track does not train or an architecture that cannot
+    take the digits."""
+    if workload.name not in SUPPORTED:
+        raise SkipCell(f"workload {workload.name!r} has no quality task (digits adapters exist for: {', '.join(SUPPORTED)})")
+    if workload.size not in QUALITY_SIZES:
+        raise SkipCell(
+            f"the quality track trains sizes {', '.join(QUALITY_SIZES)} only; "
+            f"training size {workload.size!r} on this machine would take too long"
+        )
+    try:
+        qcfg = quality_config(workload.name, workload.config)
+    except ValueError as e:
+        raise SkipCell(str(e)) from None
+    return type(workload)(size=workload.size, config=qcfg)
+
+
+def digits_data(qworkload: Any) -> QualityData:
+    """The digits split as ``qworkload``'s inputs (``Workload.quality_data`` of the built-ins)."""
+    split = load_digits_split()
+    return QualityData(
+        train_inputs=to_inputs(qworkload.name, qworkload.config, split.train_images),
+        train_labels=split.train_labels,
+        test_inputs=to_inputs(qworkload.name, qworkload.config, split.test_images),
+        test_labels=split.test_labels,
     )

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from harness.api import InputSpec, Workload, WorkloadConfig
-from harness.workloads import BUILD_SEED, _check_int
+from harness.api import InputSpec, WorkloadConfig
+from harness.workloads import BUILD_SEED, BuiltinWorkload, _check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -74,7 +74,7 @@ class TransformerConfig(WorkloadConfig):
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
 
 
-class TransformerWorkload(Workload):
+class TransformerWorkload(BuiltinWorkload):
     """BERT-style post-norm encoder classifier.
 
     Notation: vocabulary ``V``, positions ``P``, width ``h``, layers ``L``, heads ``H``

@@ -11,14 +11,18 @@ How (``harness verify`` runs this):
    ``.npz`` per preset.
 2. **TensorFlow side** (its own process, never imports torch): build the Keras twin
    (``build_tensorflow``), copy the torch weights in
-   (:func:`harness.workloads._keras_models.load_torch_state`), convert the inputs to the Keras
-   layout, and run the forward pass as the backend times it: a ``tf.function`` in graph
+   (:func:`harness.core.frameworks.keras_utils.load_torch_state`), convert the inputs to the
+   Keras layout (``Workload.backend_inputs("tensorflow", ...)``), and run the forward pass as the backend times it: a ``tf.function`` in graph
    mode (and, with ``xla=True``, also with ``jit_compile=True``).
 3. Compare in float32: **relative error** ``= max|y_tf - y_torch| / max|y_torch|``
    over all logits of the batch (a max-norm relative error: scale-free, and one bad
    logit is enough to fail). Agreement means relative error <= ``tolerance``
    (default 1e-4) *and* equal trainable parameter counts (torch parameters, Keras
    trainable weights, and the workload's analytic count).
+
+Both sides reach the frameworks only through the workload's API (``build``,
+``backend_inputs``) and the shared helpers in :mod:`harness.core.frameworks`; nothing
+here imports a backend or workload module.
 
 The two frameworks run in separate processes so neither can disturb the other
 (thread pools, oneDNN builds), and so this check never loads TensorFlow into a
@@ -31,7 +35,6 @@ the two sides; :func:`verify` drives them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -170,13 +173,12 @@ def tensorflow_side(job: dict[str, Any]) -> dict[str, Any]:
     """Load each ``.npz``, run the Keras twin with the torch weights, compare."""
     import numpy as np
 
-    from harness.backends.tf_backend import import_tf
     from harness.core import registry
+    from harness.core.frameworks.keras_utils import import_tf, load_torch_state, trainable_params
 
     tf = import_tf()
     if job.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(int(job["threads"]))
-    from harness.workloads._keras_models import keras_inputs, load_torch_state, trainable_params
 
     out: dict[str, Any] = {}
     for item in job["items"]:
@@ -195,7 +197,7 @@ def tensorflow_side(job: dict[str, Any]) -> dict[str, Any]:
             with tf.device("/CPU:0"):
                 model = w.build("tensorflow")
                 load_torch_state(model, state)
-                xs = [tf.constant(a) for a in keras_inputs(w, arrays)]
+                xs = [tf.constant(a) for a in w.backend_inputs("tensorflow", arrays)]
                 x = xs[0] if len(xs) == 1 else xs
                 graph = tf.function(lambda: model(x, training=False))
                 y = graph().numpy()
@@ -282,9 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     job = json.loads(Path(args[1]).read_text())
     result = torch_side(job) if args[0] == "torch" else tensorflow_side(job)
-    tmp = Path(args[2]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, args[2])
+    from harness.core.fsutil import atomic_write_text
+
+    atomic_write_text(args[2], json.dumps(result))
     return 0
 
 

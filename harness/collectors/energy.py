@@ -237,23 +237,18 @@ class Sampler:
 
 
 def _cuda_index(device: str) -> int | None:
-    if not device.startswith("cuda"):
-        return None
-    return int(device.split(":")[1]) if ":" in device else 0
+    """The CUDA ordinal of ``device`` (:func:`harness.core.hw.nvml.cuda_index`)."""
+    from harness.core.hw.nvml import cuda_index
+
+    return cuda_index(device)
 
 
 def _framework_uuid(backend: str, index: int) -> str | None:
-    """The CUDA device's UUID as the (already imported) framework reports it."""
-    import sys
+    """The CUDA device's UUID as the (already imported) framework of ``backend``
+    reports it (:func:`harness.core.hw.nvml.framework_cuda_uuid`; PyTorch only)."""
+    from harness.core.hw.nvml import framework_cuda_uuid
 
-    torch = sys.modules.get("torch") if backend == "torch" else None
-    if torch is None:
-        return None
-    try:
-        u = torch.cuda.get_device_properties(index).uuid
-        return str(u) if u else None
-    except Exception:  # noqa: BLE001
-        return None
+    return framework_cuda_uuid(index) if backend == "torch" else None
 
 
 class EnergyCollector(Collector):

@@ -1,4 +1,5 @@
-"""``harness list``: installed plugins, suites and devices."""
+"""``harness list``: installed plugins (workloads, backends, variants, collectors,
+report sections), suites and devices."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Any
 from harness.commands.common import EXIT_OK
 
 ORDER = 10
-LIST_KINDS = ("workloads", "backends", "variants", "devices", "suites", "collectors")
+LIST_KINDS = ("workloads", "backends", "variants", "devices", "suites", "collectors", "report_sections")
 
 
 def add_parser(sub: Any) -> None:
-    ls = sub.add_parser("list", help="list workloads, backends, variants, devices, suites or collectors")
+    ls = sub.add_parser("list", help="list workloads, backends, variants, devices, suites, collectors or report_sections")
     ls.add_argument("kind", nargs="?", default="workloads", choices=LIST_KINDS)
 
 
@@ -42,6 +43,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         desc = getattr(cls, "description", "")
         extra = ""
+        if singular == "report_section":
+            from harness.reports.api import check_section_class
+
+            try:
+                check_section_class(cls, name)
+            except TypeError as e:
+                out.print(f"[bold]{name}[/]  [red]broken plugin[/]: {escape(str(e))}", highlight=False)
+                continue
+            extra = f"  (order {cls.order})"
         if singular == "workload":
             extra = f"  sizes: {', '.join(cls.presets)}; modes: {', '.join(cls.modes)}"
         if singular == "backend":

@@ -4,6 +4,8 @@ Given many runs (a directory), the report adds a history section (trends and cha
 points per cell and machine), a regressions section (each machine's latest run against
 its earlier runs) and, when the runs come from several machines, a procurement view
 (``--prices`` adds perf per dollar, ``--rank-by`` picks the ranking metric).
+Both formats are drawn by the registered report sections (:mod:`harness.reports.api`);
+a section that raises is shown in the report in its place and warned about here.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.runs:
         raise UsageError("no readable result files among the inputs (see the warnings above)")
     if args.format == "markdown":
-        from harness.reports.markdown_extra import markdown_extra
-        from harness.reports.tables import markdown_summary
+        from harness.reports.markdown import markdown_report
 
-        text = markdown_summary(loaded.runs) + markdown_extra(loaded.runs, prices, args.rank_by)
+        rendered = markdown_report(loaded.runs, prices, args.rank_by)
+        _warn_failures(rendered.failures)
+        text = rendered.text
         if args.output:
             try:
                 Path(args.output).write_text(text, encoding="utf-8")
@@ -77,9 +80,18 @@ def run(args: argparse.Namespace) -> int:
         target = paths[0].with_suffix(".html")
     else:
         target = paths[0].parent / "report.html"
+    failures: list[str] = []
     try:
-        write_html_report(loaded.runs, target, errors=loaded.errors, title=args.title, prices=prices, rank_by=args.rank_by)
+        write_html_report(loaded.runs, target, errors=loaded.errors, title=args.title, prices=prices,
+                          rank_by=args.rank_by, failures=failures)  # fmt: skip
     except OSError as e:
         raise UsageError(f"cannot write report {str(target)!r}: {e.strerror or e}") from None
+    _warn_failures(failures)
     print(f"report: {target}")
     return EXIT_OK
+
+
+def _warn_failures(failures: list[str]) -> None:
+    """A section that raised is shown in the report; say so on stderr as well."""
+    for msg in failures:
+        print(f"warning: {msg} (shown in the report in its place)", file=sys.stderr)

@@ -18,13 +18,14 @@ def achieved_flops(*, workload: Any, spec: Any, metrics: dict[str, Any], variant
     structured pruning) replaces the workload's ``flops_analytic`` with its own count
     (the workload's stays under ``flops_analytic_workload``), or nulls it with the
     reason when it has none, so no FLOP/s or MFU is ever the teacher's."""
-    from harness.core.flops import run_model_analytic_flops
+    from harness.core.flops import variant_model_flops
 
     out: dict[str, Any] = {}
     missing: dict[str, str] = {}
     flops = metrics.get("flops_analytic")
-    if callable(getattr(variant, "model_analytic_flops", None)):
-        flops, what = run_model_analytic_flops(workload, variant, spec.batch_size, spec.mode)
+    own = variant_model_flops(workload, variant, spec.batch_size, spec.mode)
+    if own is not None:
+        flops, what = own
         out["flops_analytic_workload"] = metrics.get("flops_analytic")
         out["flops_analytic"] = flops
         out["flops_analytic_source"] = what

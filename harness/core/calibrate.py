@@ -29,8 +29,6 @@ uses the calibration of its own thread count, or is null with the reason
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -83,7 +81,7 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
     if sizes is None:
         sizes = (1024, 2048, 4096, 8192) if dev.type == "cuda" else (512, 1024, 2048)
     sizes = list(sizes)
-    from harness.variants.precision import set_fp32_math, tf32_unsupported_reason
+    from harness.core.frameworks.torch_precision import set_fp32_math, tf32_unsupported_reason
 
     tdt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     peaks: dict[str, float | None] = {}
@@ -159,17 +157,9 @@ def save(directory: str | Path, fingerprint: str, device: str, info: dict[str, A
     doc["devices"][device] = entry
     if environment is not None:
         doc["environment"] = environment
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from harness.core.fsutil import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=1))
     return path
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,13 +297,11 @@ class ContentionProbe:
     def _open_gpu(self) -> None:
         if self._gpu_handle is not None:
             return
-        from harness.core.hw.nvml import open_cuda_device, resolve_cuda_device
+        from harness.core.hw.nvml import framework_cuda_uuid, open_cuda_device, resolve_cuda_device
 
         idx = int(self.device.split(":")[1]) if ":" in self.device else 0
         env = os.environ if self._env is None else self._env
-        from harness.collectors.energy import _framework_uuid  # one reader of the CUDA UUID
-
-        uuid = self._cuda_uuid or _framework_uuid("torch", idx)
+        uuid = self._cuda_uuid or framework_cuda_uuid(idx)  # one reader of the CUDA UUID
         if self._nvml is None:
             opened = open_cuda_device(idx, env, uuid)
             if isinstance(opened, str):

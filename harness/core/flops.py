@@ -1,7 +1,10 @@
 """FLOPs, bytes moved, achieved FLOP/s and MFU of a cell (post-measurement analysis).
 
 Runs in the worker after the timed loop (never inside it), on the step's own model
-and inputs (``Step.model``/``inputs``/``labels``/``mode``):
+and inputs (``Step.model``/``inputs``/``labels``/``mode``). The count comes from the
+cell's backend (:meth:`harness.api.Backend.count_flops`; the torch backend's is
+:func:`count_torch_step` below); a backend without a counter gets the analytic count
+with the reason. This module imports no plugin.
 
 * **Counted** with ``torch.utils.flop_counter.FlopCounterMode`` for one step:
   the forward pass for inference; forward + backward (loss included) for training —
@@ -161,15 +164,27 @@ def _forward_context(step: Any, variant: Any, device: str) -> Any:
     return variant.autocast("torch", device) if variant is not None else contextlib.nullcontext()
 
 
+def variant_model_flops(workload: Any, variant: Any, batch_size: int, mode: str) -> tuple[int | None, str] | None:
+    """The variant's own analytic count (:meth:`harness.api.Variant.model_analytic_flops`)
+    when it runs a different model than the workload's (distill's student, structured
+    pruning): (FLOPs or None, what they are / why none); None when the workload's
+    formula applies."""
+    own = getattr(variant, "model_analytic_flops", None)
+    res = own(workload, batch_size, mode) if callable(own) else None
+    if res is None:
+        return None
+    flops, what = res
+    return (None if flops is None else int(flops)), str(what)
+
+
 def run_model_analytic_flops(workload: Any, variant: Any, batch_size: int, mode: str) -> tuple[int | None, str]:
     """Analytic FLOPs of one step of the model the cell actually runs: the variant's
     ``model_analytic_flops(workload, batch_size, mode)`` when it runs a different model
     (distill's student, structured pruning), else the workload's formula. Returns
     (FLOPs, what they are) or (None, why there is no analytic count)."""
-    own = getattr(variant, "model_analytic_flops", None)
-    if callable(own):
-        flops, what = own(workload, batch_size, mode)
-        return (None if flops is None else int(flops)), str(what)
+    own = variant_model_flops(workload, variant, batch_size, mode)
+    if own is not None:
+        return own
     return int(workload.analytic_flops_for(batch_size, mode)), "the workload's analytic formula"
 
 
@@ -185,40 +200,48 @@ BYTES_METHOD = (
 
 
 def flops_analysis(
-    *, step: Any, workload: Any, spec: Any, metrics: dict[str, Any], variant: Any = None, **_: Any
+    *, step: Any, workload: Any, spec: Any, metrics: dict[str, Any], variant: Any = None, backend: Any = None,
+    **_: Any
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Post-measurement analysis: ``flops`` (per step), its source and cross-check,
-    ``achieved_flops_per_s``, bytes moved and arithmetic intensity."""
+    ``achieved_flops_per_s``, bytes moved and arithmetic intensity. ``backend`` (the
+    cell's :class:`harness.api.Backend`; the registered one of ``spec.backend`` when
+    not given) counts with :meth:`~harness.api.Backend.count_flops`."""
+    from harness.api import Backend, provides
+    from harness.core.quality import backend_for
+
     out: dict[str, Any] = {}
     missing: dict[str, str] = {}
     analytic, analytic_what = run_model_analytic_flops(workload, variant, spec.batch_size, spec.mode)
     counted: dict[str, Any] | None = None
     why = ""
-    if spec.backend != "torch" or step is None or getattr(step, "model", None) is None:
-        why = f"backend {spec.backend!r} has no FLOP counter in the harness (FlopCounterMode is torch-only)"
+    impl = backend_for(spec.backend, backend)
+    counter = str(getattr(impl, "flop_counter", None) or "the FLOP counter")
+    if impl is None or not provides(impl, "count_flops") or step is None or getattr(step, "model", None) is None:
+        why = Backend.NO_FLOP_COUNTER.format(name=spec.backend)
     else:
         try:
-            counted = count_torch_step(step, variant, spec.device)
+            counted = impl.count_flops(step, variant, spec.device)
         except Exception as e:  # noqa: BLE001 - a failed count falls back, with the reason
-            why = f"FlopCounterMode failed: {type(e).__name__}: {str(e)[:300]}"
+            why = f"{counter} failed: {type(e).__name__}: {str(e)[:300]}"
     scope = "forward" if spec.mode == "inference" else "forward + backward (optimizer step excluded)"
     if counted is not None:
         ratio = counted["flops"] / analytic if analytic else None
         out["flops_counted"] = counted["flops"]
         out["flops_analytic_ratio"] = ratio
         seen = f" (it saw {ratio:.0%} of the analytic count)" if ratio is not None else ""
-        if counted["unseen_ops"]:
-            why = f"FlopCounterMode cannot count {', '.join(counted['unseen_ops'][:5])}{seen}"
+        if counted.get("unseen_ops"):
+            why = f"{counter} cannot count {', '.join(counted['unseen_ops'][:5])}{seen}"
         elif counted["flops"] <= 0:
-            why = ("FlopCounterMode saw no FLOPs (the model runs outside torch's dispatcher, e.g. ONNX Runtime, "
+            why = (f"{counter} saw no FLOPs (the model runs outside torch's dispatcher, e.g. ONNX Runtime, "
                    "or only in kernels the counter cannot see)")
         else:
             out["flops"] = counted["flops"]
-            out["flops_source"] = "FlopCounterMode"
+            out["flops_source"] = counter
             if ratio is not None and ratio < MIN_RATIO:
                 out["flops_note"] = (f"counted {ratio:.0%} of the analytic count ({analytic_what}) with no "
                                      "uncountable op: the variant made the model smaller (pruning, distillation)")
-        if counted["bytes"] > 0 and "flops" in out:
+        if (counted.get("bytes") or 0) > 0 and "flops" in out:
             out["bytes_moved_estimate"] = counted["bytes"]
             out["bytes_moved_method"] = BYTES_METHOD
     if "flops" not in out:

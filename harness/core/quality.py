@@ -4,12 +4,19 @@ Two tracks per cell:
 
 * **speed** — the timed loop, on the requested size preset (synthetic inputs);
 * **quality** — this module, run after the timed loop as a post-measurement analysis:
-  the same architecture (the preset with its input/output shapes adapted to the data,
-  see :func:`harness.workloads.quality_data.quality_config`) is trained in-process on
-  scikit-learn's bundled digits (fixed seeds, a few epochs, cached under
+  the same architecture (the preset with its input/output shapes adapted to the data:
+  :meth:`harness.api.Workload.quality_workload`, the data from
+  :meth:`~harness.api.Workload.quality_data`) is trained in-process with torch on
+  scikit-learn's bundled digits for the built-ins (fixed seeds, a few epochs, cached under
   ``results/cache/quality/`` keyed by the architecture, the recipe and the library
   versions), the variant is applied to a copy of that trained fp32 model, and both are
   evaluated on the held-out split.
+
+The trained weights then go to the cell's backend
+(:meth:`harness.api.Backend.quality_logits`: the torch backend loads them into its
+model, the TensorFlow backend into the Keras twin), which applies the variant and
+returns the logits of both models; a backend without that capability records the
+quality as unavailable with the reason. This module imports no plugin.
 
 The variant sees the same ``apply`` call as in the speed track, plus data in its
 context: ``calibration`` (a list of input batches from the training split, for
@@ -32,8 +39,6 @@ model (after the variant) on every cell.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
@@ -41,10 +46,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from harness.api import SkipCell
-from harness.variants.base import DEFAULT_QUALITY_GATE
+from harness.api import DEFAULT_QUALITY_GATE, QualityData, SkipCell, provides
+from harness.core.fsutil import atomic_write_with
 
 #: Environment variable that overrides the cache directory (default ``results/cache``).
 CACHE_ENV: str = "DL_HARNESS_CACHE_DIR"
@@ -58,7 +63,7 @@ BUDGET_ENV: str = "DL_HARNESS_QUALITY_BUDGET_TFLOP"
 #: and the small MLP fit; the small CNN and Transformer need a raised budget (or a
 #: cached model).
 DEFAULT_BUDGET_TFLOP: float = 0.5
-SINGLE_THREAD_PARAMS: int = 200_000
+SINGLE_THREAD_PARAMS: int = 200_000  # see harness.core.frameworks.torch_utils.training_threads
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,13 @@ RECIPES: dict[str, TrainRecipe] = {
     "cnn": TrainRecipe(epochs=10, lr=3e-3),
     "transformer": TrainRecipe(epochs=40, lr=5e-3, batch_size=32),
 }
+#: The recipe of a workload that has a quality task but no entry in :data:`RECIPES`.
+DEFAULT_RECIPE: TrainRecipe = TrainRecipe(epochs=10, lr=3e-3)
+
+
+def recipe_for(workload_name: str) -> TrainRecipe:
+    """The training recipe of ``workload_name``'s quality model."""
+    return RECIPES.get(workload_name, DEFAULT_RECIPE)
 
 
 def cache_dir() -> Path:
@@ -115,44 +127,19 @@ def cache_key(workload_name: str, qconfig: Any, recipe: TrainRecipe) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-@dataclass
-class QualityData:
-    """The digits as the workload's inputs (numpy, in ``input_specs()`` order)."""
-
-    train_inputs: list[Any]
-    train_labels: Any
-    test_inputs: list[Any]
-    test_labels: Any
-
-
 def quality_workload(workload: Any) -> Any:
-    """The workload instance trained for the quality track (SkipCell when none)."""
-    from harness.workloads import quality_data as qd
-
-    if workload.name not in qd.SUPPORTED:
-        raise SkipCell(f"workload {workload.name!r} has no quality task (digits adapters exist for: {', '.join(qd.SUPPORTED)})")
-    if workload.size not in qd.QUALITY_SIZES:
-        raise SkipCell(
-            f"the quality track trains sizes {', '.join(qd.QUALITY_SIZES)} only; "
-            f"training size {workload.size!r} on this machine would take too long"
-        )
-    try:
-        qcfg = qd.quality_config(workload.name, workload.config)
-    except ValueError as e:
-        raise SkipCell(str(e)) from None
-    return type(workload)(size=workload.size, config=qcfg)
+    """The workload instance trained for the quality track
+    (:meth:`harness.api.Workload.quality_workload`; SkipCell when none)."""
+    fn = getattr(workload, "quality_workload", None)
+    if not callable(fn):
+        raise SkipCell(f"workload {getattr(workload, 'name', workload)!r} has no quality task "
+                       "(it does not implement Workload.quality_workload)")
+    return fn()
 
 
 def quality_data(qworkload: Any) -> QualityData:
-    from harness.workloads import quality_data as qd
-
-    split = qd.load_digits_split()
-    return QualityData(
-        train_inputs=qd.to_inputs(qworkload.name, qworkload.config, split.train_images),
-        train_labels=split.train_labels,
-        test_inputs=qd.to_inputs(qworkload.name, qworkload.config, split.test_images),
-        test_labels=split.test_labels,
-    )
+    """The quality data as ``qworkload``'s inputs (:meth:`harness.api.Workload.quality_data`)."""
+    return qworkload.quality_data()
 
 
 def train_fp32(qworkload: Any, data: QualityData, recipe: TrainRecipe) -> Any:
@@ -165,6 +152,8 @@ def train_fp32(qworkload: Any, data: QualityData, recipe: TrainRecipe) -> Any:
     xs = [torch.from_numpy(np.ascontiguousarray(a)) for a in data.train_inputs]
     ys = torch.from_numpy(np.asarray(data.train_labels))
     n = len(ys)
+    from harness.core.frameworks.torch_utils import training_threads
+
     with torch.random.fork_rng(devices=[]), training_threads(qworkload):
         torch.manual_seed(recipe.seed)
         g = torch.Generator().manual_seed(recipe.seed)
@@ -182,22 +171,6 @@ def train_fp32(qworkload: Any, data: QualityData, recipe: TrainRecipe) -> Any:
                 opt.step()
                 sched.step()
     return model.eval()
-
-
-@contextlib.contextmanager
-def training_threads(qworkload: Any) -> Iterator[None]:
-    """Train models under :data:`SINGLE_THREAD_PARAMS` parameters on one thread: their
-    kernels are too small to gain from more, and on a shared machine extra threads
-    spin and wait (20x slower training was seen here). The previous count is restored."""
-    import torch
-
-    old = torch.get_num_threads()
-    if qworkload.analytic_params() < SINGLE_THREAD_PARAMS:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def training_tflop(qworkload: Any, n_train: int, recipe: TrainRecipe) -> float:
@@ -219,7 +192,7 @@ def budget_tflop() -> float:
 
 def cache_path(qworkload: Any) -> Path:
     """Where the trained fp32 quality model of ``qworkload`` is (or would be) cached."""
-    key = cache_key(qworkload.name, qworkload.config, RECIPES[qworkload.name])
+    key = cache_key(qworkload.name, qworkload.config, recipe_for(qworkload.name))
     return cache_dir() / "quality" / f"{qworkload.name}-{qworkload.size}-{key}.pt"
 
 
@@ -231,7 +204,7 @@ def trained_model(qworkload: Any, data: QualityData) -> tuple[Any, dict[str, Any
     """
     import torch
 
-    recipe = RECIPES[qworkload.name]
+    recipe = recipe_for(qworkload.name)
     path = cache_path(qworkload)
     model = qworkload.build("torch")
     if path.exists():
@@ -244,9 +217,7 @@ def trained_model(qworkload: Any, data: QualityData) -> tuple[Any, dict[str, Any
     model = train_fp32(qworkload, data, recipe)
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: torch.save(model.state_dict(), f))
     return model, {"cache": "miss", "cache_path": str(path), "train_time_s": seconds,
                    "recipe": dataclasses.asdict(recipe)}
 
@@ -260,16 +231,53 @@ def gate(accuracy: float, fp32_accuracy: float, threshold: float = DEFAULT_QUALI
     }
 
 
-def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dict[str, Any]:
-    """``metrics.quality`` for ``variant`` on ``workload``'s architecture, on ``backend``
-    (``torch`` or ``tensorflow``; CPU). The fp32 model is trained with torch (cached);
-    the TensorFlow track loads those weights into the Keras twin.
+def backend_for(name: str, backend: Any = None) -> Any:
+    """The backend object for the cell: ``backend`` when the worker handed it over,
+    else a fresh instance of the registered ``name`` (no setup: nothing is imported
+    until a capability needs its framework); None when ``name`` cannot be loaded."""
+    if backend is not None and not isinstance(backend, str):
+        return backend
+    from harness.core import registry
 
-    Raises :class:`SkipCell` with the reason when the variant or workload has no
-    quality evaluation here.
+    try:
+        return registry.load("backend", name)()
+    except Exception:  # noqa: BLE001 - an unknown or broken backend simply has no capability
+        return None
+
+
+def quality_backends() -> list[str]:
+    """Names of the installed backends with a quality track (``Backend.quality_logits``)."""
+    from harness.core import registry
+
+    out = []
+    for name in registry.names("backend"):
+        try:
+            if provides(registry.load("backend", name), "quality_logits"):
+                out.append(name)
+        except Exception:  # noqa: BLE001 - a broken plugin is reported where it is used
+            continue
+    return out
+
+
+def _no_quality_reason(name: str) -> str:
+    return f"the quality track supports the {' and '.join(quality_backends()) or 'no'} backends, not {name!r}"
+
+
+def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dict[str, Any]:
+    """``metrics.quality`` for ``variant`` on ``workload``'s architecture, on ``backend``
+    (a :class:`harness.api.Backend` or the name of one, e.g. ``torch`` or
+    ``tensorflow``; CPU). The fp32 model is trained with torch (cached); the backend
+    evaluates it and the variant with :meth:`harness.api.Backend.quality_logits`.
+
+    Raises :class:`SkipCell` with the reason when the variant, the workload or the
+    backend has no quality evaluation here.
     """
     import numpy as np
 
+    name = backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
+    impl = backend_for(name, backend)
+    if impl is None or not provides(impl, "quality_logits"):
+        raise SkipCell(_no_quality_reason(name))
     if getattr(variant, "fp32_math", "ieee") != "ieee":  # the tf32 variant
         raise SkipCell("the quality track runs on the CPU, which has no TF32 (it would evaluate the fp32 model); "
                        "TF32's accuracy cost is not measured")
@@ -278,14 +286,14 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
     budget = budget_tflop()
     if budget == 0:
         raise SkipCell(f"the quality track is disabled ({BUDGET_ENV}=0)")
-    cost = training_tflop(qwl, len(data.train_labels), RECIPES[qwl.name])
+    recipe = recipe_for(qwl.name)
+    cost = training_tflop(qwl, len(data.train_labels), recipe)
     if cost > budget and not cache_path(qwl).exists():
         raise SkipCell(
             f"training the {qwl.name} {qwl.size} quality model would cost ~{cost:.1f} TFLOP, over the "
             f"budget of {budget:g} TFLOP; set {BUDGET_ENV} to raise it (the trained model is cached)"
         )
     teacher, info = trained_model(qwl, data)
-    recipe = RECIPES[qwl.name]
     calib = [
         [a[i:i + 32] for a in data.train_inputs] for i in range(0, CALIBRATION_SAMPLES, 32)
     ]
@@ -293,51 +301,8 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
                train_data=(data.train_inputs, data.train_labels),
                train_epochs=recipe.epochs, train_lr=recipe.lr, train_batch_size=recipe.batch_size)
     fresh = type(variant)(variant.config)
-    if backend == "torch":
-        from harness.variants._torch_utils import predict
-
-        fp32_logits = predict(teacher, data.test_inputs)
-        applied = fresh.apply("torch", copy.deepcopy(teacher), device=_cpu(), **ctx)
-        # evaluate what the speed track timed: a model whose weights the variant cast once
-        # (fp16/bf16 inference) gets its inputs cast the same way and no autocast
-        cast = getattr(fresh, "cast_once_dtype", None)
-        cast = cast("torch", "inference") if callable(cast) else None
-        if cast is not None:
-            logits = predict(applied, data.test_inputs, input_dtype=cast)
-        else:
-            logits = predict(applied, data.test_inputs, context=lambda: fresh.autocast("torch", "cpu"))
-    elif backend == "tensorflow":
-        from harness.variants._tf_utils import keras_predict
-        from harness.workloads._keras_models import keras_inputs, load_torch_state
-
-        state = {k: v.detach().cpu().numpy() for k, v in teacher.state_dict().items()}
-
-        def keras_teacher() -> Any:
-            km = qwl.build("tensorflow")
-            load_torch_state(km, state)
-            return km
-
-        import tensorflow as tf
-
-        test_inputs = keras_inputs(qwl, data.test_inputs)
-        # the quality models' variables and ops are pinned to the host: on a GPU machine
-        # TensorFlow would otherwise place them on GPU:0 and add them to the cell's device
-        # peak memory (the speed cell's device is the only thing the GPU should hold)
-        with tf.device("/CPU:0"):
-            fp32_logits = keras_predict(keras_teacher(), test_inputs)
-            applied = fresh.apply("tensorflow", keras_teacher(), device="/CPU:0", strategy=None, **ctx)
-            if getattr(fresh, "tf_jit_compile", False):  # evaluate what the backend runs: XLA
-                keras_model = applied
-                jitted = tf.function(lambda x: keras_model(x, training=False), jit_compile=True)
-
-                def applied_xla(x: Any, training: bool = False) -> Any:
-                    return jitted(x)
-
-                applied = applied_xla
-            with fresh.autocast("tensorflow", "cpu"):
-                logits = keras_predict(applied, test_inputs)
-    else:
-        raise SkipCell(f"the quality track supports the torch and tensorflow backends, not {backend!r}")
+    state = {k: v.detach().cpu().numpy() for k, v in teacher.state_dict().items()}
+    fp32_logits, logits = impl.quality_logits(qwl, fresh, state, data.test_inputs, ctx)
     y = np.asarray(data.test_labels)
     fp32_pred = np.asarray(fp32_logits).argmax(1)
     pred = np.asarray(logits).argmax(1)
@@ -362,40 +327,34 @@ def evaluate_quality(workload: Any, variant: Any, backend: str = "torch") -> dic
     return out
 
 
-def _cpu() -> Any:
-    import torch
-
-    return torch.device("cpu")
-
-
-def quality_analysis(*, step: Any, workload: Any, variant: Any, spec: Any, **_: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """Post-measurement analysis: model size/params of the speed model on every cell,
-    and ``metrics.quality`` on inference cells (torch and tensorflow backends)."""
+def quality_analysis(*, step: Any, workload: Any, variant: Any, spec: Any, backend: Any = None,
+                     **_: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Post-measurement analysis: model size/params of the speed model on every cell
+    (:meth:`harness.api.Backend.model_stats`), and ``metrics.quality`` on inference
+    cells of backends with a quality track (:meth:`harness.api.Backend.quality_logits`)."""
     metrics: dict[str, Any] = {}
     missing: dict[str, str] = {}
+    impl = backend_for(spec.backend, backend)
     model = getattr(step, "model", None)
-    if model is not None:
+    if model is not None and impl is not None:
         try:
-            if spec.backend == "torch":
-                from harness.variants._torch_utils import model_stats
-
-                metrics.update(model_stats(model))
-            elif spec.backend == "tensorflow":
-                from harness.variants._tf_utils import keras_model_stats
-
-                metrics.update(keras_model_stats(model))
+            metrics.update(impl.model_stats(model))
         except Exception as e:  # noqa: BLE001 - sizes are optional, never lose the cell
             missing["model_size_bytes"] = f"could not serialize the model: {type(e).__name__}: {e}"[:500]
     if spec.mode != "inference":
         missing["quality"] = "quality is evaluated on inference cells only (it does not depend on the mode)"
         return metrics, missing
-    if spec.backend not in ("torch", "tensorflow"):
-        missing["quality"] = f"the quality track supports the torch and tensorflow backends, not {spec.backend!r}"
+    if impl is None or not provides(impl, "quality_logits"):
+        missing["quality"] = _no_quality_reason(spec.backend)
         return metrics, missing
     try:
-        metrics["quality"] = evaluate_quality(workload, variant, spec.backend)
+        metrics["quality"] = evaluate_quality(workload, variant, impl)
     except SkipCell as e:
         missing["quality"] = str(e)
     except Exception as e:  # noqa: BLE001 - a quality failure must not lose the speed result
         missing["quality"] = f"quality evaluation failed: {type(e).__name__}: {e}"[:1000]
     return metrics, missing
+
+
+__all__ = ["QualityData", "TrainRecipe", "RECIPES", "evaluate_quality", "quality_analysis", "quality_workload",
+           "quality_data", "trained_model", "gate", "cache_path", "cache_key", "training_tflop", "budget_tflop"]

@@ -20,6 +20,7 @@ GROUPS: dict[str, str] = {
     "backend": "dl_harness.backends",
     "variant": "dl_harness.variants",
     "collector": "dl_harness.collectors",
+    "report_section": "dl_harness.report_sections",  # harness.reports.api.ReportSection
 }
 
 
@@ -65,7 +66,8 @@ def _entry_points(kind: str) -> dict[str, EntryPoint]:
 
 
 def names(kind: str) -> list[str]:
-    """Sorted names registered for ``kind`` (workload, backend, variant, collector)."""
+    """Sorted names registered for ``kind`` (workload, backend, variant, collector,
+    report_section)."""
     return sorted(_entry_points(kind))
 
 

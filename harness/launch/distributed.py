@@ -1,16 +1,21 @@
-"""Data-parallel training cells (``world_size``): launching, lock-step timing, scaling.
+"""Data-parallel training cells (``world_size``): whether one can run, lock-step timing,
+the workers' contexts, and scaling.
 
 Two engines, both the frameworks' own (no launcher of ours beyond wiring):
 
-* **torch: torchrun.** The cell's worker process runs ``python -m torch.distributed.run``
+* **torch: torchrun.** :mod:`harness.launch.torchrun` runs ``python -m torch.distributed.run``
   with ``--nproc-per-node = world_size / nnodes`` (``--standalone`` on one machine,
-  the ``--rdzv-*`` settings across machines). Each torchrun worker runs
-  :func:`rank_main`: it joins the process group (gloo on CPU, NCCL on CUDA), builds a
-  ``DistributedDataParallel`` step (``TorchBackend.prepare_data_parallel``) and times it
-  with :func:`lockstep_measure`. Every worker writes its own cell record; the cell
+  the ``--rdzv-*`` settings across machines). Each torchrun worker joins the process
+  group (gloo on CPU, NCCL on CUDA), builds a ``DistributedDataParallel`` step
+  (``TorchBackend.prepare_data_parallel``) and times it with :func:`lockstep_measure`
+  through :class:`TorchDDPContext`. Every worker writes its own cell record; the cell
   reported is rank 0's, or the first failing worker's (with torchrun's output tail).
 * **tensorflow: MirroredStrategy**, in the ordinary worker process (one process drives
-  every replica; logical CPU devices stand in for GPUs on a CPU-only machine).
+  every replica through :class:`InProcessContext`; logical CPU devices stand in for GPUs
+  on a CPU-only machine).
+
+:func:`data_parallel_engine` is the one place that decides whether a data-parallel cell
+can run here (and with which engine); measurement never does.
 
 Metrics of a data-parallel cell: ``latency_ms`` is the global step time (per step, the
 mean over workers: each waits for the others at the all-reduce), ``throughput_per_s`` is ``world_size * batch_size`` samples per
@@ -22,25 +27,15 @@ matching ``world_size: 1`` cell, ``speedup_vs_1`` and ``scaling_efficiency``
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.api import Step
-from harness.core.suite import Settings, TaskSpec
+from harness.api import Backend, SkipCell, Step
+from harness.core.cells import Settings, TaskSpec
 from harness.core.timing import HostClock, Measurement, TimingConfig, _stable
-
-TORCHRUN_GRACE_S = 15.0  # time torchrun gets to stop its workers before SIGKILL
 
 
 # ----------------------------------------------------------------------------- timing
@@ -131,7 +126,36 @@ def lockstep_measure(
     return meas, details
 
 
-# ----------------------------------------------------------------------------- torchrun
+# ----------------------------------------------------------------------------- can it run here, and how
+
+
+def data_parallel_engine(spec: TaskSpec, settings: Settings, backend: Backend) -> str:
+    """The engine that runs the data-parallel cell ``spec`` on this machine
+    (``backend.data_parallel``: ``"torchrun"`` or ``"in-process"``), or
+    :class:`SkipCell` with the reason it cannot run here: the backend has no
+    data-parallel training; more CPU workers per node than cores (the scaling measured
+    would be contention); fewer GPUs than workers per node; ``nnodes > 1`` with an
+    in-process engine (only torchrun spans machines)."""
+    engine = type(backend).data_parallel
+    if engine is None:
+        raise SkipCell(f"backend {spec.backend!r} has no data-parallel training (world_size cells)")
+    local_workers = int(spec.world_size or 1) // settings.nnodes
+    cores = os.cpu_count() or 1
+    if spec.device == "cpu" and local_workers > cores:
+        raise SkipCell(f"{local_workers} CPU workers on {cores} cores would oversubscribe the CPU "
+                       "(the scaling it measured would be contention, not data parallelism)")
+    if spec.device.startswith("cuda"):
+        try:  # one GPU per worker on each node: GPUs 0..local_workers-1 must exist
+            backend.resolve_device(f"cuda:{local_workers - 1}")
+        except SkipCell as e:
+            raise SkipCell(f"{local_workers} data-parallel GPU worker(s) per node need as many GPUs: {e}") from None
+    if engine != "torchrun" and settings.nnodes > 1:
+        raise SkipCell(f"backend {spec.backend!r} runs data-parallel cells in one process ({engine}); "
+                       "nnodes > 1 needs torchrun (-b torch)")
+    return engine
+
+
+# ----------------------------------------------------------------------------- workers and threads
 
 
 def nproc_per_node(spec: TaskSpec, settings: Settings) -> int:
@@ -164,119 +188,6 @@ def sweep_worker_threads(cells: list[TaskSpec], settings: Settings, cpu_count: i
         return None
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     return max(1, cores // max(local))
-
-
-def torchrun_command(spec: TaskSpec, settings: Settings, request: Path, out_dir: Path,
-                     python: str = sys.executable) -> list[str]:
-    """The torchrun command line of a data-parallel torch cell."""
-    cmd = [python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node(spec, settings)}",
-           "--max-restarts=0"]
-    if settings.nnodes == 1 and not settings.rdzv_endpoint:
-        cmd += ["--standalone"]
-    else:
-        # one rendezvous per cell, even with a user-given id: a node that skipped a cell
-        # must never join another cell's job
-        digest = hashlib.sha1(spec.id.encode()).hexdigest()[:12]
-        rdzv_id = f"{settings.rdzv_id or 'dlh'}-{digest}"
-        cmd += [f"--nnodes={settings.nnodes}", f"--rdzv-backend={settings.rdzv_backend}",
-                f"--rdzv-endpoint={settings.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
-    return cmd + ["-m", "harness.launch.distributed", str(request), str(out_dir)]
-
-
-def launch_torchrun(spec: TaskSpec, settings: Settings, base_cell: Callable[[TaskSpec], dict[str, Any]]) -> dict[str, Any]:
-    """Run a data-parallel torch cell through torchrun and return its cell record."""
-    from harness.launch.runner import worker_env
-
-    t0 = time.perf_counter()
-    # inside the runner's cell directory when there is one: the runner removes it even
-    # when it has to kill this process (Ctrl-C, timeout)
-    base = os.environ.get("DLH_CELL_DIR")
-    with tempfile.TemporaryDirectory(prefix="dlh-ddp-", dir=base if base and os.path.isdir(base) else None) as td:
-        req, out = Path(td, "request.json"), Path(td, "ranks")
-        out.mkdir()
-        req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
-        env = worker_env()
-        env["OMP_NUM_THREADS"] = str(threads_per_worker(spec, settings))
-        env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-        cmd = torchrun_command(spec, settings, req, out)
-        # the cell's timeout is enforced here (the runner waits TORCHRUN_GRACE_S longer
-        # for data-parallel cells), so torchrun can stop its workers (they run in their
-        # own sessions) and the cell keeps the output tail
-        deadline = settings.timeout_s
-        # torchrun's output (the workers' tracebacks included) goes to this worker's own
-        # output, whose tail the runner keeps with a failed cell
-        sys.stdout.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
-        timed_out = False
-        try:
-            rc = proc.wait(timeout=deadline)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=TORCHRUN_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-        tail = ""  # filled in by the runner from this worker's output
-        ranks = {}
-        for f in sorted(out.glob("rank*.json")):
-            try:
-                ranks[int(f.stem[4:])] = json.loads(f.read_text())
-            except (ValueError, json.JSONDecodeError):
-                continue
-    cell = _pick_cell(spec, settings, ranks, rc, tail, timed_out, base_cell)
-    cell["duration_s"] = time.perf_counter() - t0
-    return cell
-
-
-def _pick_cell(spec: TaskSpec, settings: Settings, ranks: dict[int, dict[str, Any]], rc: int, tail: str,
-               timed_out: bool, base_cell: Callable[[TaskSpec], dict[str, Any]]) -> dict[str, Any]:
-    """The cell to record from the workers' records and torchrun's exit."""
-    failed = [c for _, c in sorted(ranks.items()) if c.get("status") == "failed"]
-    if timed_out:
-        cell = base_cell(spec)
-        cell["reason"] = f"timed out after {settings.timeout_s:g} s (raise it with --timeout)"
-        cell["error"] = {"type": "Timeout", "message": cell["reason"], "stderr_tail": tail, "torchrun_returncode": rc}
-        return cell
-    if 0 in ranks and ranks[0].get("status") in ("ok", "skipped") and rc == 0:
-        return ranks[0]
-    if failed:
-        cell = failed[0]
-        if not isinstance(cell.get("error"), dict):
-            cell["error"] = {"type": "WorkerFailed", "message": cell.get("reason")}
-        cell["error"]["stderr_tail"] = tail
-        cell["error"]["torchrun_returncode"] = rc
-        return cell
-    if rc == 0 and ranks and 0 not in ranks:  # a node without rank 0 (multi-node)
-        cell = base_cell(spec)
-        cell["status"] = "skipped"
-        cell["reason"] = (f"this node ran workers {sorted(ranks)} of {spec.world_size}; the cell is recorded "
-                          "by the node that runs rank 0")
-        cell["recorded_elsewhere"] = True  # the runner keeps taking part in its repeats
-        return cell
-    if 0 in ranks and ranks[0].get("status") == "skipped":
-        return ranks[0]
-    cell = base_cell(spec)
-    if 0 in ranks:
-        cell["reason"] = (f"rank 0 finished ({ranks[0].get('status')}) but torchrun exited with status {rc}: "
-                          "another worker failed without a result (see the output tail)")
-    else:
-        cell["reason"] = f"torchrun exited with status {rc} without a result from rank 0"
-    cell["error"] = {"type": "WorkerCrash", "message": cell["reason"], "stderr_tail": tail, "returncode": rc}
-    return cell
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker if torchrun dies (it starts workers in their own
-    session, so a kill of the runner's process group would not reach them)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class TorchDDPContext:
@@ -346,46 +257,6 @@ class InProcessContext:
                 "workers_per_node": self.world_size}
 
 
-def rank_main(argv: list[str] | None = None) -> int:
-    """Entry point of one torchrun worker: ``python -m harness.launch.distributed REQ OUTDIR``."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: torchrun ... -m harness.launch.distributed REQUEST.json OUT_DIR", file=sys.stderr)
-        return 2
-    _die_with_parent()
-    if os.getppid() == 1:  # torchrun died before PR_SET_PDEATHSIG took effect
-        return 1
-    request = json.loads(Path(args[0]).read_text())
-    spec = TaskSpec.from_dict(request["spec"])
-    settings = Settings(**request["settings"])
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-
-    from harness.launch.worker import _default, run_cell
-
-    comm = "nccl" if spec.device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    if comm == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=comm, timeout=datetime.timedelta(seconds=max(30.0, settings.timeout_s)))
-    rank = dist.get_rank()
-    cell = run_cell(spec, settings, dp=TorchDDPContext(dist, torch, comm))
-    out = Path(args[1]) / f"rank{rank}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, allow_nan=False, default=_default))
-    os.replace(tmp, out)
-    if cell.get("status") == "failed":
-        # exit non-zero: torchrun then stops the other workers instead of leaving them
-        # blocked in a collective until the timeout
-        os._exit(1)
-    try:
-        dist.destroy_process_group()
-    except Exception:  # noqa: BLE001
-        pass
-    return 0
-
-
 # ----------------------------------------------------------------------------- scaling
 
 
@@ -438,6 +309,3 @@ def attach_scaling(cells: list[dict[str, Any]]) -> None:
         unavailable.pop("distributed.scaling_efficiency", None)
         unavailable.pop("distributed.speedup_vs_1", None)
 
-
-if __name__ == "__main__":
-    raise SystemExit(rank_main())

@@ -1,9 +1,11 @@
-"""The runner: every cell in its own worker process, under a timeout.
+"""The runner: the suite's cells one by one through a launcher, saving after each.
 
-Isolation is what makes the numbers trustworthy and the sweep robust: torch and
-TensorFlow never share a process, one cell's allocator state or thread pools cannot
-leak into the next, and a segfault, an OOM kill or a hang costs one cell (recorded as
-``failed`` with the exit status and the tail of the worker's output), not the run.
+Each cell is started by a launcher (:mod:`harness.launch.base`): by default
+:class:`~harness.launch.process.ProcessLauncher`, every cell in its own worker process
+under a timeout, so a segfault, an OOM kill or a hang costs one cell (recorded as
+``failed`` with the exit status and the tail of the worker's output), not the run. Any
+other launcher (or a function with the same signature) can be passed as ``cell_runner``;
+the runner never looks inside it.
 
 The result file is rewritten atomically after every cell, so Ctrl-C (or a kill) keeps
 what finished; an interrupted run is marked ``complete: false, interrupted: true`` and
@@ -18,11 +20,8 @@ limit: any ``OSError`` while writing) never cost a measured cell; see
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,156 +29,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.core import repeats
-
-from harness.store import results
+from harness.core.cells import Settings, TaskSpec
 from harness.core.environment import collect_environment, harness_info
+from harness.core.suite import Suite
 from harness.errors import UserError
-from harness.core.suite import Settings, Suite, TaskSpec
-from harness.launch.worker import empty_cell
+from harness.launch.base import Launcher, os_error_cause, worker_env
+from harness.launch.distributed import attach_scaling, sweep_worker_threads
+from harness.launch.process import ProcessLauncher, run_in_worker
+from harness.store import results
 
-STDERR_TAIL_CHARS = 4000
-DP_GRACE_S = 60.0  # extra time the runner allows a data-parallel cell to stop torchrun
-WORKER_DEADLINE_GRACE_S = 30.0  # a worker's own deadline: the runner's limit plus this
-_ROOT = Path(__file__).resolve().parents[2]
+# re-exported: older code imports these from the runner
+__all__ = ["run_suite", "RunOutcome", "ResultWriter", "OutputNotWritable", "output_dir_problem", "fallback_dirs",
+           "new_document", "contended", "os_error_cause", "worker_env", "run_in_worker", "CellRunner", "Launcher"]
 
 
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - chars))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not hang
-        pass
-
-
-def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        hint = " (killed: out of memory?)" if -rc == signal.SIGKILL else ""
-        return f"worker died with {name}{hint}"
-    return f"worker exited with status {rc} without writing a result"
-
-
-def worker_env() -> dict[str, str]:
-    """The worker's environment: ours, with this harness's source root importable."""
-    env = dict(os.environ)
-    parts = [str(_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executable) -> dict[str, Any]:
-    """Run one cell in a fresh worker process and return its cell record (never raises,
-    except KeyboardInterrupt, after killing the worker).
-
-    An ``OSError`` of the runner's own (its scratch directory, request or log file
-    cannot be written: a full ``$TMPDIR``; the worker cannot be started) fails this cell
-    with the path and cause, and the sweep goes on: it is the same kind of per-cell
-    failure as a crashed worker, and the cells already measured must not be lost to it.
-    """
-    t0 = time.perf_counter()
-    try:
-        return _run_in_worker(spec, settings, python)
-    except OSError as e:
-        cell = empty_cell(spec)
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        cell["reason"] = f"the runner could not prepare, start or read the worker: {os_error_cause(e)}{where}"
-        cell["error"] = {"type": type(e).__name__, "message": cell["reason"], "stderr_tail": "", "returncode": None}
-        cell["duration_s"] = time.perf_counter() - t0
-        return cell
-
-
-def _run_in_worker(spec: TaskSpec, settings: Settings, python: str) -> dict[str, Any]:
-    # a failed clean-up of the scratch directory must not turn a measured cell into an error
-    with tempfile.TemporaryDirectory(prefix="dlh-cell-", ignore_cleanup_errors=True) as td:
-        req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
-        req.write_text(json.dumps({"spec": spec.to_dict(), "settings": dataclasses.asdict(settings)}))
-        t0 = time.perf_counter()
-        env = worker_env()
-        # the thread policy (docs/contention.md): OpenMP's default on a quiet machine;
-        # idle threads sleep (OMP_WAIT_POLICY=PASSIVE) when other processes already
-        # compete for the cores as the cell starts (sampled for 0.25 s, runner idle)
-        from harness.core.contention import process_cpus, sample_other_cpu, thread_policy
-
-        policy_env, policy = thread_policy(settings.threads, len(process_cpus()),
-                                           other_cores=sample_other_cpu(0.25))
-        env.update(policy_env)
-        env["DLH_CELL_DIR"] = td  # scratch space removed by us even if the worker is killed
-        # the worker dies with us and keeps its own deadline (harness/core/lifeline.py): a
-        # grace after our limit, so that we normally record the timeout first
-        env["DLH_PARENT_PID"] = str(os.getpid())
-        # a data-parallel cell enforces its timeout itself (so torchrun can stop its
-        # workers and the output is kept); this is the backstop
-        limit = settings.timeout_s + (DP_GRACE_S if spec.world_size is not None else 0.0)
-        env["DLH_DEADLINE_S"] = f"{limit + WORKER_DEADLINE_GRACE_S:g}"
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(
-                [python, "-m", "harness.launch.worker", str(req), str(res)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # terminal Ctrl-C reaches the parent only
-            )
-            try:
-                rc = proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                cell = empty_cell(spec)
-                cell["reason"] = f"timed out after {settings.timeout_s:g} s (raise it with --timeout)"
-                cell["error"] = {
-                    "type": "Timeout",
-                    "message": cell["reason"],
-                    "stderr_tail": _tail(log),
-                    "returncode": None,
-                }
-                cell["duration_s"] = time.perf_counter() - t0
-                return cell
-            except BaseException:
-                _kill_group(proc)
-                raise
-        tail = _tail(log)
-        if res.exists():
-            try:
-                message = json.loads(res.read_text())
-                cell = message["cell"]
-            except (json.JSONDecodeError, KeyError) as e:
-                cell = empty_cell(spec)
-                cell["reason"] = f"worker wrote an unreadable result ({e})"
-                cell["error"] = {"type": "BadWorkerMessage", "message": str(e), "stderr_tail": tail, "returncode": rc}
-            else:
-                if cell.get("status") == "failed" and cell.get("error") is not None:
-                    cell["error"]["stderr_tail"] = tail
-                    cell["error"]["returncode"] = rc
-                if cell.get("status") == "ok" and isinstance(cell.get("runtime"), dict):
-                    cell["runtime"]["thread_policy"] = policy
-            return cell
-        cell = empty_cell(spec)
-        cell["reason"] = _describe_exit(rc)
-        cell["error"] = {"type": "WorkerCrash", "message": cell["reason"], "stderr_tail": tail, "returncode": rc}
-        cell["duration_s"] = time.perf_counter() - t0
-        return cell
 
 
 # ----------------------------------------------------------------------------- writing results
@@ -191,13 +56,6 @@ PROBE_BYTES = 4096  # what the pre-flight check writes: a result file is never s
 class OutputNotWritable(UserError):
     """``--out`` cannot hold results, found before any cell ran (``harness run`` exits 2:
     nothing was measured yet, so the user's best move is another ``--out``)."""
-
-
-def os_error_cause(e: BaseException) -> str:
-    """The cause of a write error as one short phrase: ``No space left on device``."""
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
 
 
 def output_dir_problem(out_dir: Path) -> tuple[str, str] | None:
@@ -458,17 +316,22 @@ def run_suite(
     out_dir: Path,
     tag: str | None = None,
     show_progress: bool = True,
-    cell_runner: CellRunner = run_in_worker,
+    cell_runner: CellRunner | None = None,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
     """Run ``cells`` one by one, saving the result file after each.
+
+    ``cell_runner`` starts each cell: a :class:`~harness.launch.base.Launcher` or any
+    ``(spec, settings) -> cell record`` function (default: a fresh worker process per
+    cell, :class:`~harness.launch.process.ProcessLauncher`).
 
     Raises :class:`OutputNotWritable` when the result file cannot even be created (before
     any cell runs). Later write errors never raise: see :class:`ResultWriter` and
     ``RunOutcome.write_error``."""
     from harness.core.calibrate import default_dirs, find_calibration
-    from harness.launch.distributed import attach_scaling, sweep_worker_threads
     from harness.core.flops import apply_calibration
+
+    launch: CellRunner = cell_runner if cell_runner is not None else ProcessLauncher()
 
     wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
     if wt is not None:  # every world size of the sweep gets the same threads per CPU worker (recorded)
@@ -508,7 +371,7 @@ def run_suite(
                     continue
                 label = f" (process {r + 1}/{planned})" if planned > 1 else ""
                 progress.update(task, description=f"[{k + 1}/{len(order)}] {spec.id}{label}")
-                record = cell_runner(spec, suite.settings)
+                record = launch(spec, suite.settings)
                 records.setdefault(i, []).append(record)
                 if record.get("status") != "ok" and not record.get("recorded_elsewhere"):
                     stopped.add(i)  # a skip or a failure is not repeated

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.errors import UserError
+from harness.core.cells import json_default
 from harness.core.fsutil import atomic_write_text, write_temp_beside
 
 SCHEMA_VERSION = 3  # see the schema history in the module docstring
@@ -68,22 +69,10 @@ def new_run_id(now: float | None = None, host: str | None = None) -> str:
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
-
-
-def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+    """A result document as JSON, with the cells' one encoding of numpy values, paths and
+    dataclasses (:func:`harness.core.cells.json_default`, strict: anything else is a
+    ``TypeError``)."""
+    return json.dumps(doc, indent=1, sort_keys=False, allow_nan=False, default=json_default) + "\n"
 
 
 def claim_path(out_dir: Path, run_id: str, doc: dict[str, Any]) -> tuple[Path, str]:

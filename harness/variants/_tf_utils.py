@@ -1,12 +1,12 @@
-"""TensorFlow helpers for the variants: LiteRT (TFLite) conversion and a callable that
+"""TensorFlow helpers of the variants: LiteRT (TFLite) conversion and a callable that
 runs the flatbuffer with ``ai_edge_litert``'s interpreter, Keras mixed-precision
-rebuilds, and model statistics. Imported only inside ``apply_tensorflow`` methods and
-the quality analysis (imports TensorFlow).
+rebuilds and global magnitude pruning. Imported only inside ``apply_tensorflow``
+methods. Keras model statistics and batched prediction, which the backend and the
+quality track share, live in :mod:`harness.core.frameworks.keras_utils`.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from typing import Any, Sequence
@@ -14,30 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.api import SkipCell
-
-
-def keras_params(model: Any) -> tuple[int, int]:
-    """(parameters, nonzero parameters) of a Keras model's trainable weights."""
-    params = nonzero = 0
-    for w in model.trainable_weights:
-        a = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-        params += int(a.size)
-        nonzero += int(np.count_nonzero(a))
-    return params, nonzero
-
-
-def keras_model_stats(model: Any) -> dict[str, Any]:
-    """params / nonzero_params / model_size_bytes (weights saved as ``.weights.h5``)."""
-    own = getattr(model, "harness_model_stats", None)
-    if callable(own):
-        return dict(own())
-    params, nonzero = keras_params(model)
-    with tempfile.TemporaryDirectory(prefix="dlh-keras-") as d:
-        path = os.path.join(d, "model.weights.h5")
-        model.save_weights(path)
-        size = os.path.getsize(path)
-    return {"params": params, "nonzero_params": nonzero, "model_size_bytes": size,
-            "model_size_format": "keras .weights.h5"}
+from harness.core.frameworks.keras_utils import keras_params
 
 
 class LiteRTModel:
@@ -94,11 +71,10 @@ class LiteRTModel:
 
 
 def _representative(workload: Any, calibration: Sequence[Sequence[Any]] | None) -> list[list[Any]]:
-    from harness.workloads._keras_models import keras_inputs
-
+    """Calibration batches in the Keras model's input layout (``Workload.backend_inputs``)."""
     if calibration:
-        return [keras_inputs(workload, list(b)) for b in calibration]
-    return [keras_inputs(workload, workload.make_inputs(8, seed=1000 + i)[0]) for i in range(4)]
+        return [workload.backend_inputs("tensorflow", list(b)) for b in calibration]
+    return [workload.backend_inputs("tensorflow", workload.make_inputs(8, seed=1000 + i)[0]) for i in range(4)]
 
 
 def litert_quantize(variant: Any, model: Any, *, mode: str = "inference", device: str = "/CPU:0",
@@ -158,21 +134,6 @@ def rebuild_with_policy(model: Any, workload: Any, policy: str) -> Any:
     return new
 
 
-def keras_predict(model: Any, inputs: Sequence[Any], batch_size: int = 256) -> Any:
-    """Logits (numpy float32) of a Keras model or :class:`LiteRTModel`, eager, batched."""
-    n = len(inputs[0])
-    outs = []
-    for i in range(0, n, batch_size):
-        xs = [np.ascontiguousarray(a[i:i + batch_size]) for a in inputs]
-        if isinstance(model, LiteRTModel):
-            out = model.run_numpy(*xs)
-        else:
-            out = model(xs[0] if len(xs) == 1 else xs, training=False)
-            out = np.asarray(out.numpy() if hasattr(out, "numpy") else out)
-        outs.append(np.asarray(out, dtype=np.float32))
-    return np.concatenate(outs)
-
-
 def prune_keras_global(model: Any, amount: float) -> int:
     """Zero the ``amount`` fraction of smallest-magnitude values over all Dense/Conv
     kernels together (global magnitude pruning); returns how many were zeroed."""
@@ -195,5 +156,4 @@ def prune_keras_global(model: Any, amount: float) -> int:
     return k
 
 
-__all__ = ["LiteRTModel", "litert_quantize", "rebuild_with_policy", "keras_model_stats",
-           "keras_predict", "prune_keras_global"]
+__all__ = ["LiteRTModel", "litert_quantize", "rebuild_with_policy", "prune_keras_global"]

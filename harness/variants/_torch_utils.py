@@ -1,7 +1,9 @@
-"""PyTorch helpers shared by the variants: model statistics, example/calibration
-inputs, ONNX export and an ``nn.Module`` wrapper around an ONNX Runtime session.
+"""PyTorch helpers of the variants: example/calibration inputs, ONNX export, an
+``nn.Module`` wrapper around an ONNX Runtime session and the compile wrapper.
 
-Imported only inside ``apply_torch`` methods and the quality analysis (imports torch).
+Imported only inside ``apply_torch`` methods (imports torch). Model statistics and
+batched prediction, which the backend and the quality track share, live in
+:mod:`harness.core.frameworks.torch_utils`.
 """
 
 from __future__ import annotations
@@ -14,32 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-
-def state_dict_bytes(model: nn.Module) -> int:
-    """Size (bytes) of ``torch.save(model.state_dict())`` written to memory."""
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return len(buf.getvalue())
-
-
-def model_stats(model: Any) -> dict[str, Any]:
-    """``params`` (count), ``nonzero_params`` (count) and ``model_size_bytes`` (the
-    serialized model) plus ``model_size_format``. Models that are not plain torch
-    modules (e.g. :class:`OrtModel`) provide ``harness_model_stats()``."""
-    own = getattr(model, "harness_model_stats", None)
-    if callable(own):
-        return dict(own())
-    params = 0
-    nonzero = 0
-    for p in model.parameters():
-        params += p.numel()
-        nonzero += int(torch.count_nonzero(p.detach()).item())
-    return {
-        "params": params,
-        "nonzero_params": nonzero,
-        "model_size_bytes": state_dict_bytes(model),
-        "model_size_format": "torch.save(state_dict)",
-    }
+from harness.core.frameworks.torch_utils import model_stats
 
 
 def example_batches(workload: Any, calibration: Sequence[Sequence[Any]] | None, n: int = 4,
@@ -172,27 +149,3 @@ class FirstCallTimer(nn.Module):
 
     def harness_model_stats(self) -> dict[str, Any]:
         return model_stats(self.original)
-
-
-def predict(model: Any, inputs: Sequence[Any], batch_size: int = 256,
-            context: Any = None, input_dtype: str | None = None) -> Any:
-    """Logits (numpy float32) of ``model`` on numpy ``inputs`` in eval/inference mode.
-    ``input_dtype`` (e.g. ``"bfloat16"``): floating inputs are cast to it, as the speed
-    track feeds a model whose weights were cast once."""
-    import contextlib
-
-    import numpy as np
-
-    if hasattr(model, "eval"):
-        model.eval()
-    n = len(inputs[0])
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, n, batch_size):
-            xs = [torch.from_numpy(np.ascontiguousarray(a[i:i + batch_size])) for a in inputs]
-            if input_dtype is not None:
-                xs = [x.to(getattr(torch, input_dtype)) if x.is_floating_point() else x for x in xs]
-            with (context() if context is not None else contextlib.nullcontext()):
-                out = model(*xs)
-            outs.append(out.float().cpu().numpy())
-    return np.concatenate(outs)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.api import VariantConfig
+from harness.api import DEFAULT_QUALITY_GATE, VariantConfig
 
-#: Default quality gate: a variant passes when its accuracy is at least this fraction of
-#: the fp32 model's accuracy on the same data (MLPerf's 99% rule).
-DEFAULT_QUALITY_GATE: float = 0.99
+__all__ = ["DEFAULT_QUALITY_GATE", "CompressionConfig", "check_fraction"]
 
 
 @dataclass(frozen=True)

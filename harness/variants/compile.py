@@ -10,9 +10,10 @@ loop measures the steady state. In training cells the backward graph is compiled
 the first backward pass, which is inside ``first_iter_ms`` but not ``compile_time_s``.
 If inductor fails, the cell fails with the compiler's error (recorded, never hidden).
 
-TensorFlow: the same variant name drives XLA: the TensorFlow backend reads
-``tf_jit_compile`` and compiles its step with ``jit_compile=True``, recording the
-compile time itself; the model is returned unchanged.
+TensorFlow: the same variant name drives XLA: the variant declares
+``jit_compile = True`` (:attr:`harness.api.Variant.jit_compile`), so the TensorFlow
+backend compiles its step with ``jit_compile=True`` and records the compile time
+itself; the model is returned unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class CompileVariant(Variant):
     name: ClassVar[str] = "compile"
     description: ClassVar[str] = "torch.compile (inductor) / TensorFlow XLA jit_compile; compile time reported separately"
     Config = CompressionConfig
-    tf_jit_compile: ClassVar[bool] = True
+    jit_compile: ClassVar[bool] = True  # the backend's graph compiler (XLA on TensorFlow)
+    tf_jit_compile: ClassVar[bool] = True  # the older name, kept for code that reads it
 
     def __init__(self, config: CompressionConfig | None = None) -> None:
         super().__init__(config)

@@ -140,7 +140,7 @@ class DistillVariant(Variant):
         import torch
         import torch.nn.functional as F
 
-        from harness.core.quality import training_threads
+        from harness.core.frameworks.torch_utils import training_threads
 
         inputs, labels = train_data
         c = self.config

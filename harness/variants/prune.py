@@ -6,7 +6,9 @@
   change, so dense kernels do the same work: expect no speed-up, only zeros
   (``nonzero_params``), which compress well but are not skipped.
 * ``prune-structured``: removes whole units so the dense model is smaller (fewer
-  params and FLOPs — the only pruning that can speed up dense kernels):
+  params and FLOPs — the only pruning that can speed up dense kernels); the surgery
+  belongs to the workload (:meth:`harness.api.Workload.prune_structured`; the built-ins'
+  is in ``harness.workloads._torch_pruning``):
   MLP hidden units; the inner channels of every ResNet BasicBlock (conv1 outputs,
   bn1, conv2 inputs — the residual stream keeps its width); Transformer attention heads
   and FFN hidden units. Units are ranked by the L2 norm of their weights (for CNN
@@ -77,30 +79,23 @@ class PruneStructuredVariant(Variant):
     Config = PruneConfig
     config: PruneConfig
 
-    def apply_torch(self, model: Any, **ctx: Any) -> Any:
-        from harness.variants import _structured
-
-        keep = 1.0 - float(self.config.amount)
-        if not _structured.prune_structured(model, keep):
-            raise SkipCell(
-                f"{self.name} knows the built-in mlp, cnn and transformer architectures only; "
-                f"nothing to prune in {type(model).__name__}"
-            )
-        return model
+    def apply_torch(self, model: Any, *, workload: Any = None, **ctx: Any) -> Any:
+        """The smaller model from the workload's own surgery
+        (:meth:`harness.api.Workload.prune_structured`): the workload owns its
+        architecture, so it knows which units can go."""
+        if workload is None:
+            raise SkipCell(f"{self.name} needs the workload to prune its architecture")
+        return workload.prune_structured("torch", model, 1.0 - float(self.config.amount))
 
     def model_analytic_flops(self, workload: Any, batch_size: int, mode: str) -> tuple[int | None, str]:
-        """Analytic FLOPs of one step of the *pruned* model: the MLP's formula with the
-        kept hidden widths; (None, why) for the CNN and Transformer, whose pruned inner
-        channels / heads the workload's formula cannot describe (their FLOPs are counted)."""
-        import dataclasses
-
+        """Analytic FLOPs of one step of the *pruned* model: the formula of
+        :meth:`harness.api.Workload.structured_pruned` (the MLP's, with the kept hidden
+        widths); (None, why) when the workload's formula cannot describe the pruned
+        model (the CNN's inner channels, the Transformer's heads: their FLOPs are counted)."""
         keep = 1.0 - float(self.config.amount)
-        if getattr(workload, "name", None) == "mlp":
-            from harness.variants._structured import kept_units
-
-            cfg = dataclasses.replace(workload.config, hidden=tuple(kept_units(h, keep) for h in workload.config.hidden))
-            pruned = type(workload)(size=workload.size, config=cfg)
-            return int(pruned.analytic_flops_for(batch_size, mode)), "the pruned MLP's analytic formula"
+        pruned = workload.structured_pruned(keep) if callable(getattr(workload, "structured_pruned", None)) else None
+        if pruned is not None:
+            return int(pruned.analytic_flops_for(batch_size, mode)), f"the pruned {workload.name.upper()}'s analytic formula"
         return None, (f"prune-structured removes inner channels / attention heads of {getattr(workload, 'name', '?')!r}, "
                       "which the workload's analytic formula cannot describe (the unpruned count would overstate "
                       "the work)")

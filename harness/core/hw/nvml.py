@@ -218,3 +218,27 @@ def open_cuda_device(
         nv.close()
         return f"cannot map cuda:{cuda_index} to an NVML device: {how}"
     return nv, nv.handle(nvml_index), f"cuda:{cuda_index} = NVML device {nvml_index} ({how})"
+
+
+def cuda_index(device: str) -> int | None:
+    """The CUDA ordinal of a device string (``cuda`` -> 0, ``cuda:2`` -> 2), None otherwise."""
+    if not device.startswith("cuda"):
+        return None
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def framework_cuda_uuid(index: int) -> str | None:
+    """The UUID of CUDA device ``index`` as an *already imported* PyTorch reports it
+    (``torch.cuda.get_device_properties(index).uuid``), or None when torch is not
+    loaded in this process or cannot say. Never imports a framework: the UUID only
+    pins NVML to the same physical GPU when CUDA_VISIBLE_DEVICES reorders them."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        u = torch.cuda.get_device_properties(index).uuid
+        return str(u) if u else None
+    except Exception:  # noqa: BLE001
+        return None

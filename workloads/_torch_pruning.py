@@ -1,24 +1,22 @@
 """Structured pruning surgery on the built-in torch models (imports torch).
 
-Each function replaces layers in place with smaller ones holding the kept rows /
-columns / channels, so the result is a genuinely smaller dense model.
+The workloads own their architectures, so they own this surgery: the
+``prune-structured`` variant reaches it through
+:meth:`harness.api.Workload.prune_structured`. Each function replaces layers in place
+with smaller ones holding the kept rows / columns / channels, so the result is a
+genuinely smaller dense model.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.workloads import kept_units
 from harness.workloads._torch_models import MLP, BasicBlock, BertClassifier, SelfAttention
-
-
-def kept_units(total: int, keep: float) -> int:
-    """How many of ``total`` units survive when the ``keep`` fraction is kept (>= 1)."""
-    return max(1, min(total, int(math.ceil(total * keep - 1e-9))))
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -139,4 +137,4 @@ def prune_structured(model: nn.Module, keep: float) -> bool:
     return bool(blocks)
 
 
-__all__ = ["prune_structured", "PrunedSelfAttention", "SelfAttention"]
+__all__ = ["prune_structured", "PrunedSelfAttention", "SelfAttention", "kept_units"]

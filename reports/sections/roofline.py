@@ -1,0 +1,83 @@
+"""Roofline per calibrated device: bandwidth slope and peak FLOP/s ceilings from the
+run's ``calibration``, cells placed by arithmetic intensity and achieved FLOP/s."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from harness.reports import cells as C
+from harness.reports import formatting as F
+from harness.reports.sections.common import COLORS, ReportContext, ReportSection, Rendered, layout, legacy, pe
+from harness.reports.templating import render
+
+AI, ACHIEVED = "arithmetic_intensity_flop_per_byte", "achieved_flops_per_s"
+
+
+def _plottable(c: dict[str, Any], device: Any) -> bool:
+    return (C.status(c) == "ok" and (c.get("spec") or {}).get("device", "").split(":")[0] == str(device).split(":")[0]
+            and F.is_number(C.metric(c, AI)) and F.is_number(C.metric(c, ACHIEVED))
+            and C.metric(c, AI) > 0 and C.metric(c, ACHIEVED) > 0)  # fmt: skip
+
+
+class RooflineSection(ReportSection):
+    name = "roofline"
+    title = "Roofline"
+    order = 90
+    description = "cells on the calibrated roofline of their device (arithmetic intensity vs achieved FLOP/s)"
+
+    def data(self, ctx: ReportContext) -> Any:
+        found = []
+        for run in ctx.runs:
+            cal = run.get("calibration")
+            if not isinstance(cal, Mapping):
+                continue
+            for device, info in cal.items():
+                if not isinstance(info, Mapping):
+                    continue
+                peaks = info.get("peak_flops_per_s") if isinstance(info.get("peak_flops_per_s"), Mapping) else {}
+                peaks = {k: v for k, v in peaks.items() if F.is_number(v) and v > 0}
+                bw = info.get("mem_bandwidth_bytes_per_s")
+                pts = [c for c in run.get("cells") or [] if _plottable(c, device)]
+                if not pts or (not peaks and not F.is_number(bw)):
+                    continue
+                found.append((run, device, peaks, bw, pts))
+        return found or None
+
+    def html(self, data: Any, ctx: ReportContext) -> Any:
+        figs, blocks = [], []
+        for n, (run, device, peaks, bw, pts) in enumerate(data):
+            xs = [C.metric(c, AI) for c in pts]
+            lo, hi = min(xs) / 10, max(xs) * 10
+            grid = [lo * (hi / lo) ** (i / 60) for i in range(61)]
+            traces = []
+            for k, (prec, peak) in enumerate(sorted(peaks.items())):
+                ys = [min(peak, x * bw) if F.is_number(bw) else peak for x in grid]
+                traces.append({"type": "scatter", "mode": "lines", "name": pe(f"ceiling {prec}: {F.si(peak, 'FLOP/s')}"),
+                               "x": grid, "y": ys, "line": {"color": COLORS[k % len(COLORS)], "width": 1.5},
+                               "hoverinfo": "skip"})  # fmt: skip
+            if F.is_number(bw) and not peaks:
+                traces.append({"type": "scatter", "mode": "lines", "name": pe(f"memory bandwidth {F.si(bw, 'B/s')}"),
+                               "x": grid, "y": [x * bw for x in grid], "hoverinfo": "skip"})  # fmt: skip
+            traces.append({
+                "type": "scatter", "mode": "markers", "name": "cells", "x": xs,
+                "y": [C.metric(c, ACHIEVED) for c in pts], "marker": {"size": 10, "color": "#d62728"},
+                "customdata": [[pe(C.cell_id(c)), F.sig(C.metric(c, AI)), F.si(C.metric(c, ACHIEVED), "FLOP/s"),
+                                F.percent(C.metric(c, "mfu"), 1) or "n/a"] for c in pts],
+                "hovertemplate": "%{customdata[0]}<br>intensity %{customdata[1]} FLOP/byte<br>achieved %{customdata[2]}"
+                                 " (MFU %{customdata[3]})<extra></extra>",
+            })  # fmt: skip
+            lay = layout(f"Roofline: {pe(device)} ({pe(run.get('run_id'))})", "arithmetic intensity (FLOP/byte, log)",
+                         "achieved FLOP/s (log)", height=480)  # fmt: skip
+            lay["xaxis"]["type"] = "log"
+            lay["yaxis"]["type"] = "log"
+            figs.append((f"chart-roofline-{n}", {"data": traces, "layout": lay},
+                         "Ceilings: memory bandwidth slope and the calibrated peak FLOP/s per precision; points: cells "
+                         "placed by their arithmetic intensity and achieved FLOP/s."))  # fmt: skip
+            peaks_txt = ", ".join(k + " " + str(F.si(v, "FLOP/s")) for k, v in sorted(peaks.items())) or "n/a"
+            blocks.append((device, run.get("run_id"), F.si(bw, "B/s") or "n/a", peaks_txt))
+        return Rendered(render("roofline.html.j2", blocks=blocks), figs)
+
+
+def roofline_section(runs: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """``(html, figures)`` of the roofline section ("" without a calibration)."""
+    return legacy(RooflineSection(), ReportContext(runs))
