@@ -249,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         if not tpl["cells"]:
             raise SystemExit("the template has no ok cell")
         bps, pb_bps = bytes_per_sample(tpl)
-        center = float(tpl["cells"][0]["metrics"]["latency_ms"]["p50"])
         print(f"template {tpl['run_id']}: {bps:.1f} bytes per sample in a result file, {pb_bps:.1f} in a "
               f"pytest-benchmark file", flush=True)  # fmt: skip
         cases = [(f"{mb} MB", mb, PLAN.get(mb, 4)) for mb in (int(s) for s in args.sizes.split(",") if s.strip())]

@@ -38,8 +38,10 @@ def _map_source_layout() -> None:
             return importlib.util.spec_from_file_location(
                 fullname, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
 
+    # first on the meta path: the plugins come from the same checkout as this harness
+    # package, even when an editable install of another checkout is on the same Python
     if not any(type(f).__name__ == "_SourceLayoutFinder" for f in sys.meta_path):
-        sys.meta_path.append(_SourceLayoutFinder())
+        sys.meta_path.insert(0, _SourceLayoutFinder())
 
 
 _map_source_layout()

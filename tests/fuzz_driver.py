@@ -37,7 +37,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 import os
 import random
 import re

@@ -103,7 +103,7 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
                 a = torch.randn(n, n, device=dev).to(tdt[name])
                 b = torch.randn(n, n, device=dev).to(tdt[name])
                 c = torch.empty(n, n, device=dev, dtype=tdt[name])
-                rates[str(n)] = _best_rate(lambda: torch.mm(a, b, out=c), sync, 2.0 * n**3, budget_s)
+                rates[str(n)] = _best_rate(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), sync, 2.0 * n**3, budget_s)
                 del a, b, c
         except (RuntimeError, TypeError) as e:
             peaks[name] = None
@@ -115,7 +115,7 @@ def measure_device(device: str = "cpu", budget_s: float = 1.0, sizes: Iterable[i
     nbytes = copy_bytes or (1 << 30 if dev.type == "cuda" else 128 << 20)
     src = torch.ones(nbytes // 4, device=dev, dtype=torch.float32)
     dst = torch.empty_like(src)
-    bw = _best_rate(lambda: dst.copy_(src), sync, 2.0 * src.numel() * 4, budget_s)
+    bw = _best_rate(lambda dst=dst, src=src: dst.copy_(src), sync, 2.0 * src.numel() * 4, budget_s)
     del src, dst
     info: dict[str, Any] = {
         "peak_flops_per_s": peaks,

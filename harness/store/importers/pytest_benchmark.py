@@ -58,7 +58,6 @@ field that is read type-checked; anything else is one :class:`ImportFormatError`
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from datetime import datetime, timezone
