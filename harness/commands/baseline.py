@@ -51,14 +51,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.store.baseline import BaselineError
 
     if not getattr(args, "baseline_cmd", None):
         raise UsageError("give an action: set, show, list or clear (see 'harness baseline --help')")
-    try:
-        return {"set": _set, "show": _show, "list": _list, "clear": _clear}[args.baseline_cmd](args)
-    except BaselineError as e:
-        raise UsageError(str(e)) from None
+    # BaselineError is a UserError: cli.main reports it as one line, exit 2
+    return {"set": _set, "show": _show, "list": _list, "clear": _clear}[args.baseline_cmd](args)
 
 
 def _set(args: argparse.Namespace) -> int:

@@ -193,13 +193,10 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     if len(sides) != 1:
         raise UsageError("with --baseline give only the CANDIDATE (the baseline comes from the store)"
                          if sides else "--baseline needs a CANDIDATE result file or directory")  # fmt: skip
-    from harness.store.baseline import BaselineError, get_baseline, load_baseline_runs
+    from harness.store.baseline import get_baseline, load_baseline_runs
 
-    try:
-        stored = get_baseline(name, args.store)
-        runs = load_baseline_runs(stored)
-    except BaselineError as e:
-        raise UsageError(str(e)) from None
+    stored = get_baseline(name, args.store)  # BaselineError is a UserError: exit 2, one line
+    runs = load_baseline_runs(stored)
     m = stored.manifest
     commits = ", ".join(c[:12] for c in m.get("git_commits") or []) or "unknown"
     print(f"baseline {name!r}: {len(runs)} run(s) set {m.get('set_at')}, git {commits} ({stored.path})", file=sys.stderr)
@@ -208,7 +205,6 @@ def _sides(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 def run(args: argparse.Namespace) -> int:
     from harness.analysis.compare import (
-        CompareError,
         CompareSettings,
         check_metric_present,
         compare_observations,
@@ -218,24 +214,22 @@ def run(args: argparse.Namespace) -> int:
     )
 
     refuse_overwriting_inputs(args.output, [x for x in args.sides if x])
-    try:
-        settings = CompareSettings()
-        if args.config:
-            settings = _load_config(args.config, settings)
-        kw: dict[str, Any] = {"within_run": bool(args.within_run), "allow_contended": bool(args.allow_contended)}
-        if args.metric is not None:
-            kw["metric"] = args.metric
-        if args.threshold is not None:
-            kw["threshold"] = parse_threshold(args.threshold)
-        if args.stat is not None:
-            kw["stat"] = args.stat
-        if args.alpha is not None:
-            kw["alpha"] = args.alpha
-        merged = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
-        merged.update(kw)
-        settings = CompareSettings(**merged)
-    except CompareError as e:
-        raise UsageError(str(e)) from None
+    # a CompareError (bad config, threshold, metric) is a UserError: cli.main reports it, exit 2
+    settings = CompareSettings()
+    if args.config:
+        settings = _load_config(args.config, settings)
+    kw: dict[str, Any] = {"within_run": bool(args.within_run), "allow_contended": bool(args.allow_contended)}
+    if args.metric is not None:
+        kw["metric"] = args.metric
+    if args.threshold is not None:
+        kw["threshold"] = parse_threshold(args.threshold)
+    if args.stat is not None:
+        kw["stat"] = args.stat
+    if args.alpha is not None:
+        kw["alpha"] = args.alpha
+    merged = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+    merged.update(kw)
+    settings = CompareSettings(**merged)
 
     base, candidate = _sides(args)
     # one side at a time (bounded memory, issue 13): each side's observations (float64
@@ -247,10 +241,7 @@ def run(args: argparse.Namespace) -> int:
     oc = observations(cand, settings.metric, settings.stat)
     _release_samples(cand)
     if args.metric is not None:  # a metric nobody measured would pass the gate silently
-        try:
-            check_metric_present([*base, *cand], settings.metric)
-        except CompareError as e:
-            raise UsageError(str(e)) from None
+        check_metric_present([*base, *cand], settings.metric)  # CompareError: exit 2
     # what compare_docs(base, cand, settings) does, on the observations taken above
     result = compare_observations(ob, oc, settings, warnings=environment_warnings(base, cand),
                                   baseline_runs=[str(d.get("run_id")) for d in base],

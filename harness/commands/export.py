@@ -65,7 +65,7 @@ def when(text: str | None, now: datetime | None = None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.analysis.export import ExportError, export
+    from harness.analysis.export import export
     from harness.store.results import ResultFilter, expand_paths, parse_when, query
 
     missing = [r for r in args.results if not Path(r).exists()]
@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.runs:
         raise UsageError("no run/cell matches the filters" if flt != ResultFilter() else
                          "no readable result files among the inputs (see the warnings above)")  # fmt: skip
-    try:
-        n = export(loaded.runs, args.format, args.output, samples=args.samples)
-    except ExportError as e:
-        raise UsageError(str(e)) from None
+    n = export(loaded.runs, args.format, args.output, samples=args.samples)  # ExportError: exit 2
     where = args.output if args.output and args.output != "-" else "stdout"
     what = "samples" if args.samples else "cells"
     print(f"exported {n} rows ({what}) from {len(loaded.runs)} runs to {where}", file=sys.stderr)

@@ -46,12 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no result files (*.json) found in {' '.join(args.results)}")
     prices = None
     if args.prices:
-        from harness.analysis.procurement import PriceError, load_prices
+        from harness.analysis.procurement import load_prices
 
-        try:
-            prices = load_prices(args.prices)
-        except PriceError as e:
-            raise UsageError(str(e)) from None
+        prices = load_prices(args.prices)  # PriceError is a UserError: exit 2, one line
     loaded = load_results(paths)
     for err in loaded.errors:
         print(f"warning: skipped {err}", file=sys.stderr)
