@@ -85,7 +85,10 @@ def test_report_and_markdown_from_the_cli(smoke_run, cli, tmp_path):
     assert proc.returncode == 0 and out.exists(), proc.stderr
     md = cli(["report", src, "--format", "markdown"])
     assert md.returncode == 0
-    assert md.stdout.count("mlp/torch/cpu/fp32") == 2
+    # the summary table has one row per mlp cell (inference, training); a contention
+    # banner above it may name the same cells again when the machine was busy
+    rows = [line for line in md.stdout.splitlines() if line.startswith("| mlp/torch/cpu/fp32")]
+    assert len(rows) == 2, md.stdout
     assert "|" in md.stdout
 
 
