@@ -284,6 +284,68 @@ class TensorFlowStep(Step):
 # --------------------------------------------------------------------------- backend
 
 
+_TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
+                     "tensorflow-aarch64")
+
+
+def _tf_build() -> tuple[str, bool] | None:
+    """(``tf.__version__``, built with CUDA?) without importing TensorFlow: the
+    installed distribution's release version (``X.Y.Z``, which is ``tf.__version__``)
+    and ``is_cuda_build`` from the generated ``tensorflow/python/platform/build_info.py``
+    (what ``tf.test.is_built_with_cuda`` reports); None when either cannot be read."""
+    import ast
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    try:
+        found = importlib.util.find_spec("tensorflow")
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.origin:
+        return None
+    version = None
+    for dist in _TF_DISTRIBUTIONS:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        break
+    if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(found.origin), "python", "platform", "build_info.py"),
+                  encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "build_info"):
+            continue
+        value = node.value  # {...} or collections.OrderedDict([(key, value), ...])
+        if isinstance(value, ast.Call) and len(value.args) == 1:
+            value = value.args[0]
+        try:
+            info = dict(ast.literal_eval(value))
+        except (ValueError, TypeError):
+            return None
+        cuda = info.get("is_cuda_build")
+        return (version, cuda) if isinstance(cuda, bool) else None
+    return None
+
+
+def _no_nvidia_driver() -> bool:
+    """True on Linux when no NVIDIA kernel driver is loaded (no
+    ``/proc/driver/nvidia/version`` and no ``/dev/nvidia*`` device node)."""
+    import glob
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    return not os.path.exists("/proc/driver/nvidia/version") and not glob.glob("/dev/nvidia*")
+
+
 class TensorFlowBackend(Backend):
     """TensorFlow 2 / Keras 3 in graph mode (``tf.function``), optionally XLA-compiled."""
 
@@ -310,6 +372,36 @@ class TensorFlowBackend(Backend):
         if self._tf is None:
             self._tf = import_tf()
         return self._tf
+
+    @classmethod
+    def precheck(cls, spec: Any) -> str | None:
+        """The worker's skip reason for a device this machine cannot have, decided without
+        importing TensorFlow (:meth:`harness.api.Backend.precheck`): an unknown device,
+        a data-parallel cell on a TPU, or ``cuda`` with a TensorFlow built
+        without CUDA (``tensorflow/python/platform/build_info.py``: ``is_cuda_build``)
+        or, on Linux, with no NVIDIA driver at all. Texts as :meth:`resolve_device` and
+        :meth:`prepare_data_parallel` give them; None when the worker must look (a TPU
+        is found by its resolver)."""
+        device = str(spec.device)
+        if device == "cpu":
+            return None
+        if device.startswith("cuda"):
+            build = _tf_build()
+            if build is None:
+                return None
+            version, is_cuda = build
+            if not is_cuda:
+                return f"{device} requested but tensorflow {version} was built without CUDA support (e.g. tensorflow-cpu)"
+            if _no_nvidia_driver():
+                return (f"{device} requested but no GPU visible to TensorFlow (check the driver, CUDA libraries and "
+                        "CUDA_VISIBLE_DEVICES)")
+            return None
+        if getattr(spec, "world_size", None) is not None:
+            return (f"{device}: data-parallel cells run on cpu or cuda; a TPU already runs as one "
+                    "TPUStrategy over its cores (use -d tpu without --world-size)")
+        if device.startswith("tpu"):  # a TPU's own checks (and tf32's) come first in the worker
+            return None
+        return f"unknown device {device!r} for the tensorflow backend (cpu, cuda[:N], tpu)"
 
     def setup(self) -> None:
         """Import TensorFlow (logs quieted), set intra-op threads when given, and let

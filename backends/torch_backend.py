@@ -167,6 +167,55 @@ def apply_fp32_math(torch: Any, variant: Variant, mode: str) -> dict[str, Any]:
     return runtime
 
 
+def _torch_build() -> tuple[str, str | None] | None:
+    """(``torch.__version__``, ``torch.version.cuda``) read from the installed
+    ``torch/version.py`` without importing torch (it is a generated file of plain
+    assignments); None when it cannot be read."""
+    import ast
+    import importlib.util
+    import os
+
+    try:
+        found = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.origin:
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(found.origin), "version.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    values: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        else:
+            continue
+        try:
+            values[name] = ast.literal_eval(value)
+        except ValueError:
+            continue
+    version, cuda = values.get("__version__"), values.get("cuda", 0)
+    if not isinstance(version, str) or not (cuda is None or isinstance(cuda, str)):
+        return None
+    return version, cuda
+
+
+def _no_nvidia_driver() -> bool:
+    """True on Linux when no NVIDIA kernel driver is loaded (no
+    ``/proc/driver/nvidia/version`` and no ``/dev/nvidia*`` device node)."""
+    import glob
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    return not os.path.exists("/proc/driver/nvidia/version") and not glob.glob("/dev/nvidia*")
+
+
 class TorchBackend(Backend):
     """PyTorch eager execution on CPU or CUDA."""
 
@@ -174,6 +223,32 @@ class TorchBackend(Backend):
     description: ClassVar[str] = "PyTorch (eager); devices cpu, cuda[:N]"
     framework_packages: ClassVar[tuple[str, ...]] = ("torch",)
     flop_counter: ClassVar[str | None] = "FlopCounterMode"
+
+    @classmethod
+    def precheck(cls, spec: Any) -> str | None:
+        """The worker's skip reason for a device this machine cannot have, decided without
+        importing torch (:meth:`harness.api.Backend.precheck`): ``tpu``, an unknown
+        device, ``cuda`` with a torch built without CUDA (``torch/version.py``'s ``cuda``
+        is None) or, on Linux, with no NVIDIA driver at all (no
+        ``/proc/driver/nvidia/version`` and no ``/dev/nvidia*``: ``device_count()`` is 0).
+        Texts as :meth:`resolve_device` gives them; None when the worker must look."""
+        device = str(spec.device)
+        if device == "cpu":
+            return None
+        if device.startswith("tpu"):
+            return "the torch backend does not drive TPUs; use -b tensorflow -d tpu"
+        if not device.startswith("cuda"):
+            return f"unknown device {device!r} for the torch backend"
+        build = _torch_build()
+        if build is None:
+            return None
+        version, cuda = build
+        if cuda is None:
+            return f"{device} requested but torch {version} was built without CUDA support"
+        if _no_nvidia_driver():
+            return (f"{device} requested but no CUDA device visible (torch.cuda.device_count() == 0; check the "
+                    "driver and CUDA_VISIBLE_DEVICES)")
+        return None
 
     def setup(self) -> None:
         import torch

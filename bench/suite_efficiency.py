@@ -9,7 +9,7 @@ prints, per backend:
 * ``overhead median`` -- per ok cell, the cell's wall time as the parent saw it
   (``duration_s``) minus its warm-up (``timing.warmup_s``), its timed loop
   (``timing.loop_wall_s``) and any first-time quality-track training
-  (``quality.train_time_s``): process start, imports, model build, variant
+  (``metrics.quality.trained.train_time_s``): process start, imports, model build, variant
   application, collectors, post-measurement analyses, message passing;
 * ``skip median`` -- the wall time of a skipped cell;
 * the suite's wall time (the CLI process, start to exit) and the share of it spent in
@@ -74,11 +74,10 @@ def cell_overhead(cell: dict[str, Any]) -> float | None:
     if not isinstance(wall, (int, float)) or not isinstance(warm, (int, float)) or not isinstance(loop, (int, float)):
         return None
     train = 0.0
-    quality = cell.get("quality") or (cell.get("metrics") or {}).get("quality") or {}
-    if isinstance(quality, dict):
-        t = quality.get("train_time_s")
-        if isinstance(t, (int, float)):
-            train = float(t)
+    quality = (cell.get("metrics") or {}).get("quality") or {}
+    trained = quality.get("trained") if isinstance(quality, dict) else None
+    if isinstance(trained, dict) and isinstance(trained.get("train_time_s"), (int, float)):
+        train = float(trained["train_time_s"])  # first-time quality-track training (a cache miss)
     return float(wall) - float(warm) - float(loop) - train
 
 

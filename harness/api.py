@@ -359,6 +359,9 @@ class Backend(abc.ABC):
 
     * :meth:`setup` [nothing], :meth:`resolve_device` [the string unchanged],
       :meth:`runtime_info` [nothing];
+    * :meth:`precheck`: decide, without importing the framework, that a cell cannot run
+      here (an absent device) so the runner skips it without starting a worker [None:
+      the worker decides];
     * ``data_parallel`` + :meth:`prepare_data_parallel`: data-parallel training cells
       [skipped with the reason];
     * :meth:`count_flops`: count the FLOPs and bytes of one step [the analytic count is
@@ -388,6 +391,23 @@ class Backend(abc.ABC):
             if importlib.util.find_spec(mod) is None:
                 return False, f"python package {pkg!r} is not installed"
         return True, ""
+
+    @classmethod
+    def precheck(cls, spec: Any) -> str | None:
+        """Why the cell ``spec`` (a :class:`harness.core.cells.TaskSpec`: ``device``,
+        ``world_size``, ...) cannot run on this machine, decided in the runner's process
+        in milliseconds -- WITHOUT importing the framework (read files, ``/proc``,
+        ``/dev``; never touch a device) -- or None when this cannot be decided cheaply
+        (the default: the worker decides, as it always did).
+
+        The reason must be exactly the text the worker's :class:`SkipCell` would give
+        (e.g. from :meth:`resolve_device` or :meth:`prepare_data_parallel`), so a cell
+        reads the same whether the runner or a worker skipped it. The runner calls it
+        after the checks every backend shares (workload, variant, installed,
+        data-parallel workers) and before starting a worker; a data-parallel cell's
+        GPU check calls it with ``device`` ``cuda:<workers - 1>`` and ``world_size``
+        None. Answer None when unsure: a wrong skip loses a cell, a None costs seconds."""
+        return None
 
     def setup(self) -> None:
         """Import the framework and apply the config (e.g. thread counts). Called once

@@ -209,3 +209,46 @@ def test_order_statistic_ci_covers_the_median_about_95_percent():
     hits = sum(lo <= 1.0 <= hi for lo, hi in (
         order_statistic_median_ci(np.random.default_rng(seed).lognormal(0.0, 0.3, size=400)) for seed in range(reps)))
     assert 0.91 * reps <= hits <= 0.99 * reps
+
+
+# ----------------------------------------------------------------------------- sequential decisions (issue 14)
+
+
+def test_rank_sum_p_matches_scipy_two_sided_and_one_sided():
+    from harness.core.stats import rank_sum_p
+
+    rng = np.random.default_rng(8)
+    for n1, n2, shift in ((8, 8, 0.0), (20, 30, 0.5), (200, 150, 0.1)):
+        a = np.round(rng.normal(shift, 1, n1), 1)  # ties on purpose
+        b = np.round(rng.normal(0, 1, n2), 1)
+        for alt in ("two-sided", "greater"):
+            want = sps.mannwhitneyu(a, b, alternative=alt, method="asymptotic").pvalue
+            assert rank_sum_p(a, b, alt) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert rank_sum_p([], [1.0]) == 1.0 and rank_sum_p([1.0, 1.0], [1.0]) == 1.0
+
+
+def test_median_ci_precision_is_the_order_statistic_ci_and_inflation_widens_it():
+    from harness.core.stats import median_ci_precision, order_statistic_median_ci
+
+    for n in (1, 2, 21, 400, 4001):
+        x = np.random.default_rng(n).lognormal(0.0, 0.2, n)
+        med, lo, hi, rel = median_ci_precision(x)
+        assert med == float(np.median(x)) and (lo, hi) == order_statistic_median_ci(x)
+        assert rel == pytest.approx((hi - lo) / 2 / med)
+    x = np.random.default_rng(9).lognormal(0.0, 0.2, 1000)
+    assert median_ci_precision(x, inflation=4.0)[3] == pytest.approx(2 * median_ci_precision(x)[3], rel=0.15)
+
+
+def test_correlation_inflation_is_one_for_independent_samples_and_large_for_ar1():
+    from scipy.signal import lfilter
+
+    from harness.core.stats import correlation_inflation
+
+    rng = np.random.default_rng(10)
+    iid = [correlation_inflation(rng.lognormal(0.0, 0.1, 2000)) for _ in range(20)]
+    assert all(f >= 1.0 for f in iid) and np.mean(iid) < 1.3
+    phi = 0.8
+    ar = np.exp(lfilter([1.0], [1.0, -phi], rng.normal(0, 0.1, 20000)))
+    # the sign series of an AR(1) (phi 0.8) has a variance inflation of about 4
+    assert 2.5 < correlation_inflation(ar) < 8
+    assert correlation_inflation([1.0, 2.0, 3.0]) == 1.0  # too few samples for batches

@@ -151,3 +151,19 @@ def _fp32():
     from harness.variants import FP32Variant
 
     return FP32Variant()
+
+
+def test_per_step_loop_with_a_precision_target_reads_the_pairs_only_at_its_checks():
+    rng = __import__("numpy").random.default_rng(0)
+    step, cuda = cuda_step(lambda i: 0.002 * float(rng.lognormal(0.0, 0.2)))
+    # min_time_s sets the floor (20% of it, host wall time), max_time_s the cap
+    cfg = TimingConfig(min_time_s=1e-3, precision=0.03, max_time_s=60, warmup_min_s=0.0, warmup_max_s=0.01)
+    m = measure(step, cfg, probes=[Marks(cuda)])
+    rec = m.timing_record()
+    assert rec["stop_reason"] == "precision reached" and rec["ci95_rel_halfwidth"] <= 0.03
+    loop = cuda.log[cuda.log.index(("mark", "loop_start")): cuda.log.index(("mark", "loop_end"))]
+    # one wait per precision check (between two steps, never inside a pair) and the final one
+    assert sum(1 for e in loop if e[0] == "sync") == rec["precision_checks"] + 1
+    kinds = [e[0] for e in loop[1:] if e[0] != "sync"]
+    assert kinds == ["record", "work", "record"] * len(m.samples_s)
+    assert len(m.samples_s) >= 20 and m.timed_s == pytest.approx(sum(m.samples_s))

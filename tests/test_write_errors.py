@@ -27,9 +27,12 @@ import pytest
 
 from tests.conftest import PLUGIN_SITE, ROOT
 
-# a skipped cell costs a worker start (about a second) and a small record: most tests run
-# two of them; one test runs a real measured cell (several seconds on a busy machine)
-ONE_SKIPPED_CELL = ["-w", "toy_inference_only", "--mode", "training", "--size", "tiny", "--no-progress"]
+# a skipped cell costs a worker start (about a second: the runner's precheck is turned
+# off and fresh worker processes are used, so that the tests can act between two cells)
+# and a small record: most tests run two of them; one test runs a real measured cell
+# (several seconds on a busy machine)
+ONE_SKIPPED_CELL = ["-w", "toy_inference_only", "--mode", "training", "--size", "tiny", "--no-progress",
+                    "--launch", "process"]
 TWO_SKIPPED_CELLS = [*ONE_SKIPPED_CELL, "--batch-size", "4", "--batch-size", "8"]
 SKIPPED_THEN_OK = ["-w", "toy_inference_only", "-w", "toy", "--mode", "training", "--size", "tiny",
                    "--min-time", "0.05", "--timeout", "120", "--no-progress"]
@@ -83,6 +86,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_SITE), env.get("PYTHONPATH", "")) if p)
     env["TMPDIR"] = str(tmp)
+    env["DLH_PRECHECK"] = "0"  # skips decided by the worker: a second per cell, time to act between cells
     return env
 
 
@@ -357,7 +361,8 @@ def test_runner_scratch_files_that_cannot_be_written_fail_only_that_cell(tmp_pat
 
     gone = tmp_path / "no-such-tmpdir"
     monkeypatch.setattr(tempfile, "tempdir", str(gone))
-    spec = TaskSpec(workload="toy", backend="torch", device="cpu", variant="fp32", mode="inference", batch_size=4,
+    # a cell that can run here (the runner skips one that cannot before it needs $TMPDIR)
+    spec = TaskSpec(workload="mlp", backend="torch", device="cpu", variant="fp32", mode="inference", batch_size=4,
                     size="tiny")
     cell = run_in_worker(spec, Settings())
     assert cell["status"] == "failed"

@@ -47,6 +47,14 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--size", default=None, help="size preset: tiny, small, base")
     run.add_argument("--min-time", type=bounded_setting("min_time_s"), default=None,
                      help="minimum timed seconds per cell (at most 24 h)")
+    run.add_argument("--precision", type=_precision, default=None, metavar="PCT",
+                     help="sample each cell until the 95%% CI of its median is within +-PCT%% of the median "
+                          "(e.g. 1%% or 1; more than 0, at most 50), between min_samples and --max-time, "
+                          "instead of for --min-time (noisy cells get more samples, stable ones fewer; "
+                          "timing.stop_reason says why each stopped)")
+    run.add_argument("--max-time", type=bounded_setting("max_time_s"), default=None, metavar="S",
+                     help="with --precision: timed seconds after which the target is given up "
+                          "(default 10 x --min-time; at most 24 h)")
     run.add_argument("--timeout", type=bounded_setting("timeout_s"), default=None,
                      help="per-cell timeout in seconds (at most 7 days)")
     run.add_argument("--repeats", type=bounded_setting("repeats"), default=None, metavar="N",
@@ -66,7 +74,17 @@ def add_parser(sub: Any) -> None:
                      help="TPU for -d tpu (-b tensorflow): name, grpc:// address or 'local' (default: $TPU_NAME)")
     run.add_argument("--energy-estimate", action="store_true", default=None,
                      help="where energy cannot be measured, record a labelled estimate (TDP x utilisation)")
+    run.add_argument("--launch", choices=("auto", "fork", "process"), default=None,
+                     help="how each cell's process starts: auto (default) forks it from a per-backend zygote that "
+                          "imported the framework once, where that is safe; fork also forks backends whose import "
+                          "leaves threads running (TensorFlow); process starts a fresh worker process per cell "
+                          "(docs/launch.md)")
 
+
+
+def _precision(text: str) -> float:
+    """argparse type: ``PCT``, ``PCT%`` (percent of the median, within ``LIMITS["precision"]``)."""
+    return bounded_setting("precision")(text.strip().removesuffix("%").strip())
 
 
 def _world_sizes(text: str) -> list[int]:
@@ -97,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             settings={
                 "size": args.size,
                 "min_time_s": args.min_time,
+                "precision": args.precision,
+                "max_time_s": args.max_time,
                 "timeout_s": args.timeout,
                 "threads": args.threads,
                 "repeats": args.repeats,
@@ -106,8 +126,12 @@ def run(args: argparse.Namespace) -> int:
                 "rdzv_endpoint": args.rdzv_endpoint,
                 "rdzv_id": args.rdzv_id,
                 "rdzv_backend": args.rdzv_backend,
+                "launch": args.launch,
             },
         )
+        if suite.settings.max_time_s is not None and suite.settings.precision is None:
+            raise ConfigError("--max-time / max_time_s applies only with a precision target: add --precision PCT "
+                              "(or use --min-time for a fixed sampling time)")
         cells = expand(suite)
     except ConfigError as e:
         raise UsageError(str(e)) from None

@@ -135,6 +135,7 @@ class Limit:
 
 
 DAY_S = 24 * 3600
+LAUNCH_MODES = ("auto", "fork", "process")  # Settings.launch (docs/launch.md)
 # One table for every numeric setting of a suite file, the matching `harness run` flags
 # and Settings built in code; documented in the README ("Suites").
 LIMITS: dict[str, Limit] = {
@@ -142,6 +143,10 @@ LIMITS: dict[str, Limit] = {
     "timeout_s": Limit(0, 7 * DAY_S, low_open=True, unit="s", note="7 days"),
     "warmup_max_s": Limit(0, DAY_S, unit="s", note="24 h"),
     "idle_baseline_s": Limit(0, 3600, unit="s", note="1 h"),
+    # --precision: target half-width of the median's 95% CI, percent of the median
+    "precision": Limit(0, 50, low_open=True, unit="%", nullable=True),
+    # with a precision target: timed seconds after which it is given up (null: 10 x min_time_s)
+    "max_time_s": Limit(0, DAY_S, low_open=True, unit="s", note="24 h", nullable=True),
     "min_samples": Limit(1, 10_000_000, integer=True),
     "seed": Limit(0, 2**32 - 1, integer=True),  # numpy's seeds are unsigned 32-bit
     "repeats": Limit(1, 1000, integer=True),
@@ -153,7 +158,20 @@ LIMITS: dict[str, Limit] = {
     "world_size": Limit(1, 65536, integer=True),
 }
 SETTING_LIMITS = ("min_time_s", "timeout_s", "warmup_max_s", "idle_baseline_s", "min_samples", "seed", "repeats",
-                  "threads", "worker_threads", "nnodes")
+                  "threads", "worker_threads", "nnodes", "precision", "max_time_s")
+
+
+def parse_precision(value: Any) -> Any:
+    """A precision setting as given (``2``, ``2.5``, ``"2%"``, ``"2 %"``) -> percent as a
+    number; anything else is returned unchanged for :func:`check_limit` to refuse."""
+    if isinstance(value, str):
+        text = value.strip()
+        text = text[:-1].strip() if text.endswith("%") else text
+        try:
+            return float(text)
+        except ValueError:
+            return value
+    return value
 
 
 def check_limit(name: str, value: Any, symbols: bool = False) -> str | None:
@@ -206,8 +224,19 @@ class Settings:
     # randomised order across the suite (randomised multiple interleaved trials), so
     # one result file carries its own run-to-run noise (cell["repeats"])
     repeats: int = 1
+    # how each cell's process starts (docs/launch.md): "auto" forks it from a per-backend
+    # zygote where that is safe, "fork" also where the framework's import left threads
+    # running, "process" always starts a fresh worker process
+    launch: str = "auto"
+    # stop sampling when the median's 95% CI half-width is within this percent of the
+    # median (None: sample for min_time_s, as always); "2%" or 2 in a suite file
+    precision: float | None = None
+    # with a precision target: give up after this many timed seconds (None: 10 x min_time_s)
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.precision, str):
+            object.__setattr__(self, "precision", parse_precision(self.precision))
         for name in SETTING_LIMITS:  # finite and within LIMITS, whoever built the settings
             value = getattr(self, name)
             if value is not None or not LIMITS[name].nullable:
@@ -222,6 +251,8 @@ class Settings:
             raise ValueError(f"rdzv_backend must be a non-empty name, got {self.rdzv_backend!r}")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous, the same on every node)")
+        if self.launch not in LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {', '.join(LAUNCH_MODES)}, got {self.launch!r}")
 
 
 # ----------------------------------------------------------------------------- the cell record

@@ -15,6 +15,12 @@ would stay behind. So every worker:
 
 The runner passes ``DLH_PARENT_PID``, ``DLH_CELL_DIR`` and ``DLH_DEADLINE_S`` in the
 worker's environment; :func:`bind_from_env` reads them.
+
+A cell forked from a zygote (:mod:`harness.launch.zygote`) binds the same way, with the
+zygote as its parent; the zygote itself dies with the runner through
+:func:`set_parent_death_signal` and a poll of its parent in its (single-threaded) loop,
+and kills its children as it goes -- a watchdog thread there would make every fork a
+fork of a multi-threaded process.
 """
 
 from __future__ import annotations
@@ -48,16 +54,24 @@ def _die(code: int, scratch: str | None) -> None:
     os._exit(code)
 
 
-def bind(parent_pid: int, scratch: str | None, deadline_s: float | None,
-         now: Callable[[], float] = time.monotonic) -> threading.Thread:
-    """Tie this process to ``parent_pid`` (see the module doc); returns the watchdog."""
-    try:  # Linux: SIGTERM when the parent dies
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Linux: ask the kernel to send ``sig`` to this process when its parent dies
+    (``PR_SET_PDEATHSIG``; cleared by ``fork``, so every process sets its own).
+    Returns False where that is not available (the caller's poll of ``os.getppid()``
+    is then the only lifeline)."""
+    try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return libc.prctl(1, int(sig)) == 0  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return False
+
+
+def bind(parent_pid: int, scratch: str | None, deadline_s: float | None,
+         now: Callable[[], float] = time.monotonic) -> threading.Thread:
+    """Tie this process to ``parent_pid`` (see the module doc); returns the watchdog."""
+    set_parent_death_signal(signal.SIGTERM)  # Linux: SIGTERM when the parent dies
 
     def on_term(signum: int, frame: object) -> None:
         _die(EXIT_ORPHANED, scratch)

@@ -133,3 +133,89 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, Any]:
     if method:
         out["ci95_method"] = method
     return out
+
+
+# ----------------------------------------------------------------------------- sequential decisions (timing)
+# Used between sample blocks by harness.core.timing (never inside the timed region), so
+# they are O(n) in numpy: no bootstrap, no scipy import in the worker.
+
+
+def correlation_inflation(samples: Sequence[float] | np.ndarray, median: float | None = None,
+                          min_batches: int = 5) -> float:
+    """How much autocorrelation widens the median's CI: the variance inflation factor
+    of the indicator series ``1[x_t <= median]`` estimated by non-overlapping batch
+    means (``b = max(min_batches, floor(sqrt(n)))`` batches of ``n // b`` samples):
+    ``k var(batch means) / (p (1 - p))``, at least 1. 1 for independent samples (up to
+    the estimate's noise, which the floor of 1 keeps from narrowing a CI); about
+    ``(1 + phi) / (1 - phi)`` for AR(1) samples; large when the machine switches between
+    quiet and contended episodes that each span several batches. O(n)."""
+    x = np.asarray(samples, dtype=np.float64)
+    n = int(x.size)
+    b = max(min_batches, int(math.isqrt(n)))
+    k = n // b
+    if k < 2:
+        return 1.0
+    med = float(np.median(x)) if median is None else median
+    ind = (x[: b * k] <= med).astype(np.float64)
+    p = float(ind.mean())
+    if not 0 < p < 1:
+        return 1.0
+    bm = ind.reshape(b, k).mean(axis=1)
+    return max(1.0, k * float(bm.var(ddof=1)) / (p * (1 - p)))
+
+
+def median_ci_precision(samples: Sequence[float] | np.ndarray, confidence: float = 0.95,
+                        inflation: float = 1.0) -> tuple[float, float, float, float]:
+    """``(median, ci_low, ci_high, rel_halfwidth)`` of ``samples``: the median, its
+    :func:`order_statistic_median_ci` and the CI's relative half-width
+    ``(ci_high - ci_low) / 2 / median`` (infinity for a median <= 0). One ``np.partition``:
+    O(n). ``inflation`` (>= 1, e.g. :func:`correlation_inflation`) widens the ranks'
+    distance from n/2 by its square root: the CI of ``n / inflation`` independent
+    samples' worth of information. With ``inflation=1`` this is exactly
+    :func:`order_statistic_median_ci`, to which the summary's bootstrap CI converges."""
+    x = np.asarray(samples, dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("no samples")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0) * math.sqrt(max(1.0, inflation))
+    lo = max(1, int(math.floor(n / 2 - z * math.sqrt(n) / 2)))
+    hi = min(n, int(math.ceil(n / 2 + z * math.sqrt(n) / 2 + 1)))
+    mid = sorted({(n - 1) // 2, n // 2})
+    part = np.partition(x, sorted({lo - 1, hi - 1, *mid}))
+    med = float(part[mid].mean())
+    ci_lo, ci_hi = float(part[lo - 1]), float(part[hi - 1])
+    rel = (ci_hi - ci_lo) / 2.0 / med if med > 0 else math.inf
+    return med, ci_lo, ci_hi, rel
+
+
+def rank_sum_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, alternative: str = "two-sided") -> float:
+    """p-value of the Wilcoxon rank-sum (Mann-Whitney U) test that ``a`` and ``b`` come
+    from one distribution, against ``alternative`` "two-sided" or "greater" (``a``
+    tends to be larger than ``b``): the normal approximation with tie correction and
+    continuity correction (scipy's ``mannwhitneyu(method="asymptotic")``), in numpy
+    (O(n log n)). 1.0 when either side is empty or every value is tied."""
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"alternative must be two-sided or greater, got {alternative!r}")
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    n1, n2 = int(x.size), int(y.size)
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    both = np.concatenate([x, y])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(both.size)
+    sorted_vals = both[order]
+    # average ranks of ties
+    _, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u1 = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2.0
+    n = n1 + n2
+    tie = float((counts**3 - counts).sum())
+    var = n1 * n2 / 12.0 * ((n + 1) - tie / (n * (n - 1))) if n > 1 else 0.0
+    if var <= 0:
+        return 1.0
+    if alternative == "greater":
+        return float(1.0 - NormalDist().cdf((u1 - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)))
+    z = (abs(u1 - n1 * n2 / 2.0) - 0.5) / math.sqrt(var)
+    return float(min(1.0, 2.0 * (1.0 - NormalDist().cdf(max(z, 0.0)))))

@@ -14,6 +14,10 @@ A suite file::
       seed: 0
       repeats: 1         # separate worker processes per cell, interleaved in random
                          # order across the suite (run-to-run noise in one file)
+      precision: null    # e.g. 2% (or 2): sample until the median's 95% CI is within
+                         # +-2% of it instead of for min_time_s (docs/timing.md)
+      max_time_s: null   # with precision: give up after this many timed seconds
+                         # (null: 10 x min_time_s)
       nnodes: 1          # data-parallel cells across machines (torchrun rendezvous)
       rdzv_endpoint: null  # HOST:PORT, needed when nnodes > 1
     matrix:              # the cartesian product of these axes is the cell list
@@ -58,12 +62,14 @@ from harness.core import registry
 from harness.api import MODES
 from harness.core.cells import (  # noqa: F401 - the cell vocabulary (TaskSpec, Settings, LIMITS), re-exported
     DAY_S,
+    LAUNCH_MODES,
     LIMITS,
     SETTING_LIMITS,
     Limit,
     Settings,
     TaskSpec,
     check_limit,
+    parse_precision,
 )
 from harness.errors import UserError
 
@@ -176,9 +182,13 @@ SETTING_TYPES: dict[str, Any] = {
     "rdzv_endpoint": {"type": ["string", "null"], "minLength": 1},
     "rdzv_id": {"type": ["string", "null"], "minLength": 1},
     "rdzv_backend": {"type": "string", "minLength": 1},
+    "launch": {"enum": list(LAUNCH_MODES)},  # how each cell's process starts (docs/launch.md)
     # numbers: their type, and the "limit" keyword (LIMITS: finite, within bounds)
     **{name: {"type": (["integer"] if LIMITS[name].integer else ["number"]) + (["null"] if LIMITS[name].nullable else []),
               "limit": name} for name in SETTING_LIMITS},
+    # a percent: 2, 2.5 or "2%" (Settings parses the string; LIMITS bounds the number)
+    "precision": {"type": ["number", "string", "null"], "limit": "precision",
+                  "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*%?\s*$"},
 }
 
 
@@ -188,6 +198,8 @@ def _limit_keyword(validator: Any, name: str, instance: Any, schema: Any) -> Any
     import jsonschema
 
     lim = LIMITS[name]
+    if name == "precision" and isinstance(instance, str):
+        instance = parse_precision(instance)  # "2%": the number it stands for
     if isinstance(instance, bool) or not isinstance(instance, (int, float)) or (lim.integer and isinstance(instance, float)):
         return
     problem = check_limit(name, instance, symbols=True)

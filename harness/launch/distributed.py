@@ -35,7 +35,18 @@ from typing import Any, Callable, Sequence
 
 from harness.api import Backend, SkipCell, Step
 from harness.core.cells import Settings, TaskSpec
-from harness.core.timing import HostClock, Measurement, TimingConfig, _stable
+from harness.core.timing import (
+    STOP_MAX_SAMPLES,
+    STOP_MAX_TIME,
+    STOP_MIN_SAMPLES,
+    STOP_MIN_TIME,
+    STOP_PRECISION,
+    HostClock,
+    Measurement,
+    SamplingStop,
+    TimingConfig,
+    warm_up,
+)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -54,49 +65,67 @@ def lockstep_measure(
 
     Every worker must run the same number of steps (each step all-reduces gradients),
     so decisions are made from values all workers share: warm-up step times are
-    all-reduced (max) before the stability test, and the timed step count is derived
-    from them. In the timed loop each step is timed alone (``sync`` + host clock; a
-    data-parallel step is milliseconds, far above the clock's cost) with no extra
-    collective; afterwards the per-step times are gathered and each sample is the mean
-    over workers of that step's time. In a synchronous step every worker waits for the
-    slowest one at the gradient all-reduce, so each worker's time already includes a
-    straggler; taking the max instead would count the workers' drift twice (the
-    samples would add up to more than the loop's wall time; bench/ddp_timing.py
-    measures it). ``probes`` are marked as in :func:`harness.core.timing.measure`.
-    Returns (measurement, details)."""
+    all-reduced (max) before the warm-up rule (:class:`harness.core.timing.SteadyWarmup`)
+    sees them, and the timed step count is derived from them. Without a precision
+    target the count is ``min_time_s`` / the shared warm-up median (at least
+    ``min_samples``), fixed before the loop. With one (``config.precision``) the same
+    :class:`harness.core.timing.SamplingStop` as the single-process loop decides: its
+    check schedule depends on the step count only, so every worker checks at the same
+    step; each checks its own samples and one all-reduce (max of "not precise yet")
+    makes the decision common, so all stop at the same step; the time cap is a step
+    count from the shared warm-up median (``max_time_s`` / median), so it needs no
+    collective. In the timed loop each step is timed alone (``sync`` + host clock; a
+    data-parallel step is milliseconds, far above the clock's cost); afterwards the
+    per-step times are gathered and each sample is the mean over workers of that step's
+    time. In a synchronous step every worker waits for the slowest one at the gradient
+    all-reduce, so each worker's time already includes a straggler; taking the max
+    instead would count the workers' drift twice (the samples would add up to more than
+    the loop's wall time; bench/ddp_timing.py measures it). ``probes`` are marked as in
+    :func:`harness.core.timing.measure`. Returns (measurement, details)."""
     step.sync()
     for p in probes:
         p.mark("warmup_start")
-    warm: list[float] = []
-    stable = False
-    while True:
+
+    def one_step() -> float:
         t0 = now()
         step.run(1)
         step.sync()
-        warm.append(all_max(now() - t0))
-        total = sum(warm)
-        if len(warm) >= config.warmup_min_iters and total >= min(config.warmup_min_s, config.warmup_max_s) \
-                and _stable(warm, config.warmup_window, config.warmup_tolerance):
-            stable = True
-            break
-        if total >= config.warmup_max_s and len(warm) >= config.warmup_min_iters:
-            break
+        return all_max(now() - t0)
+
+    warm, stable, rule = warm_up(config, one_step)
     est = max(statistics.median(warm[-config.warmup_window:]), 1e-9)
-    n = min(config.max_samples, max(config.min_samples, math.ceil(config.min_time_s / est)))
+    stop = SamplingStop(config)
+    if config.precision is None:
+        by_time = math.ceil(config.min_time_s / est)
+        n = min(config.max_samples, max(config.min_samples, by_time))
+        reason = (STOP_MAX_SAMPLES if n == config.max_samples and n < max(config.min_samples, by_time)
+                  else STOP_MIN_SAMPLES if config.min_samples > by_time else STOP_MIN_TIME)
+    else:  # the most steps max_time_s allows, by the shared estimate (a cap, not a plan)
+        n = min(config.max_samples, max(config.min_samples, math.ceil(config.max_time / est)))
+        reason = STOP_MAX_SAMPLES if n == config.max_samples else STOP_MAX_TIME
     local: list[float] = []
+    elapsed = 0.0
     barrier()
     for p in probes:
         p.mark("loop_start")
     loop_t0 = now()  # the samples' clock, so the two add up
-    for _ in range(n):
+    while len(local) < n:
         t0 = now()
         step.run(1)
         step.sync()
-        local.append(now() - t0)
+        dt = now() - t0
+        local.append(dt)
+        elapsed += dt
+        if stop.check_due(len(local)):  # the same step on every worker; outside the timed step
+            not_yet = 0.0 if stop.precise(local, elapsed) else 1.0
+            if all_max(not_yet) == 0.0:
+                reason = STOP_PRECISION
+                break
     barrier()
     loop_t1 = now()
     for p in probes:
         p.mark("loop_end")
+    n = len(local)
     # the job's loop wall is the slowest worker's barrier-to-barrier time: workers leave
     # a barrier at slightly different moments, so one worker's first step can include
     # waiting for a later one, and the mean-over-workers samples only add up to at most
@@ -116,6 +145,9 @@ def lockstep_measure(
         clock_overhead_s=HostClock(now).overhead(),
         warmup_samples_s=warm,
         loop_window_s=(loop_t1 - wall, loop_t1),
+        stopping=stop.record(reason, samples),
+        warmup_rule=rule.describe(),
+        warmup_evidence=rule.evidence,
     )
     details = {
         "per_worker_p50_ms": [statistics.median(r) * 1e3 for r in per_rank],

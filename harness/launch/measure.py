@@ -177,6 +177,9 @@ def _time_step(spec: TaskSpec, settings: Settings, workload: Workload, variant: 
         min_time_s=settings.min_time_s,
         min_samples=settings.min_samples,
         warmup_max_s=settings.warmup_max_s,
+        # Settings.precision is a percent of the median; TimingConfig's a fraction
+        precision=None if settings.precision is None else settings.precision / 100.0,
+        max_time_s=settings.max_time_s,
     )
     with contextlib.ExitStack() as stack:
         for col in collectors:

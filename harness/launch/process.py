@@ -8,6 +8,14 @@ leak into the next, and a segfault, an OOM kill or a hang costs one cell (record
 The worker (``python -m harness.launch.worker REQUEST.json RESULT.json``) runs in its own
 session in a scratch directory (``dlh-cell-*``) that is removed afterwards; it dies with
 us and keeps its own deadline (:mod:`harness.core.lifeline`).
+
+A cell that cannot run here is skipped before any process starts
+(:func:`harness.launch.base.precheck`). ``duration_s`` of every cell is the wall time
+this launcher spent on it, start to record (process start and imports included);
+``runtime.launch`` says how it was started. The pieces the zygote launcher shares
+(:mod:`harness.launch.zygote`: the cell's environment and time limit, how an exit
+becomes a cell record) are the functions :func:`cell_environment`, :func:`exit_cell`
+and :func:`timeout_cell`, so both classify a crash, an OOM kill or a hang alike.
 """
 
 from __future__ import annotations
@@ -22,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.cells import Settings, TaskSpec, failed_cell, read_message, write_request
-from harness.launch.base import Launcher, os_error_cause, worker_env
+from harness.launch.base import (
+    FRESH_PROCESS,
+    TORCHRUN,
+    Launcher,
+    os_error_cause,
+    precheck_cell,
+    set_launch,
+    worker_env,
+)
 
 STDERR_TAIL_CHARS = 4000
 DP_GRACE_S = 60.0  # extra time allowed to a data-parallel cell to stop torchrun
@@ -41,21 +57,28 @@ class ProcessLauncher(Launcher):
 
     def launch(self, spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         """Run one cell in a fresh worker process and return its cell record (never
-        raises, except KeyboardInterrupt, after killing the worker).
+        raises, except KeyboardInterrupt, after killing the worker); a cell that cannot
+        run here is skipped without a worker (:func:`harness.launch.base.precheck`)."""
+        t0 = time.perf_counter()
+        return precheck_cell(spec, settings, t0) or self.launch_fresh(spec, settings, started=t0)
+
+    def launch_fresh(self, spec: TaskSpec, settings: Settings, reason: str | None = None,
+                     started: float | None = None) -> dict[str, Any]:
+        """Run one cell in a fresh worker process, without the precheck; ``reason``
+        (why not another launch method) is recorded in ``runtime.launch``.
 
         An ``OSError`` of our own (the scratch directory, request or log file cannot be
         written: a full ``$TMPDIR``; the worker cannot be started) fails this cell with
         the path and cause, and the sweep goes on: it is the same kind of per-cell
         failure as a crashed worker, and the cells already measured must not be lost to it.
         """
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if started is None else started
         try:
-            return self._launch(spec, settings)
+            cell = self._launch(spec, settings)
         except OSError as e:
-            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            reason = f"the runner could not prepare, start or read the worker: {os_error_cause(e)}{where}"
-            return failed_cell(spec, type(e).__name__, reason, time.perf_counter() - t0,
-                               stderr_tail="", returncode=None)
+            cell = launcher_error_cell(spec, e, "start")
+        cell["duration_s"] = time.perf_counter() - t0
+        return set_launch(cell, TORCHRUN if runs_torchrun(spec) else FRESH_PROCESS, reason)
 
     def _launch(self, spec: TaskSpec, settings: Settings) -> dict[str, Any]:
         # a failed clean-up of the scratch directory must not turn a measured cell into an error
@@ -63,7 +86,7 @@ class ProcessLauncher(Launcher):
             req, res, log = Path(td, "request.json"), Path(td, "result.json"), Path(td, "worker.log")
             write_request(req, spec, settings)
             t0 = time.perf_counter()
-            env, policy, limit = _environment(spec, settings, td)
+            env, policy, limit = cell_environment(spec, settings, td)
             with open(log, "wb") as logf:
                 proc = subprocess.Popen(
                     [self.python, "-m", WORKER_MODULE, str(req), str(res)],
@@ -77,17 +100,11 @@ class ProcessLauncher(Launcher):
                     rc = proc.wait(timeout=limit)
                 except subprocess.TimeoutExpired:
                     _kill_group(proc)
-                    return failed_cell(spec, "Timeout",
-                                       f"timed out after {settings.timeout_s:g} s (raise it with --timeout)",
-                                       time.perf_counter() - t0, stderr_tail=_tail(log), returncode=None)
+                    return timeout_cell(spec, settings, log, t0)
                 except BaseException:
                     _kill_group(proc)
                     raise
-            tail = _tail(log)
-            if res.exists():
-                return _reported_cell(spec, res, tail, rc, policy)
-            return failed_cell(spec, "WorkerCrash", _describe_exit(rc), time.perf_counter() - t0,
-                               stderr_tail=tail, returncode=rc)
+            return exit_cell(spec, res, log, rc, policy, t0)
 
 
 def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executable) -> dict[str, Any]:
@@ -95,7 +112,49 @@ def run_in_worker(spec: TaskSpec, settings: Settings, python: str = sys.executab
     return ProcessLauncher(python).launch(spec, settings)
 
 
-def _environment(spec: TaskSpec, settings: Settings, scratch: str) -> tuple[dict[str, str], Any, float]:
+def runs_torchrun(spec: TaskSpec) -> bool:
+    """Whether the worker of ``spec`` starts torchrun (a data-parallel cell of a
+    backend whose engine is torchrun); False when the backend cannot be loaded."""
+    if spec.world_size is None:
+        return False
+    from harness.core import registry
+
+    try:
+        return registry.load("backend", spec.backend).data_parallel == "torchrun"
+    except Exception:  # noqa: BLE001 - the worker reports a backend that does not load
+        return False
+
+
+def launcher_error_cell(spec: TaskSpec, e: OSError, what: str = "start") -> dict[str, Any]:
+    """The failed cell for an ``OSError`` of the launcher itself (``what`` it could not do)."""
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    reason = f"the runner could not prepare, {what} or read the worker: {os_error_cause(e)}{where}"
+    return failed_cell(spec, type(e).__name__, reason, stderr_tail="", returncode=None)
+
+
+def timeout_cell(spec: TaskSpec, settings: Settings, log: Path, started: float) -> dict[str, Any]:
+    """The failed cell of a worker we killed at the time limit (output tail kept)."""
+    return failed_cell(spec, "Timeout", f"timed out after {settings.timeout_s:g} s (raise it with --timeout)",
+                       time.perf_counter() - started, stderr_tail=_tail(log), returncode=None)
+
+
+def exit_cell(spec: TaskSpec, res: Path, log: Path, rc: int, policy: Any, started: float) -> dict[str, Any]:
+    """The cell of a worker that exited with status ``rc`` (negative: killed by that
+    signal, as ``subprocess`` reports it): the record it wrote, or a ``WorkerCrash``
+    naming the exit status when it wrote none (an OOM kill, a segfault, ``os._exit``)."""
+    tail = _tail(log)
+    if res.exists():
+        return _reported_cell(spec, res, tail, rc, policy)
+    return failed_cell(spec, "WorkerCrash", _describe_exit(rc), time.perf_counter() - started,
+                       stderr_tail=tail, returncode=rc)
+
+
+#: the variables only this cell's worker reads (at run time, never at import): a zygote
+#: can serve cells whose environments differ in these alone
+PER_CELL_ENV = ("DLH_CELL_DIR", "DLH_PARENT_PID", "DLH_DEADLINE_S")
+
+
+def cell_environment(spec: TaskSpec, settings: Settings, scratch: str) -> tuple[dict[str, str], Any, float]:
     """The worker's environment, its thread policy and our time limit for it (seconds)."""
     env = worker_env()
     # the thread policy (docs/contention.md): OpenMP's default on a quiet machine;
@@ -115,6 +174,9 @@ def _environment(spec: TaskSpec, settings: Settings, scratch: str) -> tuple[dict
     limit = settings.timeout_s + (DP_GRACE_S if spec.world_size is not None else 0.0)
     env["DLH_DEADLINE_S"] = f"{limit + WORKER_DEADLINE_GRACE_S:g}"
     return env, policy, limit
+
+
+_environment = cell_environment  # its former name
 
 
 def _reported_cell(spec: TaskSpec, res: Path, tail: str, rc: int, policy: Any) -> dict[str, Any]:

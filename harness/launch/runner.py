@@ -1,11 +1,14 @@
 """The runner: the suite's cells one by one through a launcher, saving after each.
 
 Each cell is started by a launcher (:mod:`harness.launch.base`): by default
-:class:`~harness.launch.process.ProcessLauncher`, every cell in its own worker process
-under a timeout, so a segfault, an OOM kill or a hang costs one cell (recorded as
-``failed`` with the exit status and the tail of the worker's output), not the run. Any
-other launcher (or a function with the same signature) can be passed as ``cell_runner``;
-the runner never looks inside it.
+:class:`~harness.launch.zygote.ZygoteLauncher`, every cell in its own process -- forked
+from a per-backend zygote that imported the framework once, or a fresh worker process
+where forking is unsafe or ``--launch process`` asks for it (docs/launch.md) -- under a
+timeout, so a segfault, an OOM kill or a hang costs one cell (recorded as ``failed``
+with the exit status and the tail of the worker's output), not the run. A cell that
+cannot run here is skipped before any process starts. Any other launcher (or a function
+with the same signature) can be passed as ``cell_runner``; the runner never looks
+inside it.
 
 The result file is rewritten atomically after every cell, so Ctrl-C (or a kill) keeps
 what finished; an interrupted run is marked ``complete: false, interrupted: true`` and
@@ -36,11 +39,13 @@ from harness.errors import UserError
 from harness.launch.base import Launcher, os_error_cause, worker_env
 from harness.launch.distributed import attach_scaling, sweep_worker_threads
 from harness.launch.process import ProcessLauncher, run_in_worker
+from harness.launch.zygote import ZygoteLauncher
 from harness.store import results
 
 # re-exported: older code imports these from the runner
 __all__ = ["run_suite", "RunOutcome", "ResultWriter", "OutputNotWritable", "output_dir_problem", "fallback_dirs",
-           "new_document", "contended", "os_error_cause", "worker_env", "run_in_worker", "CellRunner", "Launcher"]
+           "new_document", "contended", "os_error_cause", "worker_env", "run_in_worker", "CellRunner", "Launcher",
+           "ProcessLauncher", "ZygoteLauncher"]
 
 
 def _now_iso() -> str:
@@ -322,8 +327,9 @@ def run_suite(
     """Run ``cells`` one by one, saving the result file after each.
 
     ``cell_runner`` starts each cell: a :class:`~harness.launch.base.Launcher` or any
-    ``(spec, settings) -> cell record`` function (default: a fresh worker process per
-    cell, :class:`~harness.launch.process.ProcessLauncher`).
+    ``(spec, settings) -> cell record`` function (default: a
+    :class:`~harness.launch.zygote.ZygoteLauncher`, as ``suite.settings.launch`` says;
+    its zygotes are stopped when the run ends).
 
     Raises :class:`OutputNotWritable` when the result file cannot even be created (before
     any cell runs). Later write errors never raise: see :class:`ResultWriter` and
@@ -331,7 +337,6 @@ def run_suite(
     from harness.core.calibrate import default_dirs, find_calibration
     from harness.core.flops import apply_calibration
 
-    launch: CellRunner = cell_runner if cell_runner is not None else ProcessLauncher()
 
     wt = sweep_worker_threads(cells, suite.settings) if suite.settings.worker_threads is None else None
     if wt is not None:  # every world size of the sweep gets the same threads per CPU worker (recorded)
@@ -347,8 +352,13 @@ def run_suite(
         raise OutputNotWritable(f"cannot write results to {out_dir}: {os_error_cause(e)}; choose another --out") from None
     interrupted = False
     progress = _progress(show_progress)
-    writer = ResultWriter(path, say=lambda line: progress.console.print(line, markup=False, highlight=False,
-                                                                         soft_wrap=True))
+
+    def say(line: str) -> None:
+        progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    writer = ResultWriter(path, say=say)
+    own = ZygoteLauncher(say=say) if cell_runner is None else None  # ours to stop at the end
+    launch: CellRunner = cell_runner if cell_runner is not None else own  # type: ignore[assignment]
     restore = _terminate_as_interrupt()
     planned = max(1, int(suite.settings.repeats))
     order = repeats.schedule(cells, planned, seed=suite.settings.seed)
@@ -357,7 +367,8 @@ def run_suite(
     if planned > 1:
         doc["measurement_order"] = {
             "method": "randomised multiple interleaved trials: each round runs every cell once in a shuffled "
-                      "order, one fresh worker process per cell and round",
+                      "order, one worker process per cell and round (forked from a zygote or fresh: "
+                      "cells[].runtime.launch)",
             "rounds": planned, "seed": suite.settings.seed,
         }
     stopped: set[int] = set()  # cells not repeated further (skipped, or a process failed)
@@ -395,6 +406,8 @@ def run_suite(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if own is not None:
+            own.close()
         restore()
     doc["finished"] = _now_iso()
     doc["complete"] = not interrupted

@@ -129,6 +129,16 @@ TIMING_SCHEMA: dict[str, Any] = _obj({
     "clock": _STR_OR_NULL,
     "sampling": _STR_OR_NULL,
     "contention": CONTENTION_SCHEMA,
+    # issue 14 (additive): why sampling stopped, the precision target, the warm-up rule
+    "stop_reason": _STR_OR_NULL,
+    "precision_target": _NUM_OR_NULL,  # fraction of the median (0.02 = +-2%), null: none
+    "max_time_s": _NUM_OR_NULL,
+    "precision_checks": _INT_OR_NULL,
+    "ci95_rel_halfwidth": _NUM_OR_NULL,
+    "ci95_correlation_inflation": _NUM_OR_NULL,
+    "warmup_ended_by": {"enum": ["rule", "cap", None]},
+    "warmup_rule": _STR_OR_NULL,
+    "warmup_evidence": _OBJ_OR_NULL,
 }, nullable=True)  # fmt: skip
 
 RUNTIME_SCHEMA: dict[str, Any] = _obj({
@@ -137,6 +147,10 @@ RUNTIME_SCHEMA: dict[str, Any] = _obj({
     "precision": _OBJ_OR_NULL,
     "precision_method": _STR_OR_NULL,
     "thread_policy": _OBJ_OR_NULL,
+    # how the cell's process was started (docs/launch.md): method "zygote-fork" |
+    # "fresh-process" | "torchrun" | "precheck" (skipped without a worker), and why
+    # another method was not used
+    "launch": _obj({"method": _STR, "reason": _STR_OR_NULL}, nullable=True),
 }, nullable=True)  # fmt: skip
 
 ERROR_SCHEMA: dict[str, Any] = _obj({
