@@ -334,7 +334,7 @@ def test_limits_table_is_the_documented_one() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Suites"):]
     section = section[: section.index("\n### ", 5)]
-    assert "harness/core/suite.py: LIMITS" in section
+    assert "harness/core/cells.py: LIMITS" in section
     for text in ("86400 s (24 h)", "604800 s (7 days)", "10,000,000", "1,000", "4,096", "2^20", "65,536",
                  "1,024 workers per node", "10,000 cells"):
         assert text in section, text

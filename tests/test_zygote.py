@@ -179,7 +179,7 @@ def test_killing_the_runner_leaves_no_zygote_and_no_cell_alive(probe: Any, tmp_p
     env = dict(os.environ, TMPDIR=str(scratch), DLH_TEST_MARK=marker)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "-w", "zprobe_hang", "--size", "tiny", "--timeout", "300",
-         "--out", str(tmp_path / "out"), "--no-progress"],
+         "--out", str(tmp_path / "out"), "--no-progress", "--launch", "fork"],  # fork: a 1-cell run
         cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -257,3 +257,26 @@ def test_the_precheck_imports_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("False False"), out.stdout
+
+
+def test_auto_starts_a_zygote_only_for_runs_with_enough_cells_of_its_backend(probe: Any) -> None:
+    """A zygote imports more than one fresh worker: under ``auto`` a run with fewer than
+    ZYGOTE_MIN_CELLS cells of a backend starts them fresh (saying why); a longer run
+    forks; ``--launch fork`` forks whatever the count."""
+    from harness.launch.zygote import ZYGOTE_MIN_CELLS
+
+    one = spec("zprobe", variant="zprobe_plain")
+    launcher = ZygoteLauncher()
+    try:
+        launcher.plan([one])
+        cell = launcher.launch(one, FAST)
+        assert cell["status"] == "ok", cell["reason"]
+        assert _method(cell) == "fresh-process"
+        assert cell["runtime"]["launch"]["reason"].startswith("auto: 1 torch cell(s) in this run")
+        assert launcher.zygote_pids() == []
+        launcher.plan([one] * ZYGOTE_MIN_CELLS)
+        assert _method(launcher.launch(one, FAST)) == "zygote-fork"
+        launcher.plan([one])
+        assert _method(launcher.launch(one, dataclasses.replace(FAST, launch="fork"))) == "zygote-fork"
+    finally:
+        launcher.close()

@@ -358,6 +358,8 @@ def run_suite(
 
     writer = ResultWriter(path, say=say)
     own = ZygoteLauncher(say=say) if cell_runner is None else None  # ours to stop at the end
+    if own is not None:
+        own.plan(cells, max(1, int(suite.settings.repeats)))
     launch: CellRunner = cell_runner if cell_runner is not None else own  # type: ignore[assignment]
     restore = _terminate_as_interrupt()
     planned = max(1, int(suite.settings.repeats))

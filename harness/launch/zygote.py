@@ -224,6 +224,9 @@ def _close_all(zygotes: dict[Any, _Zygote]) -> None:
     zygotes.clear()
 
 
+ZYGOTE_MIN_CELLS = 3  # auto: a backend's zygote is started only for runs with this many of its cells
+
+
 class ZygoteLauncher(Launcher):
     """Each cell in its own process, forked from a per-backend zygote where that is safe,
     else a fresh process (see the module doc). ``settings.launch`` chooses:
@@ -243,11 +246,24 @@ class ZygoteLauncher(Launcher):
         self._zygotes: collections.OrderedDict[tuple[Any, ...], _Zygote] = collections.OrderedDict()
         self._unsafe: dict[str, str] = {}  # backend -> why forking it is unsafe (found by its zygote)
         self._broken: dict[str, str] = {}  # backend -> why its zygotes are not used any more
+        self._planned: dict[str, int] | None = None  # backend -> forkable cells this run will launch
         self._finalizer = weakref.finalize(self, _close_all, self._zygotes)
 
     def close(self) -> None:
         """Stop every zygote (idempotent)."""
         _close_all(self._zygotes)
+
+    def plan(self, specs: Any, rounds: int = 1) -> None:
+        """Tell the launcher which cells the run will launch (``rounds`` times each), so
+        ``auto`` starts a zygote only for a backend with at least
+        ``ZYGOTE_MIN_CELLS`` single-process cells: a zygote imports more than one fresh
+        worker does (every built-in plugin's modules), so it pays off from the second or
+        third cell on, and a run of one or two cells is faster in fresh processes."""
+        counts: dict[str, int] = {}
+        for spec in specs:
+            if spec.world_size is None:
+                counts[spec.backend] = counts.get(spec.backend, 0) + max(1, int(rounds))
+        self._planned = counts
 
     def zygote_pids(self) -> list[int]:
         """The pids of the zygotes running now (for tests and diagnostics)."""
@@ -283,6 +299,10 @@ class ZygoteLauncher(Launcher):
             return self._broken[spec.backend]
         if mode == "auto" and spec.backend in self._unsafe:
             return self._unsafe[spec.backend]
+        planned = None if self._planned is None else self._planned.get(spec.backend, 0)
+        if mode == "auto" and planned is not None and planned < ZYGOTE_MIN_CELLS:
+            return (f"auto: {planned} {spec.backend} cell(s) in this run; a zygote pays off from "
+                    f"{ZYGOTE_MIN_CELLS} (--launch fork forks anyway)")
         return None
 
     def _mark_broken(self, backend: str, why: str) -> None:
