@@ -19,8 +19,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/harness run --suite quick --report
 
+# the suite on TEST_WORKERS pytest-xdist workers (each file's tests stay together, in
+# order, on one worker); TEST_WORKERS=0 runs it in this one process
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # headless Debian chromium for tests/test_browser.py (playwright drives it; it never
 # downloads a browser). Installed with apt when missing and we are root; otherwise the

@@ -88,11 +88,14 @@ def summarize(doc: dict[str, Any], wall_s: float) -> dict[str, Any]:
     by_backend: dict[str, dict[str, list[float]]] = {}
     for cell in doc.get("cells", []):
         b = (cell.get("spec") or {}).get("backend", "?")
-        slot = by_backend.setdefault(b, {"overhead": [], "skip": [], "failed": [], "loop": []})
+        slot = by_backend.setdefault(b, {"overhead": [], "skip": [], "failed": [], "loop": [], "phases": {}})
         if cell.get("status") == "ok":
             ov = cell_overhead(cell)
             if ov is not None:
                 slot["overhead"].append(ov)
+            for name, sec in ((cell.get("timing") or {}).get("phases_s") or {}).items():
+                if isinstance(sec, (int, float)):
+                    slot["phases"].setdefault(name, []).append(float(sec))
             loop = (cell.get("timing") or {}).get("loop_wall_s")
             if isinstance(loop, (int, float)):
                 slot["loop"].append(float(loop))
@@ -110,6 +113,8 @@ def summarize(doc: dict[str, Any], wall_s: float) -> dict[str, Any]:
             "overhead_max_s": max(slot["overhead"]) if slot["overhead"] else None,
             "skip_median_s": statistics.median(slot["skip"]) if slot["skip"] else None,
             "timed_loops_s": sum(slot["loop"]),
+            # median seconds per phase over the ok cells (timing.phases_s, docs/launch.md)
+            "phases_median_s": {k: statistics.median(v) for k, v in sorted(slot["phases"].items())},
         }
     out["timed_loop_share"] = loops / wall_s if wall_s > 0 else None
     return out
@@ -155,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             return "n/a" if x is None else fmt.format(x)
         print(f"{b:<12}{r['ok_cells']:>4}{r['skipped_cells']:>6}{r['failed_cells']:>6}"
               f"{f(r['overhead_median_s']):>16}{f(r['overhead_max_s']):>16}{f(r['skip_median_s'], '{:.4f}'):>12}")
+    for b, r in res["backends"].items():
+        if r["phases_median_s"]:
+            print(f"{b} phases, median s per ok cell: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in r["phases_median_s"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -15,6 +15,38 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_SITE = Path(__file__).resolve().parent / "fixtures" / "plugin_site"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's cache directory; and each pytest-xdist worker gets a temporary
+    directory of its own (``TMPDIR``, which the runs it starts inherit): tests that check
+    that a run left no ``dlh-*`` scratch directory behind must not see another worker's."""
+    import os
+    import tempfile
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        # one cache (docs/cache.md) for the session, shared by its xdist workers and the
+        # runs they start, never the user's ~/.cache: no test depends on an earlier session
+        if "DL_HARNESS_CACHE_DIR" not in os.environ:
+            cache = Path(tempfile.mkdtemp(prefix="pytest-dlh-cache-"))
+            os.environ["DL_HARNESS_CACHE_DIR"] = str(cache)
+            config._dlh_cache = cache  # type: ignore[attr-defined]
+        return
+    own = Path(tempfile.gettempdir()) / f"pytest-dlh-{worker}-{os.getpid()}"
+    own.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(own)
+    tempfile.tempdir = None  # re-read TMPDIR
+    config._dlh_tmpdir = own  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    for attr in ("_dlh_tmpdir", "_dlh_cache"):
+        own = getattr(config, attr, None)
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+
+
 class FakeTime:
     """A seeded fake time source: ``now()`` is the lowest boundary of HostClock.
 

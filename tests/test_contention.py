@@ -350,6 +350,32 @@ def test_sample_other_cpu_from_a_fake_proc(tmp_path):
     assert sample_other_cpu(0.1, proc_root=tmp_path / "none", cpus=[0], pid=PID, sleep=lambda s: None) is None
 
 
+def test_idle_window_counts_the_runners_time_between_cells_and_sleeps_only_the_rest(tmp_path):
+    from harness.core.contention import IdleWindow
+
+    (tmp_path / str(PID) / "task" / str(PID)).mkdir(parents=True)
+    (tmp_path / str(PID) / "task" / str(PID) / "status").write_text("Cpus_allowed_list:\t0-1\n")
+    slept: list[float] = []
+    # opened at t=0 (a worker exited), 0.1 s of bookkeeping (the runner's own 5 ticks are
+    # not "others"), closed at t=0.1: sleeps the 0.15 s left of the 0.25 s window
+    write_proc(tmp_path, State(two_cpus(1000, 1000), {PID: (1, "harness", 300, 0)}))
+    win = IdleWindow(0.25, proc_root=tmp_path, clock=Clock([0.0, 0.1, 0.1, 0.25]), sleep=slept.append, pid=PID)
+    win.open()
+    write_proc(tmp_path, State(two_cpus(1030, 1030), {PID: (1, "harness", 305, 0)}))
+    assert win.other_cores() == pytest.approx((60 - 5) / 100 / 0.25)
+    assert slept == [pytest.approx(0.15)]
+    # a window left open longer than max_age_s is replaced by a fresh sample of its own
+    slept.clear()
+    win = IdleWindow(0.25, max_age_s=2.0, proc_root=tmp_path, clock=Clock([0.0, 5.0, 5.0, 5.25]),
+                     sleep=lambda s: (slept.append(s), write_proc(tmp_path, State(two_cpus(1040, 1040),
+                                                                                  {PID: (1, "harness", 305, 0)}))),
+                     pid=PID)
+    win.open()
+    assert win.other_cores() == pytest.approx(20 / 100 / 0.25) and slept == [0.25]
+    # nothing open: a plain sample; an unreadable /proc: None, never an error
+    assert IdleWindow(0.1, proc_root=tmp_path / "none", sleep=lambda s: None, pid=PID).other_cores() is None
+
+
 # -- end to end, for real ----------------------------------------------------------------
 class BusyPythonStep:
     """A trivial single-threaded CPU step (the probe needs nothing of torch)."""

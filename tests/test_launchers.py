@@ -42,6 +42,15 @@ def test_process_and_in_process_launchers_return_the_same_record(plugin_site: Pa
     assert _shape(here) == _shape(there)
     assert there["runtime"]["thread_policy"]  # what only the process launcher adds (its environment)
     assert len(here["samples_ms"]) >= 3 and len(there["samples_ms"]) >= 3
+    # where the time went (docs/launch.md): the worker's phases, plus what the runner
+    # spent outside the worker; together they account for the cell's wall time
+    worker_phases = {"resolve", "collectors_load", "prepare", "measure", "collectors", "close"}
+    assert worker_phases <= set(here["timing"]["phases_s"]) and "outside_worker" not in here["timing"]["phases_s"]
+    assert any(k.startswith("analysis:") for k in here["timing"]["phases_s"])
+    phases = there["timing"]["phases_s"]
+    assert worker_phases <= set(phases) and phases["outside_worker"] > 0
+    assert phases["measure"] >= there["timing"]["warmup_s"] + there["timing"]["loop_wall_s"]
+    assert sum(phases.values()) == pytest.approx(there["duration_s"], rel=0.05, abs=0.05)
     # a cell that cannot run is skipped the same way whoever starts it
     unknown = TaskSpec("toy", "torch", "cpu", "no_such_variant", "inference", 4, "tiny")
     skip_here, skip_there = InProcessLauncher()(unknown, FAST), ProcessLauncher()(unknown, FAST)

@@ -77,10 +77,15 @@ BENCH_OPTS = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.05", "--benchm
 def _pytest_session(workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "test_bench_harness.py").write_text(BENCH_TESTS)
+    import os
+
+    # a session of its own, also when this one is a pytest-xdist worker (pytest-benchmark
+    # does not save from inside an xdist worker, which it recognises by these variables)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(workdir),
-         "test_bench_harness.py", *BENCH_OPTS, *extra],
-        capture_output=True, text=True, timeout=300, cwd=str(workdir), check=False,
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "--rootdir", str(workdir), "test_bench_harness.py", *BENCH_OPTS, *extra],
+        capture_output=True, text=True, timeout=300, cwd=str(workdir), check=False, env=env,
     )  # fmt: skip
 
 

@@ -715,3 +715,65 @@ def sample_other_cpu(seconds: float = 0.25, *, proc_root: Path | str = Path("/pr
     if t1 <= t0:
         return None
     return max(0.0, ((b1 - b0) - (o1 - o0)) * tick / (t1 - t0))
+
+
+class IdleWindow:
+    """:func:`sample_other_cpu` over the runner's own time between cells.
+
+    The runner is idle between two workers except for its bookkeeping (the result file,
+    the progress line), whose CPU is its own and is subtracted like the rest of its
+    ticks. So the window opens when a worker has exited (:meth:`open`) and the next
+    cell's :meth:`other_cores` closes it, sleeping only for what is left of ``seconds``:
+    the same window length and rule as a separate sample, without adding ``seconds`` of
+    idle time to every cell. A window older than ``max_age_s`` (a long pause between
+    cells) is replaced by a fresh sample, so the decision stays about the moment the cell
+    starts."""
+
+    def __init__(self, seconds: float = 0.25, max_age_s: float = 2.0, *, proc_root: Path | str = Path("/proc"),
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 pid: int | None = None) -> None:
+        self.seconds = float(seconds)
+        self._pid = pid
+        self.max_age_s = float(max_age_s)
+        self._root = Path(proc_root)
+        self._clock = clock
+        self._sleep = sleep
+        self._start: tuple[float, int, int, list[int], int] | None = None
+
+    def _state(self, pid: int, cpus: list[int]) -> tuple[float, int, int]:
+        busy = parse_proc_stat(_read(self._root / "stat"), cpus)[0]
+        own = parse_pid_stat(_read(self._root / str(pid) / "stat")).ticks
+        return self._clock(), busy, own
+
+    def open(self) -> None:
+        """Start the window now (a worker just exited); never raises."""
+        pid = self._pid or os.getpid()
+        try:
+            cpus = process_cpus(self._root, pid)
+            t, busy, own = self._state(pid, cpus)
+        except (OSError, ValueError, IndexError):
+            self._start = None
+            return
+        self._start = (t, busy, own, cpus, pid)
+
+    def other_cores(self) -> float | None:
+        """Cores that other processes used since :meth:`open` (at least ``seconds``;
+        a fresh :func:`sample_other_cpu` when no window is open or it is too old). The
+        window closes."""
+        start, self._start = self._start, None
+        pid_now = self._pid or os.getpid()  # a forked copy of the runner has its own window
+        if start is None or start[4] != pid_now or self._clock() - start[0] > self.max_age_s:
+            return sample_other_cpu(self.seconds, proc_root=self._root, clock=self._clock, sleep=self._sleep,
+                                    pid=pid_now)
+        t0, b0, o0, cpus, pid = start
+        left = self.seconds - (self._clock() - t0)
+        if left > 0:
+            self._sleep(left)
+        try:
+            t1, b1, o1 = self._state(pid, cpus)
+        except (OSError, ValueError, IndexError):
+            return None
+        if t1 <= t0:
+            return None
+        tick = 1.0 / _clk_tck()
+        return max(0.0, ((b1 - b0) - (o1 - o0)) * tick / (t1 - t0))

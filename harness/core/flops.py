@@ -46,6 +46,12 @@ with the reason. This module imports no plugin.
   (:func:`apply_calibration`, called by the runner); null with the reason when this
   machine has no calibration, or, on a CPU, when the calibration was measured with a
   different thread count than the cell ran with (CPU peaks scale with threads).
+* **Cached** (:mod:`harness.core.cache`, kind ``flops``): the counter's result for a
+  torch step is stored under a key of everything it depends on
+  (:func:`flops_cache_key`), so the same model, inputs and context are counted once per
+  machine. ``flops_count_cache`` records ``hit``, ``miss`` or ``off`` (and
+  ``flops_count_cache_reason`` when the cache could not be used); a hit gives the same
+  numbers as a miss.
 """
 
 from __future__ import annotations
@@ -221,7 +227,7 @@ def flops_analysis(
         why = Backend.NO_FLOP_COUNTER.format(name=spec.backend)
     else:
         try:
-            counted = impl.count_flops(step, variant, spec.device)
+            counted = _count_cached(impl, step, variant, spec, out)
         except Exception as e:  # noqa: BLE001 - a failed count falls back, with the reason
             why = f"{counter} failed: {type(e).__name__}: {str(e)[:300]}"
     scope = "forward" if spec.mode == "inference" else "forward + backward (optimizer step excluded)"
@@ -268,6 +274,113 @@ def flops_analysis(
     else:
         missing["mfu"] = "needs the run's calibration; set by the runner (run `harness calibrate` first)"
     return out, missing
+
+
+# --------------------------------------------------------------------------- cache
+
+#: Bump when the counting code changes in a way :func:`flops_cache_key` does not see
+#: (it already hashes this file, the backend's and the model's source files).
+FLOPS_CACHE_VERSION: int = 1
+
+
+def _config_of(obj: Any) -> Any:
+    import dataclasses
+
+    cfg = getattr(obj, "config", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    return repr(cfg)
+
+
+def _value_desc(torch: Any, x: Any) -> Any:
+    """Shape, dtype and device type of a tensor (recursively for lists); the type and
+    repr of anything else."""
+    if isinstance(x, torch.Tensor):
+        return ["tensor", list(x.shape), str(x.dtype), x.device.type, bool(x.requires_grad)]
+    if isinstance(x, (list, tuple)):
+        return [_value_desc(torch, v) for v in x]
+    return [type(x).__name__, repr(x)[:200]]
+
+
+def _context_desc(torch: Any, step: Any, variant: Any, device: str, device_type: str) -> dict[str, Any]:
+    """What the forward pass runs under (autocast on/off and its dtype, the default
+    dtype), read by entering the step's forward context."""
+    desc: dict[str, Any] = {"default_dtype": str(torch.get_default_dtype())}
+    ctx = _forward_context(step, variant, device)
+    desc["type"] = f"{type(ctx).__module__}.{type(ctx).__qualname__}"
+    with ctx:
+        for dt in sorted({device_type, "cpu"}):
+            try:
+                desc[f"autocast_{dt}"] = [bool(torch.is_autocast_enabled(dt)), str(torch.get_autocast_dtype(dt))]
+            except Exception as e:  # noqa: BLE001 - an old torch or an unknown device type
+                desc[f"autocast_{dt}"] = type(e).__name__
+    return desc
+
+
+def flops_cache_key(step: Any, variant: Any, spec: Any, backend: Any = None) -> str:
+    """The cache key of the FLOP/byte count of ``step`` (see docs/cache.md): torch's
+    version, the mode and device type, the cell's variant and its config, the model's
+    structure (module tree repr, every parameter/buffer name, shape, dtype and
+    requires_grad), the input and label shapes/dtypes, the forward context, and the
+    source files of every non-torch class involved (the model's modules, the variant,
+    the backend, the counting function). TypeError when the model is not a torch module."""
+    import torch
+
+    from harness.core import cache
+
+    model = eager_module(step.model)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"the step's model is a {type(model).__name__}, not a torch.nn.Module")
+    device_type = torch.device(spec.device).type
+    modules = list(model.modules())
+    counter_fn = globals()["count_torch_step"]  # as currently bound (a test may replace it)
+    tensors = [["param", n, list(p.shape), str(p.dtype), bool(p.requires_grad)] for n, p in model.named_parameters()]
+    tensors += [["buffer", n, list(b.shape), str(b.dtype), bool(b.requires_grad)] for n, b in model.named_buffers()]
+    parts = {
+        "what": "flops", "v": FLOPS_CACHE_VERSION, "torch": torch.__version__,
+        "mode": spec.mode, "device_type": device_type,
+        "workload": spec.workload, "size": spec.size, "batch_size": spec.batch_size,
+        "variant": spec.variant, "variant_config": _config_of(variant),
+        "model_repr": repr(model), "tensors": tensors,
+        "classes": sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in modules}),
+        "sources": cache.source_digests([*(type(m) for m in modules), type(variant), type(backend), counter_fn],
+                                        skip_prefixes=("torch",)),
+        "inputs": _value_desc(torch, list(step.inputs or [])),
+        "labels": _value_desc(torch, getattr(step, "labels", None)) if spec.mode == "training" else None,
+        "context": _context_desc(torch, step, variant, spec.device, device_type),
+    }
+    return cache.key(**parts)
+
+
+def _count_cached(impl: Any, step: Any, variant: Any, spec: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """``impl.count_flops(...)`` through the ``flops`` cache; records
+    ``flops_count_cache`` (and ``flops_count_cache_reason``) in ``out``. A count that
+    raises is not cached (the exception propagates)."""
+    from harness.core import cache
+
+    reason: str | None = None
+    k: str | None = None
+    if not cache.enabled():
+        status, reason = cache.OFF, cache.disabled_reason()
+    else:
+        try:
+            k = flops_cache_key(step, variant, spec, impl)
+        except Exception as e:  # noqa: BLE001 - no key, no cache: count as before
+            status, reason = cache.OFF, f"no cache key: {type(e).__name__}: {str(e)[:200]}"
+    if k is not None:
+        got = cache.get_json("flops", k)
+        value = got.value
+        if got.hit and isinstance(value, dict) and isinstance(value.get("flops"), int):
+            out["flops_count_cache"] = cache.HIT
+            return value
+        status, reason = cache.MISS, got.reason
+    counted = impl.count_flops(step, variant, spec.device)
+    if k is not None:
+        reason = cache.put_json("flops", k, counted) or reason
+    out["flops_count_cache"] = status
+    if reason:
+        out["flops_count_cache_reason"] = reason
+    return counted
 
 
 # --------------------------------------------------------------------------- MFU

@@ -7,9 +7,9 @@ Two tracks per cell:
   the same architecture (the preset with its input/output shapes adapted to the data:
   :meth:`harness.api.Workload.quality_workload`, the data from
   :meth:`~harness.api.Workload.quality_data`) is trained in-process with torch on
-  scikit-learn's bundled digits for the built-ins (fixed seeds, a few epochs, cached under
-  ``results/cache/quality/`` keyed by the architecture, the recipe and the library
-  versions), the variant is applied to a copy of that trained fp32 model, and both are
+  scikit-learn's bundled digits for the built-ins (fixed seeds, a few epochs, cached in
+  the ``quality`` kind of :mod:`harness.core.cache`, keyed by the architecture, the
+  recipe, the model's source files and the library versions), the variant is applied to a copy of that trained fp32 model, and both are
   evaluated on the held-out split.
 
 The trained weights then go to the cell's backend
@@ -40,8 +40,6 @@ model (after the variant) on every cell.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -49,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import DEFAULT_QUALITY_GATE, QualityData, SkipCell, provides
-from harness.core.fsutil import atomic_write_with
+from harness.core import cache
 
-#: Environment variable that overrides the cache directory (default ``results/cache``).
-CACHE_ENV: str = "DL_HARNESS_CACHE_DIR"
+#: Environment variable that overrides the cache directory (see :mod:`harness.core.cache`).
+CACHE_ENV: str = cache.DIR_ENV
 CACHE_VERSION: int = 1  # bump when the training code changes in a way the key misses
 DATASET: str = "sklearn.datasets.load_digits (1797 8x8 images, 10 classes), stratified 75/25 split, seed 0"
 CALIBRATION_SAMPLES: int = 256
@@ -92,9 +90,9 @@ def recipe_for(workload_name: str) -> TrainRecipe:
 
 
 def cache_dir() -> Path:
-    """Where trained quality models are cached: ``$DL_HARNESS_CACHE_DIR`` or
-    ``results/cache`` relative to the working directory."""
-    return Path(os.environ.get(CACHE_ENV) or Path("results") / "cache")
+    """The cache directory (:func:`harness.core.cache.root`); trained quality models
+    are in its ``quality/`` folder."""
+    return cache.root()
 
 
 def library_versions() -> dict[str, str]:
@@ -110,21 +108,28 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def cache_key(workload_name: str, qconfig: Any, recipe: TrainRecipe) -> str:
-    """Hex digest identifying a trained model: architecture, recipe, data, versions."""
-    blob = json.dumps(
-        {
-            "v": CACHE_VERSION,
-            "workload": workload_name,
-            "config": dataclasses.asdict(qconfig),
-            "recipe": dataclasses.asdict(recipe),
-            "dataset": DATASET,
-            "versions": library_versions(),
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+def cache_key(workload_name: str, qconfig: Any, recipe: TrainRecipe, sources: dict[str, str] | None = None) -> str:
+    """Hex digest identifying a trained model: architecture, recipe, data, versions and
+    (``sources``) the digests of the source files that define the model."""
+    return cache.key(
+        what="quality",
+        v=CACHE_VERSION,
+        workload=workload_name,
+        config=dataclasses.asdict(qconfig),
+        recipe=dataclasses.asdict(recipe),
+        dataset=DATASET,
+        versions=library_versions(),
+        sources=sources or {},
+    )[:32]
+
+
+def model_sources(qworkload: Any, model: Any = None) -> dict[str, str]:
+    """Digests of the source files of the workload class and of every module class of
+    its torch model (built when not given) outside torch: editing them retrains."""
+    if model is None:
+        model = qworkload.build("torch")
+    classes = [type(qworkload), *(type(m) for m in model.modules())]
+    return cache.source_digests(classes, skip_prefixes=("torch",))
 
 
 def quality_workload(workload: Any) -> Any:
@@ -190,36 +195,60 @@ def budget_tflop() -> float:
         raise SkipCell(f"{BUDGET_ENV}={raw!r} is not a number (TFLOP)") from None
 
 
+def cache_name(qworkload: Any, model: Any = None) -> str:
+    """The cache entry name of ``qworkload``'s trained fp32 model: workload, size, key."""
+    key = cache_key(qworkload.name, qworkload.config, recipe_for(qworkload.name), model_sources(qworkload, model))
+    return f"{qworkload.name}-{qworkload.size}-{key}"
+
+
 def cache_path(qworkload: Any) -> Path:
     """Where the trained fp32 quality model of ``qworkload`` is (or would be) cached."""
-    key = cache_key(qworkload.name, qworkload.config, recipe_for(qworkload.name))
-    return cache_dir() / "quality" / f"{qworkload.name}-{qworkload.size}-{key}.pt"
+    return cache.path_for("quality", cache_name(qworkload), ".pt")
+
+
+def is_cached(qworkload: Any) -> bool:
+    """Whether a trained model of ``qworkload`` is in the cache (False when disabled)."""
+    try:
+        return cache.exists("quality", cache_name(qworkload), ".pt")
+    except Exception:  # noqa: BLE001 - no cache, no shortcut
+        return False
 
 
 def trained_model(qworkload: Any, data: QualityData) -> tuple[Any, dict[str, Any]]:
     """The trained fp32 quality model, from the cache when present (atomic writes).
 
-    Returns (model, info) where info says whether it came from the cache, where, and
-    how long training took (seconds) when it did not.
+    Returns (model, info): ``cache`` is ``hit``, ``miss`` or ``off`` (disabled),
+    ``cache_path`` where it is (or would be) stored, ``cache_reason`` why the cache could
+    not be used (unreadable entry, unwritable directory, disabled), and when it was
+    trained here ``train_time_s`` (seconds) and the recipe. A cache that cannot be read
+    or written never fails the cell: the model is trained.
     """
     import torch
 
     recipe = recipe_for(qworkload.name)
-    path = cache_path(qworkload)
     model = qworkload.build("torch")
-    if path.exists():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval(), {"cache": "hit", "cache_path": str(path)}
-        except Exception:  # noqa: BLE001 - a corrupt cache entry is retrained
-            pass
+    name = cache_name(qworkload, model)
+
+    def load(path: Path) -> Any:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model
+
+    got = cache.get_with("quality", name, ".pt", load)
+    info: dict[str, Any] = {"cache": got.status}
+    if got.path is not None:
+        info["cache_path"] = str(got.path)
+    if got.hit:
+        return got.value.eval(), info
     t0 = time.perf_counter()
     model = train_fp32(qworkload, data, recipe)
     seconds = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(path, lambda f: torch.save(model.state_dict(), f))
-    return model, {"cache": "miss", "cache_path": str(path), "train_time_s": seconds,
-                   "recipe": dataclasses.asdict(recipe)}
+    reason = got.reason
+    if got.status != cache.OFF:
+        reason = cache.put_with("quality", name, ".pt", lambda f: torch.save(model.state_dict(), f)) or reason
+    if reason:
+        info["cache_reason"] = reason
+    info.update(train_time_s=seconds, recipe=dataclasses.asdict(recipe))
+    return model, info
 
 
 def gate(accuracy: float, fp32_accuracy: float, threshold: float = DEFAULT_QUALITY_GATE) -> dict[str, Any]:
@@ -288,7 +317,7 @@ def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dic
         raise SkipCell(f"the quality track is disabled ({BUDGET_ENV}=0)")
     recipe = recipe_for(qwl.name)
     cost = training_tflop(qwl, len(data.train_labels), recipe)
-    if cost > budget and not cache_path(qwl).exists():
+    if cost > budget and not is_cached(qwl):
         raise SkipCell(
             f"training the {qwl.name} {qwl.size} quality model would cost ~{cost:.1f} TFLOP, over the "
             f"budget of {budget:g} TFLOP; set {BUDGET_ENV} to raise it (the trained model is cached)"
@@ -357,4 +386,4 @@ def quality_analysis(*, step: Any, workload: Any, variant: Any, spec: Any, backe
 
 
 __all__ = ["QualityData", "TrainRecipe", "RECIPES", "evaluate_quality", "quality_analysis", "quality_workload",
-           "quality_data", "trained_model", "gate", "cache_path", "cache_key", "training_tflop", "budget_tflop"]
+           "quality_data", "trained_model", "gate", "cache_path", "cache_key", "is_cached", "training_tflop", "budget_tflop"]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.core.cells import Settings, TaskSpec, empty_cell
+from harness.core.contention import IdleWindow
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,3 +175,26 @@ def precheck_cell(spec: TaskSpec, settings: Settings, started: float | None = No
     cell["reason"] = reason
     cell["duration_s"] = time.perf_counter() - t0
     return set_launch(cell, PRECHECK, PRECHECK_NOTE)
+
+
+#: the window over which the next cell's thread policy samples other processes' CPU:
+#: opened when a worker ends (:func:`finish_wall`), closed by the next cell's
+#: :func:`harness.launch.process.cell_environment` (see :class:`IdleWindow`)
+IDLE_WINDOW = IdleWindow(0.25)
+
+
+def finish_wall(cell: dict[str, Any], started: float) -> dict[str, Any]:
+    """Set ``duration_s`` to the wall time since ``started`` (a ``time.perf_counter()``
+    value) as the runner saw it, and, for a cell the worker measured, add
+    ``timing.phases_s.outside_worker``: that wall time minus the worker's own
+    ``duration_s`` (process start or fork, imports, the thread-policy sample, request
+    and result files)."""
+    wall = time.perf_counter() - started
+    inner = cell.get("duration_s")
+    timing = cell.get("timing")
+    phases = timing.get("phases_s") if isinstance(timing, dict) else None
+    if isinstance(phases, dict) and isinstance(inner, (int, float)) and not isinstance(inner, bool):
+        phases["outside_worker"] = round(max(0.0, wall - float(inner)), 6)
+    cell["duration_s"] = wall
+    IDLE_WINDOW.open()
+    return cell

@@ -17,7 +17,7 @@ from typing import Any
 from harness.core.cells import Settings, TaskSpec, empty_cell
 from harness.launch.base import Launcher
 from harness.launch.distributed import InProcessContext, data_parallel_engine
-from harness.launch.measure import measure_into, recording, resolve_cell
+from harness.launch.measure import Phases, measure_into, recording, resolve_cell
 from harness.launch.torchrun import TorchrunLauncher
 
 
@@ -34,12 +34,14 @@ class InProcessLauncher(Launcher):
 def run_cell(spec: TaskSpec, settings: Settings) -> dict[str, Any]:
     """:meth:`InProcessLauncher.launch` as a function."""
     cell = empty_cell(spec)
+    phases = Phases()
     with recording(cell):
-        workload, variant, backend = resolve_cell(spec, settings)
+        with phases("resolve"):
+            workload, variant, backend = resolve_cell(spec, settings)
         dp = None
         if spec.world_size is not None:
             if data_parallel_engine(spec, settings, backend) == "torchrun":
                 return TorchrunLauncher().launch(spec, settings)
             dp = InProcessContext(spec.world_size)
-        measure_into(cell, spec, settings, workload, variant, backend, dp)
+        measure_into(cell, spec, settings, workload, variant, backend, dp, phases)
     return cell

@@ -98,6 +98,27 @@ def analyses() -> list[Analysis]:
     return list(ANALYSES)
 
 
+# ----------------------------------------------------------------------------- phases
+
+
+class Phases:
+    """Wall time of each phase of a cell in the measuring process (seconds), for
+    ``timing.phases_s``: where a cell's time goes besides its warm-up and timed loop
+    (resolving the plugins, building the step, the collectors, each post-measurement
+    analysis). The launcher adds what it spent outside the worker (docs/launch.md)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 # ----------------------------------------------------------------------------- the record's outcome
 
 
@@ -129,20 +150,28 @@ def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, An
     """Build, warm up and time one cell in this process; never raises. ``dp`` is the
     data-parallel context of a ``world_size`` cell (given by its launcher)."""
     cell = empty_cell(spec)
+    phases = Phases()
     with recording(cell):
-        workload, variant, backend = resolve_cell(spec, settings)
-        measure_into(cell, spec, settings, workload, variant, backend, dp)
+        with phases("resolve"):
+            workload, variant, backend = resolve_cell(spec, settings)
+        measure_into(cell, spec, settings, workload, variant, backend, dp, phases)
     return cell
 
 
 def measure_into(cell: dict[str, Any], spec: TaskSpec, settings: Settings, workload: Workload, variant: Variant,
-                 backend: Backend, dp: Any = None) -> None:
+                 backend: Backend, dp: Any = None, phases: Phases | None = None) -> None:
     """Measure the resolved cell and fill ``cell`` (status ``ok``); raises on failure
     (see :func:`recording`). The step is closed afterwards, whatever happened."""
-    collectors = load_collectors(spec, settings)
+    phases = phases if phases is not None else Phases()
+    with phases("collectors_load"):
+        collectors = load_collectors(spec, settings)
     with contextlib.ExitStack() as cleanup:
-        timed = _time_step(spec, settings, workload, variant, backend, dp, collectors, cleanup)
-        _assemble(cell, spec, workload, variant, backend, dp, collectors, timed)
+        timed = _time_step(spec, settings, workload, variant, backend, dp, collectors, cleanup, phases)
+        _assemble(cell, spec, workload, variant, backend, dp, collectors, timed, phases)
+        t_close = time.perf_counter()
+    # the step's close is outside its ExitStack's timing otherwise
+    phases.seconds["close"] = time.perf_counter() - t_close
+    cell["timing"]["phases_s"] = {k: round(v, 6) for k, v in phases.seconds.items()}
 
 
 # ----------------------------------------------------------------------------- timing
@@ -170,7 +199,7 @@ def _close_quietly(step: Step) -> None:
 
 
 def _time_step(spec: TaskSpec, settings: Settings, workload: Workload, variant: Variant, backend: Backend,
-               dp: Any, collectors: list[Collector], cleanup: contextlib.ExitStack) -> _Timed:
+               dp: Any, collectors: list[Collector], cleanup: contextlib.ExitStack, phases: Phases) -> _Timed:
     """Build the step (registered with ``cleanup`` for closing) and time it, with every
     collector tracking from before the build to after the timed loop."""
     timing_cfg = TimingConfig(
@@ -184,18 +213,20 @@ def _time_step(spec: TaskSpec, settings: Settings, workload: Workload, variant: 
     with contextlib.ExitStack() as stack:
         for col in collectors:
             stack.enter_context(col.track())
-        if spec.world_size is not None:
-            step = backend.prepare_data_parallel(workload, variant, spec.device, spec.batch_size,
-                                                 spec.world_size, seed=settings.seed)
-        else:
-            step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size,
-                                   seed=settings.seed)
-        cleanup.callback(_close_quietly, step)
-        step.reset_device_peak_memory()
+        with phases("prepare"):  # build the model and apply the variant (export, convert, compile set-up)
+            if spec.world_size is not None:
+                step = backend.prepare_data_parallel(workload, variant, spec.device, spec.batch_size,
+                                                     spec.world_size, seed=settings.seed)
+            else:
+                step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size,
+                                       seed=settings.seed)
+            cleanup.callback(_close_quietly, step)
+            step.reset_device_peak_memory()
         probe = _contention_probe(spec, settings)
         load_before = _loadavg()
-        meas = (dp.measure(step, timing_cfg, probes=[probe]) if dp is not None
-                else measure(step, timing_cfg, probes=[probe]))
+        with phases("measure"):  # first step, warm-up and the timed loop (timing.warmup_s, loop_wall_s)
+            meas = (dp.measure(step, timing_cfg, probes=[probe]) if dp is not None
+                    else measure(step, timing_cfg, probes=[probe]))
         load_after = _loadavg()
         # the device peak of the timed steps alone: read before any post-measurement
         # analysis (the FLOP counter and the quality track run the model again)
@@ -244,7 +275,7 @@ def sustained_throughput(meas: Any, global_batch: int) -> float | None:
 
 
 def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant: Variant, backend: Backend,
-              dp: Any, collectors: list[Collector], timed: _Timed) -> None:
+              dp: Any, collectors: list[Collector], timed: _Timed, phases: Phases) -> None:
     """Fill ``cell`` from the timed region: metrics, what the variant, collectors and
     analyses add, the timing record and the raw samples; status ``ok``."""
     step, meas = timed.step, timed.meas
@@ -254,13 +285,14 @@ def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant:
         metrics["distributed"] = _distributed_metrics(spec, dp)
     metrics.update(variant.metrics())
     cell["unavailable"].update(variant.unavailable())
-    for col in collectors:
-        col.observe(meas, meas.loop_window_s)
-        metrics.update(col.metrics())
-        cell["unavailable"].update(col.unavailable())
-        for key, value in col.cell_fields().items():
-            cell.setdefault(key, value)
-    _run_analyses(cell, metrics, spec, workload, variant, backend, step, meas)
+    with phases("collectors"):
+        for col in collectors:
+            col.observe(meas, meas.loop_window_s)
+            metrics.update(col.metrics())
+            cell["unavailable"].update(col.unavailable())
+            for key, value in col.cell_fields().items():
+                cell.setdefault(key, value)
+    _run_analyses(cell, metrics, spec, workload, variant, backend, step, meas, phases)
     _peak_memory(cell, metrics, timed)
     if "distributed" in metrics:
         _finish_distributed(metrics, step)
@@ -317,17 +349,21 @@ def _finish_distributed(metrics: dict[str, Any], step: Step) -> None:
 
 
 def _run_analyses(cell: dict[str, Any], metrics: dict[str, Any], spec: TaskSpec, workload: Workload,
-                  variant: Variant, backend: Backend, step: Step, meas: Any) -> None:
+                  variant: Variant, backend: Backend, step: Step, meas: Any, phases: Phases | None = None) -> None:
     """The post-measurement analyses (FLOP counter, quality, ...), outside the timed
     region; a data-parallel cell gets only its analytic FLOPs."""
+    phases = phases if phases is not None else Phases()
     if spec.world_size is not None:
-        extra, missing = data_parallel_analysis(metrics, workload, variant, spec)
+        with phases("analysis:flops"):
+            extra, missing = data_parallel_analysis(metrics, workload, variant, spec)
         metrics.update(extra)
         cell["unavailable"].update(missing)
         return
     for analysis in analyses():
-        extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
-                                  backend=backend, metrics=metrics, measurement=meas)
+        name = getattr(analysis, "__name__", "analysis").lstrip("_")
+        with phases(f"analysis:{name}"):
+            extra, missing = analysis(step=step, workload=workload, variant=variant, spec=spec,
+                                      backend=backend, metrics=metrics, measurement=meas)
         metrics.update(extra)
         cell["unavailable"].update(missing)
 

@@ -32,8 +32,10 @@ from typing import Any
 from harness.core.cells import Settings, TaskSpec, failed_cell, read_message, write_request
 from harness.launch.base import (
     FRESH_PROCESS,
+    IDLE_WINDOW,
     TORCHRUN,
     Launcher,
+    finish_wall,
     os_error_cause,
     precheck_cell,
     set_launch,
@@ -77,7 +79,7 @@ class ProcessLauncher(Launcher):
             cell = self._launch(spec, settings)
         except OSError as e:
             cell = launcher_error_cell(spec, e, "start")
-        cell["duration_s"] = time.perf_counter() - t0
+        finish_wall(cell, t0)
         return set_launch(cell, TORCHRUN if runs_torchrun(spec) else FRESH_PROCESS, reason)
 
     def _launch(self, spec: TaskSpec, settings: Settings) -> dict[str, Any]:
@@ -160,10 +162,11 @@ def cell_environment(spec: TaskSpec, settings: Settings, scratch: str) -> tuple[
     # the thread policy (docs/contention.md): OpenMP's default on a quiet machine;
     # idle threads sleep (OMP_WAIT_POLICY=PASSIVE) when other processes already
     # compete for the cores as the cell starts (sampled for 0.25 s, runner idle)
-    from harness.core.contention import process_cpus, sample_other_cpu, thread_policy
+    # (the window opens when the previous worker exits: harness.launch.base.IDLE_WINDOW)
+    from harness.core.contention import process_cpus, thread_policy
 
     policy_env, policy = thread_policy(settings.threads, len(process_cpus()),
-                                       other_cores=sample_other_cpu(0.25))
+                                       other_cores=IDLE_WINDOW.other_cores())
     env.update(policy_env)
     env["DLH_CELL_DIR"] = scratch  # scratch space removed by us even if the worker is killed
     # the worker dies with us and keeps its own deadline (harness/core/lifeline.py): a

@@ -68,7 +68,8 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from harness.core.cells import Settings, TaskSpec, write_request
-from harness.launch.base import FRESH_PROCESS, ZYGOTE_FORK, Launcher, os_error_cause, precheck_cell, set_launch
+from harness.launch.base import (FRESH_PROCESS, ZYGOTE_FORK, Launcher, finish_wall, os_error_cause, precheck_cell,
+                                 set_launch)
 from harness.launch.process import (
     PER_CELL_ENV,
     ProcessLauncher,
@@ -286,8 +287,7 @@ class ZygoteLauncher(Launcher):
             cell = set_launch(launcher_error_cell(spec, e, "fork"), ZYGOTE_FORK, None)
         if cell is None:  # the zygote failed us: recorded in _broken, run it fresh
             return self.fresh.launch_fresh(spec, settings, self._broken.get(spec.backend), started=t0)
-        cell["duration_s"] = time.perf_counter() - t0
-        return cell
+        return finish_wall(cell, t0)
 
     def _why_not_fork(self, spec: TaskSpec, mode: str) -> str | None:
         if mode == "process":
@@ -481,8 +481,11 @@ WARM_IMPORTS: dict[str, tuple[str, ...]] = {
     "torch": ("torch.utils.flop_counter", "torch._dynamo"),
 }
 LATER_IMPORTS: dict[str, tuple[str, ...]] = {
-    "": ("sklearn.datasets", "torch"),
-    "torch": ("onnx",),
+    "": ("sklearn.datasets", "torch", "harness.core.quality", "harness.core.flops",
+         "harness.core.frameworks.torch_utils"),
+    # not onnxruntime: its import starts a thread (~0.1 s in each int8 cell instead)
+    "torch": ("onnx", "onnx.numpy_helper", "torch.onnx", "harness.variants._torch_utils"),
+    "tensorflow": ("ai_edge_litert.interpreter", "harness.variants._tf_utils", "harness.core.frameworks.keras_utils"),
 }
 
 

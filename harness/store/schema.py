@@ -139,6 +139,9 @@ TIMING_SCHEMA: dict[str, Any] = _obj({
     "warmup_ended_by": {"enum": ["rule", "cap", None]},
     "warmup_rule": _STR_OR_NULL,
     "warmup_evidence": _OBJ_OR_NULL,
+    # where the cell's wall time went, seconds by phase (docs/launch.md): resolve, prepare,
+    # measure, collectors, analysis:NAME, close (in the worker) and outside_worker
+    "phases_s": {"type": ["object", "null"], "additionalProperties": _NUM_OR_NULL},
 }, nullable=True)  # fmt: skip
 
 RUNTIME_SCHEMA: dict[str, Any] = _obj({

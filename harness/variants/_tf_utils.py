@@ -93,9 +93,42 @@ def litert_quantize(variant: Any, model: Any, *, mode: str = "inference", device
         raise SkipCell(f"{variant.name} needs the python package 'ai-edge-litert' (pip install -r requirements.txt)")
     import tensorflow as tf
 
+    from harness.core import cache
+
     t0 = time.perf_counter()
     batches = _representative(workload, calibration)
     specs = [tf.TensorSpec([None, *i.shape[1:]], i.dtype) for i in model.inputs]
+    # converted flatbuffers are cached (kind "tflite"; see docs/cache.md)
+    status, reason, key = cache.OFF, cache.disabled_reason(), None
+    flat: bytes | None = None
+    if cache.enabled():
+        try:
+            key = litert_cache_key(variant, model, specs, batches, static)
+        except Exception as e:  # noqa: BLE001 - no key, no cache: convert as before
+            reason = f"no cache key: {type(e).__name__}: {str(e)[:200]}"
+    if key is not None:
+        got = cache.get_bytes("tflite", key, ".tflite")
+        status, reason = got.status, got.reason
+        flat = got.value if got.hit else None
+    if flat is None:
+        flat = _convert(tf, model, specs, batches, static)
+        if key is not None:
+            reason = cache.put_bytes("tflite", key, flat, ".tflite") or reason
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or None
+    variant._metrics = {
+        "quantize_time_s": time.perf_counter() - t0,  # the time spent here: small on a cache hit
+        "runtime_engine": "ai_edge_litert interpreter",
+        "export_cache": status,
+    }
+    if reason:
+        variant._metrics["export_cache_reason"] = reason
+    return LiteRTModel(flat, keras_params(model), int(workload.num_classes), threads=threads,
+                       fmt="tflite (int8 full-integer)" if static else "tflite (int8 dynamic range)")
+
+
+def _convert(tf: Any, model: Any, specs: list[Any], batches: list[list[Any]], static: bool) -> bytes:
+    """The LiteRT flatbuffer of ``model``: dynamic-range, or full-integer calibrated on
+    ``batches`` (``static``)."""
     with tempfile.TemporaryDirectory(prefix="dlh-litert-") as d:
         # Keras 3 export freezes the variables into a SavedModel, which the converter needs
         model.export(d, format="tf_saved_model", verbose=False, input_signature=specs)
@@ -108,14 +141,51 @@ def litert_quantize(variant: Any, model: Any, *, mode: str = "inference", device
 
             conv.representative_dataset = rep
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        flat = conv.convert()
-    threads = tf.config.threading.get_intra_op_parallelism_threads() or None
-    variant._metrics = {
-        "quantize_time_s": time.perf_counter() - t0,
-        "runtime_engine": "ai_edge_litert interpreter",
-    }
-    return LiteRTModel(flat, keras_params(model), int(workload.num_classes), threads=threads,
-                       fmt="tflite (int8 full-integer)" if static else "tflite (int8 dynamic range)")
+        return bytes(conv.convert())
+
+
+#: Bump when the conversion code changes in a way :func:`litert_cache_key` misses (it
+#: already hashes this file, the variant's and the model's layer classes' source files).
+LITERT_CACHE_VERSION: int = 1
+
+
+def _keras_layer_types(model: Any) -> list[type]:
+    out: list[type] = []
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        out.append(type(layer))
+        stack.extend(getattr(layer, "layers", None) or [])
+    return out
+
+
+def litert_cache_key(variant: Any, model: Any, specs: list[Any], batches: list[list[Any]], static: bool) -> str:
+    """The ``tflite`` cache key of a converted model (see docs/cache.md): the variant and
+    its config, the Keras model's architecture JSON and a digest of its weights, the input
+    signature, the representative batches' bytes, the versions of tensorflow, keras,
+    ai-edge-litert and numpy, and the source files of the model's non-Keras layer
+    classes, of the variant and of this module (the converter)."""
+    import dataclasses
+
+    from harness.core import cache
+
+    vcfg = getattr(variant, "config", None)
+    return cache.key(
+        what="tflite-int8", v=LITERT_CACHE_VERSION, static=static,
+        variant=variant.name,
+        variant_config=dataclasses.asdict(vcfg) if dataclasses.is_dataclass(vcfg) else repr(vcfg),
+        architecture=model.to_json(),
+        weights=cache.digest_arrays(model.get_weights()),
+        signature=[[list(s.shape), s.dtype.name] for s in specs],
+        batches=cache.digest_arrays([a for b in batches for a in b]),
+        batch_count=[len(b) for b in batches],
+        versions=cache.package_versions("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy"),
+        sources=cache.source_digests([*_keras_layer_types(model), type(variant), litert_quantize],
+                                     skip_prefixes=("keras", "tensorflow", "tf_keras")),
+    )
 
 
 def rebuild_with_policy(model: Any, workload: Any, policy: str) -> Any:
@@ -156,4 +226,4 @@ def prune_keras_global(model: Any, amount: float) -> int:
     return k
 
 
-__all__ = ["LiteRTModel", "litert_quantize", "rebuild_with_policy", "prune_keras_global"]
+__all__ = ["LiteRTModel", "litert_quantize", "litert_cache_key", "rebuild_with_policy", "prune_keras_global"]

@@ -24,6 +24,11 @@ writes a model that is smaller on disk. Both variants are inference-only.
 TensorFlow: LiteRT (TFLite) conversion — dynamic-range quantization for
 ``int8-dynamic``, full-integer quantization with a representative dataset for
 ``int8-static`` — run with ``ai_edge_litert``'s interpreter.
+
+Both are cached (:mod:`harness.core.cache`, kinds ``onnx`` and ``tflite``): the exported
+and quantized model is keyed by the weights, the batches, the variant, the model's
+source and the library versions; ``export_cache`` records ``hit``/``miss``/``off`` and
+``quantize_time_s`` the time actually spent (small on a hit).
 """
 
 from __future__ import annotations
@@ -83,22 +88,49 @@ class _OrtQuantVariant(Variant):
         for pkg in ("onnx", "onnxruntime"):
             if importlib.util.find_spec(pkg) is None:
                 raise SkipCell(f"{self.name} needs the python package {pkg!r} (pip install -r requirements.txt)")
-        from harness.variants._torch_utils import OrtModel, example_batches, export_onnx, input_names
+        from harness.core import cache
+        from harness.variants._torch_utils import (OrtModel, example_batches, export_cache_key, export_onnx,
+                                                   input_names)
 
         t0 = time.perf_counter()
         batches = example_batches(workload, calibration)
-        fp32 = export_onnx(model, workload, batches[0])
-        with tempfile.TemporaryDirectory(prefix="dlh-int8-") as d:
-            src, out = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
-            with open(src, "wb") as f:
-                f.write(fp32)
-            self._quantize(src, out, workload, batches)
-            q = _strip(out)
+        # exported + quantized models are cached (kind "onnx"): the same weights,
+        # batches, variant and versions give the same bytes (see docs/cache.md)
+        status, reason, key = cache.OFF, cache.disabled_reason(), None
+        q: bytes | None = None
+        fp32_size: int | None = None
+        if cache.enabled():
+            try:
+                key = export_cache_key(model, workload, batches, self)
+            except Exception as e:  # noqa: BLE001 - no key, no cache: export as before
+                reason = f"no cache key: {type(e).__name__}: {str(e)[:200]}"
+        if key is not None:
+            meta, blob = cache.get_json("onnx", key), cache.get_bytes("onnx", key, ".onnx")
+            size = meta.value.get("onnx_fp32_size_bytes") if meta.hit and isinstance(meta.value, dict) else None
+            if blob.hit and isinstance(size, int):
+                status, reason, q, fp32_size = cache.HIT, None, blob.value, size
+            else:
+                status, reason = cache.MISS, meta.reason or blob.reason
+        if q is None:
+            fp32 = export_onnx(model, workload, batches[0])
+            fp32_size = len(fp32)
+            with tempfile.TemporaryDirectory(prefix="dlh-int8-") as d:
+                src, out = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
+                with open(src, "wb") as f:
+                    f.write(fp32)
+                self._quantize(src, out, workload, batches)
+                q = _strip(out)
+            if key is not None:
+                reason = (cache.put_bytes("onnx", key, q, ".onnx")
+                          or cache.put_json("onnx", key, {"onnx_fp32_size_bytes": fp32_size}) or reason)
         self._metrics = {
-            "quantize_time_s": time.perf_counter() - t0,
-            "onnx_fp32_size_bytes": len(fp32),
+            "quantize_time_s": time.perf_counter() - t0,  # the time spent here: small on a cache hit
+            "onnx_fp32_size_bytes": fp32_size,
             "runtime_engine": "onnxruntime",
+            "export_cache": status,
         }
+        if reason:
+            self._metrics["export_cache_reason"] = reason
         return OrtModel(q, input_names(workload), fmt="onnx (int8)")
 
 
