@@ -134,3 +134,13 @@ def pids_with_env(marker: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return pids
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a run a test interrupts with SIGINT: Ctrl-C's default action,
+    which Python turns into KeyboardInterrupt. A test session started in the background
+    by a non-interactive shell (``pytest &``, some CI runners) inherits SIGINT *ignored*,
+    as POSIX specifies for asynchronous commands, and passes that on to the run."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

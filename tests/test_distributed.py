@@ -17,7 +17,7 @@ from harness.launch.distributed import attach_scaling, lockstep_measure, sweep_w
 from harness.launch.torchrun import torchrun_command
 from harness.core.suite import ConfigError, Settings, Suite, TaskSpec, expand
 from harness.core.timing import TimingConfig
-from tests.conftest import ROOT, only_result
+from tests.conftest import ROOT, interruptible, only_result
 
 
 def _by_ws(doc):
@@ -322,7 +322,8 @@ def test_interrupt_during_a_ddp_cell_keeps_finished_cells_and_leaves_no_workers(
         [sys.executable, "-m", "harness", "run", "-w", "toy", "-w", "toy_hang", "--size", "tiny", "--mode",
          "training", "--world-size", "2", "--min-time", "0.05", "--out", str(tmp_path), "--no-progress",
          "--timeout", "300"],
-        cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible)
     # the toy cell finishes; toy_hang's two workers then hang while building: interrupt them
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import PLUGIN_SITE, ROOT, pids_with_env
+from tests.conftest import PLUGIN_SITE, ROOT, interruptible, pids_with_env
 
 SIGNALS = ("SIGKILL", "SIGHUP", "SIGTERM", "SIGINT")
 TOY_ID = "toy/torch/cpu/fp32/inference/bs4/tiny"
@@ -105,6 +105,7 @@ def _start(sc: Scenario) -> None:
          "--size", "tiny", "--min-time", "0.05", "--timeout", "300", "--out", str(sc.out), "--no-progress"],
         cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # like a CI job: a signal reaches the runner only, as sent here
+        preexec_fn=interruptible,  # SIGINT as a terminal's Ctrl-C, even if this session ignores it
     )
 
 

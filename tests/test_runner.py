@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, only_result
+from tests.conftest import ROOT, interruptible, only_result
 
 
 def _cells(doc):
@@ -86,6 +86,7 @@ def test_ctrl_c_keeps_finished_cells(plugin_site, tmp_path):
          "--mode", "inference", "--size", "tiny", "--min-time", "0.05", "--timeout", "120",
          "--out", str(tmp_path), "--no-progress"],
         cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible,
     )
     # wait until the first cell is saved and the hanging one is running
     deadline = time.time() + 90
