@@ -359,11 +359,19 @@ def test_idle_window_counts_the_runners_time_between_cells_and_sleeps_only_the_r
     # opened at t=0 (a worker exited), 0.1 s of bookkeeping (the runner's own 5 ticks are
     # not "others"), closed at t=0.1: sleeps the 0.15 s left of the 0.25 s window
     write_proc(tmp_path, State(two_cpus(1000, 1000), {PID: (1, "harness", 300, 0)}))
-    win = IdleWindow(0.25, proc_root=tmp_path, clock=Clock([0.0, 0.1, 0.1, 0.25]), sleep=slept.append, pid=PID)
+    # (others busy at the early look too, so the full window runs)
+    win = IdleWindow(0.25, proc_root=tmp_path, clock=Clock([0.0, 0.1, 0.1, 0.1, 0.1, 0.25]), sleep=slept.append,
+                     pid=PID)
     win.open()
     write_proc(tmp_path, State(two_cpus(1030, 1030), {PID: (1, "harness", 305, 0)}))
     assert win.other_cores() == pytest.approx((60 - 5) / 100 / 0.25)
-    assert slept == [pytest.approx(0.15)]
+    assert slept == [pytest.approx(0.15)] and win.last_window_s == 0.25
+    # a clearly quiet machine (only the runner's own ticks) decides after 0.1 s
+    slept.clear()
+    win = IdleWindow(0.25, proc_root=tmp_path, clock=Clock([0.0, 0.02, 0.02, 0.1]), sleep=slept.append, pid=PID)
+    win.open()
+    write_proc(tmp_path, State(two_cpus(1033, 1032), {PID: (1, "harness", 310, 0)}))
+    assert win.other_cores() == 0.0 and slept == [pytest.approx(0.08)] and win.last_window_s == 0.1
     # a window left open longer than max_age_s is replaced by a fresh sample of its own
     slept.clear()
     win = IdleWindow(0.25, max_age_s=2.0, proc_root=tmp_path, clock=Clock([0.0, 5.0, 5.0, 5.25]),

@@ -725,16 +725,24 @@ class IdleWindow:
     ticks. So the window opens when a worker has exited (:meth:`open`) and the next
     cell's :meth:`other_cores` closes it, sleeping only for what is left of ``seconds``:
     the same window length and rule as a separate sample, without adding ``seconds`` of
-    idle time to every cell. A window older than ``max_age_s`` (a long pause between
-    cells) is replaced by a fresh sample, so the decision stays about the moment the cell
-    starts."""
+    idle time to every cell. A machine that is clearly quiet decides early: when other
+    processes used at most ``quiet_cores`` over the first ``quiet_after_s`` (at 100 Hz on
+    2 CPUs, at most 2 ticks in 0.1 s, where one busy process shows 10), the window ends
+    there; anything more runs the full ``seconds``, whose resolution the busy rule
+    was set for. A window older than ``max_age_s`` (a long pause between cells) is
+    replaced by a fresh sample, so the decision stays about the moment the cell starts.
+    ``last_window_s`` is the length of the last window (None: no sample)."""
 
-    def __init__(self, seconds: float = 0.25, max_age_s: float = 2.0, *, proc_root: Path | str = Path("/proc"),
+    def __init__(self, seconds: float = 0.25, max_age_s: float = 2.0, *, quiet_after_s: float = 0.1,
+                 quiet_cores: float = 0.1, proc_root: Path | str = Path("/proc"),
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  pid: int | None = None) -> None:
         self.seconds = float(seconds)
-        self._pid = pid
         self.max_age_s = float(max_age_s)
+        self.quiet_after_s = min(float(quiet_after_s), self.seconds)
+        self.quiet_cores = float(quiet_cores)
+        self.last_window_s: float | None = None
+        self._pid = pid
         self._root = Path(proc_root)
         self._clock = clock
         self._sleep = sleep
@@ -757,23 +765,35 @@ class IdleWindow:
         self._start = (t, busy, own, cpus, pid)
 
     def other_cores(self) -> float | None:
-        """Cores that other processes used since :meth:`open` (at least ``seconds``;
-        a fresh :func:`sample_other_cpu` when no window is open or it is too old). The
-        window closes."""
+        """Cores that other processes used since :meth:`open` (over ``quiet_after_s``
+        when that shows a quiet machine, else at least ``seconds``; a fresh
+        :func:`sample_other_cpu` when no window is open or it is too old). The window
+        closes."""
         start, self._start = self._start, None
         pid_now = self._pid or os.getpid()  # a forked copy of the runner has its own window
         if start is None or start[4] != pid_now or self._clock() - start[0] > self.max_age_s:
-            return sample_other_cpu(self.seconds, proc_root=self._root, clock=self._clock, sleep=self._sleep,
-                                    pid=pid_now)
+            self.last_window_s = self.seconds
+            got = sample_other_cpu(self.seconds, proc_root=self._root, clock=self._clock, sleep=self._sleep,
+                                   pid=pid_now)
+            self.last_window_s = None if got is None else self.seconds
+            return got
         t0, b0, o0, cpus, pid = start
-        left = self.seconds - (self._clock() - t0)
-        if left > 0:
-            self._sleep(left)
-        try:
-            t1, b1, o1 = self._state(pid, cpus)
-        except (OSError, ValueError, IndexError):
-            return None
-        if t1 <= t0:
-            return None
         tick = 1.0 / _clk_tck()
-        return max(0.0, ((b1 - b0) - (o1 - o0)) * tick / (t1 - t0))
+        self.last_window_s = None
+        for until, final in ((self.quiet_after_s, False), (self.seconds, True)):
+            if not final and until >= self.seconds:
+                continue
+            left = until - (self._clock() - t0)
+            if left > 0:
+                self._sleep(left)
+            try:
+                t1, b1, o1 = self._state(pid, cpus)
+            except (OSError, ValueError, IndexError):
+                return None
+            if t1 <= t0:
+                return None
+            cores = max(0.0, ((b1 - b0) - (o1 - o0)) * tick / (t1 - t0))
+            if final or cores <= self.quiet_cores:
+                self.last_window_s = round(t1 - t0, 4)
+                return cores
+        return None  # pragma: no cover - the final pass returns

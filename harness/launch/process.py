@@ -167,6 +167,7 @@ def cell_environment(spec: TaskSpec, settings: Settings, scratch: str) -> tuple[
 
     policy_env, policy = thread_policy(settings.threads, len(process_cpus()),
                                        other_cores=IDLE_WINDOW.other_cores())
+    policy["other_cpu_window_s"] = IDLE_WINDOW.last_window_s  # seconds the decision looked at
     env.update(policy_env)
     env["DLH_CELL_DIR"] = scratch  # scratch space removed by us even if the worker is killed
     # the worker dies with us and keeps its own deadline (harness/core/lifeline.py): a

@@ -81,7 +81,7 @@ from harness.launch.process import (
 
 ZYGOTE_MODULE = "harness.launch.zygote"
 MAX_ZYGOTES = 3  # zygotes kept at once (LRU); each holds a framework's memory (torch ~0.3 GB)
-REPLY_TIMEOUT_S = 300.0  # for the zygote's answer to a fork request (the second one imports LATER_IMPORTS)
+REPLY_TIMEOUT_S = 300.0  # for the zygote's answer to a fork request
 REAP_TIMEOUT_S = 10.0  # for the exit report of a child we killed
 POLL_S = 0.5  # the zygote checks its parent this often
 
@@ -474,9 +474,11 @@ BASELINE_IMPORTS: tuple[str, ...] = ("numpy", "scipy.linalg")
 #: framework: torch's FLOP counter (``FlopCounterMode`` imports ``torch._dynamo``, ~5 s).
 #: LATER_IMPORTS are needed by some cells -- the quality track's digits data
 #: (scikit-learn, ~4 s) and its torch reference model (torch, ~4 s, also for TensorFlow
-#: cells), ONNX for torch's int8 variants (~1.5 s) -- and imported when the zygote's
-#: second cell is asked for, so that a run with one cell of the backend pays nothing
-#: extra. Import only; the zygote checks that none of them started a thread.
+#: cells), ONNX for torch's int8 variants (~1.5 s), LiteRT for TensorFlow's -- and are
+#: imported by the zygote too, before it reports ready: a child that imported them itself
+#: would lose them when it exits (a zygote is started only for a backend with
+#: ZYGOTE_MIN_CELLS cells in the run). Import only; the zygote checks that none of them
+#: started a thread.
 WARM_IMPORTS: dict[str, tuple[str, ...]] = {
     "torch": ("torch.utils.flop_counter", "torch._dynamo"),
 }
@@ -528,16 +530,9 @@ def _preload(backend: str) -> tuple[list[str], list[str], int]:
     return imported, problems, base_threads
 
 
-def _warm(imported: list[str], threads_before: int) -> str | None:
-    """Import :data:`LATER_IMPORTS` for the frameworks ``imported``; why forking is now
-    unsafe when that started threads, else None."""
-    names = [*LATER_IMPORTS[""], *(m for pkg in imported for m in LATER_IMPORTS.get(pkg, ()))]
-    _import_all(names, [])
-    threads = _os_threads()
-    if threads > threads_before:
-        return (f"importing {', '.join(names)} in the zygote left {threads - threads_before} more thread(s) "
-                "running; forking a process with running threads can deadlock the child")
-    return None
+def _later_imports(imported: list[str]) -> list[str]:
+    """:data:`LATER_IMPORTS` for the frameworks ``imported``."""
+    return [*LATER_IMPORTS[""], *(m for pkg in imported for m in LATER_IMPORTS.get(pkg, ()))]
 
 
 class _Children:
@@ -699,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         imported, problems, base_threads = _preload(backend)
+        # what some cells need, once here rather than in each child that needs it (the
+        # runner starts a zygote only for a backend with ZYGOTE_MIN_CELLS cells to run)
+        _import_all(_later_imports(imported), problems)
     except Exception as e:  # noqa: BLE001 - the runner falls back to fresh processes
         _reply(reply, {"ready": False, "error": f"{type(e).__name__}: {e}"})
         return 1
@@ -713,19 +711,15 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": threads, "threads_before_framework": base_threads, "unsafe": unsafe,
                    "imported": imported, "problems": problems[:20]})
     try:
-        return _serve(reply, parent, children, die, lambda: _warm(imported, threads))
+        return _serve(reply, parent, children, die)
     except OSError:  # our reply pipe broke: the runner is gone
         die(143)
     return 143  # pragma: no cover - die() does not return
 
 
-def _serve(reply: int, parent: int, children: _Children, die: Callable[[int], None],
-           warm: Callable[[], str | None]) -> int:
-    """The zygote's loop: fork a child per request (warming up before the second one),
-    report every child's exit."""
+def _serve(reply: int, parent: int, children: _Children, die: Callable[[int], None]) -> int:
+    """The zygote's loop: fork a child per request, report every child's exit."""
     buf = b""
-    forks = 0
-    warmed = False
     while True:
         if os.getppid() != parent:
             die(143)
@@ -747,18 +741,11 @@ def _serve(reply: int, parent: int, children: _Children, die: Callable[[int], No
             order = json.loads(line)
             op = order.get("op")
             if op == "fork":
-                if forks and not warmed:
-                    warmed = True
-                    unsafe = warm()
-                    if unsafe is not None:  # the runner stops using this zygote
-                        _reply(reply, {"error": unsafe})
-                        continue
                 try:
                     pid = _fork_child(order, [reply, *children.fds()])
                 except OSError as e:
                     _reply(reply, {"error": f"fork failed: {os_error_cause(e)}"})
                     continue
-                forks += 1
                 children.add(pid, (order.get("env") or {}).get("DLH_CELL_DIR"))
                 _reply(reply, {"started": pid})
             elif op == "run":  # become this cell's worker, in this process, and exit
