@@ -97,7 +97,7 @@ def test_clear_removes_only_entries_of_the_kind(cache_dir):
     assert cache.info()["kinds"]["onnx"]["entries"] == 1
     assert cache.clear() == (1, 1)
     assert (cache_dir / "notes.txt").exists()
-    with pytest.raises(ValueError, match="kinds: quality, flops, onnx, tflite"):
+    with pytest.raises(ValueError, match="kinds: quality, flops, onnx, tflite, quality_eval"):
         cache.clear("bogus")
 
 
@@ -202,12 +202,14 @@ def test_warm_cache_gives_the_same_numbers_as_a_cold_one(cache_dir):
             assert (cold["export_cache"], warm["export_cache"]) == ("miss", "hit")
             assert warm["quantize_time_s"] > 0  # the time actually spent, small on a hit
             q_cold, q_warm = cold["quality"], warm["quality"]
-            assert q_warm["trained"]["cache"] == "hit"
+            assert (q_cold["eval_cache"], q_warm["eval_cache"]) == ("miss", "hit")
+            assert q_warm["trained"]["cache"] == "unused"  # the evaluation was reused: nothing loaded
             for k in ("accuracy", "fp32_accuracy", "agreement"):
                 assert q_cold[k] == q_warm[k]
         assert {k: cold.get(k) for k in keys} == {k: warm.get(k) for k in keys}
     kinds = cache.info()["kinds"]
     assert kinds["flops"]["entries"] == 2 and kinds["onnx"]["entries"] >= 2 and kinds["quality"]["entries"] == 1
+    assert kinds["quality_eval"]["entries"] == 1
 
 
 @needs_ort
@@ -263,5 +265,137 @@ def test_cli_info_clear_and_unknown_kind(capsys, cache_dir):
     assert cache.info()["entries"] == 1
     assert main(["cache", "clear", "--kind", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "quality, flops, onnx, tflite" in err[0]
+    assert len(err) == 1 and "quality, flops, onnx, tflite, quality_eval" in err[0]
     assert main(["cache", "clear"]) == 0 and cache.info()["entries"] == 0
+
+
+# ------------------------------------------------------------------ quality evaluations
+
+_NOT_EVAL = ("eval_cache", "eval_cache_reason", "trained")  # how this cell got the numbers, not the numbers
+
+
+def _quality(metrics: dict) -> dict:
+    return {k: v for k, v in metrics["quality"].items() if k not in _NOT_EVAL}
+
+
+def _other_cpu(monkeypatch, flags: str) -> None:
+    text = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse4_2 {flags}\n"
+    monkeypatch.setattr(cache, "_read_cpuinfo", lambda: text)
+
+
+@needs_ort
+def test_quality_evaluation_is_reused_and_keyed_by_the_machine(monkeypatch, cache_dir):
+    from harness.core import quality
+
+    calls = []
+    real = quality.trained_model
+    monkeypatch.setattr(quality, "trained_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _other_cpu(monkeypatch, "avx2 fma")
+    from harness.core import metrics as M
+    from harness.store.schema import CELL_SCHEMA, compile_schema
+
+    for variant in ("fp32", "int8-dynamic"):
+        cold_cell, warm_cell = _run(variant, "inference"), _run(variant, "inference")
+        cold, warm = cold_cell["metrics"], warm_cell["metrics"]
+        assert compile_schema(CELL_SCHEMA)(warm_cell, "") is None
+        assert M.undeclared([warm_cell]) == M.undeclared([cold_cell])  # a hit adds no undeclared number
+        assert (cold["quality"]["eval_cache"], warm["quality"]["eval_cache"]) == ("miss", "hit")
+        assert _quality(warm) == _quality(cold)  # accuracy, delta, agreement, gate, fp32 accuracy, ...
+        assert cold["quality"]["trained"]["cache"] in ("miss", "hit") and warm["quality"]["trained"]["cache"] == "unused"
+        # the measured model's own stats are computed live on every cell, never taken from the cache
+        for k in ("params", "nonzero_params", "model_size_bytes"):
+            assert warm[k] == cold[k] and k not in warm["quality"]
+    assert len(calls) == 2  # the warm cells neither trained nor loaded the fp32 model
+    # the model's torch module classes are checked on a hit: a changed source file is a miss
+    import json
+
+    entry = next((cache_dir / "quality_eval").glob("*.json"))
+    stored = json.loads(entry.read_text())
+    assert any("_torch_models" in p for p, _ in stored["model_sources"].values())
+    for v in stored["model_sources"].values():
+        v[1] = "0" * 64
+    entry.write_text(json.dumps(stored))
+    q = _run(stored["quality"].get("variant_metrics") and "int8-dynamic" or "fp32", "inference")["metrics"]["quality"]
+    assert q["eval_cache"] == "miss" and "stale" in q["eval_cache_reason"] and len(calls) == 3
+    # another CPU (an int8 kernel ISA more) sharing this cache directory does not get these numbers
+    _other_cpu(monkeypatch, "avx2 fma avx512_vnni")
+    moved = _run("int8-dynamic", "inference")["metrics"]["quality"]
+    assert moved["eval_cache"] == "miss" and len(calls) == 4
+    assert cache.info()["kinds"]["quality_eval"]["entries"] == 3
+
+
+def _user_plugins(tmp_path, monkeypatch, extra: str = ""):
+    path = tmp_path / "dlh_user_plugins.py"
+    path.write_text(
+        "from harness.variants import FP32Variant\n"
+        "from harness.backends.torch_backend import TorchBackend\n"
+        "class UserVariant(FP32Variant):\n"
+        "    name = 'user-fp32'\n"
+        "class UserBackend(TorchBackend):\n"
+        "    name = 'user-torch'\n"
+        f"{extra}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("dlh_user_plugins", None)
+    return importlib.import_module("dlh_user_plugins"), path
+
+
+def test_quality_eval_key_changes_with_variant_backend_sources_data_and_machine(tmp_path, monkeypatch):
+    from harness.core import quality
+    from harness.core.registry import load
+    from harness.variants.prune import PruneConfig, PruneStructuredVariant
+    from harness.workloads.mlp import MLPWorkload
+
+    mod, path = _user_plugins(tmp_path, monkeypatch)
+    qwl = quality.quality_workload(MLPWorkload("tiny"))
+    torch_be, variant, backend = load("backend", "torch")(), mod.UserVariant(), mod.UserBackend()
+    _other_cpu(monkeypatch, "avx2")
+
+    def k(variant=variant, backend=backend, device="cpu"):
+        return quality.eval_cache_key(qwl, variant, backend, device)
+
+    base = k()
+    assert base == k()  # deterministic: no time, no run id
+    assert k(variant=load("variant", "int8-dynamic")()) != base  # the variant
+    pruned = k(variant=PruneStructuredVariant(PruneConfig(amount=0.5)))
+    assert k(variant=PruneStructuredVariant(PruneConfig(amount=0.75))) != pruned  # its config
+    assert k(variant=PruneStructuredVariant(PruneConfig(amount=0.5, quality_gate=0.5))) != pruned  # its gate
+    assert k(backend=torch_be) != base  # the backend
+    with monkeypatch.context() as m:  # the trained model (every part of its key but the model's classes' files)
+        m.setitem(quality.RECIPES, "mlp", quality.TrainRecipe(epochs=31, lr=3e-3))
+        assert k() != base
+    with monkeypatch.context() as m:
+        m.setattr(quality, "DATASET", quality.DATASET.replace("75/25", "80/20"))
+        assert k() != base  # the evaluation data (its description; its code is in the sources)
+    assert k(device="cuda") != base  # the device type
+    _other_cpu(monkeypatch, "avx2 avx512_bf16")
+    assert k() != base  # the CPU's numerics-relevant ISA flags
+    _other_cpu(monkeypatch, "avx2 hypervisor")
+    assert k() == base  # flags that cannot change numerics do not split the cache
+    _other_cpu(monkeypatch, "avx2")
+    with monkeypatch.context() as m:
+        m.setattr("platform.machine", lambda: "aarch64")
+        assert k() != base  # the architecture
+    assert k() == base
+    # editing the variant's or the backend's source file invalidates, without re-importing
+    path.write_text(path.read_text() + "# an edit of the user's plugins\n")
+    assert k() != base
+
+
+def test_quality_eval_cache_off_and_unwritable_never_fail_the_cell(monkeypatch, tmp_path):
+    from harness.core import quality
+
+    # an untrained model (the numbers do not matter here, only the cache's bookkeeping)
+    monkeypatch.setattr(quality, "train_fp32", lambda qwl, data, recipe: qwl.build("torch").eval())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(cache.DIR_ENV, str(blocker / "cache"))
+    for _ in range(2):
+        cell = _run("fp32", "inference")
+        q = cell["metrics"]["quality"]
+        assert q["eval_cache"] == "miss" and "could not write the cache" in q["eval_cache_reason"]
+        assert cell["metrics"]["model_size_bytes"] > 0
+    monkeypatch.setenv(cache.DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.ENABLE_ENV, "0")
+    q = _run("fp32", "inference")["metrics"]["quality"]
+    assert q["eval_cache"] == "off" and "DL_HARNESS_CACHE=0" in q["eval_cache_reason"]
+    assert not (tmp_path / "cache").exists()

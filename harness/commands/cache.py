@@ -16,12 +16,14 @@ ORDER = 50
 
 
 def add_parser(sub: Any) -> None:
+    from harness.core.cache import KINDS  # the standard library only: cheap at parser build
+
     p = sub.add_parser("cache", help="show or clear the cache of FLOP counts, int8 models and quality models",
                        description="Show (info) or empty (clear) the on-disk cache; see docs/cache.md.")
     p.add_argument("action", nargs="?", default="info", choices=("info", "clear"),
                    help="info (default): location, bound, entries and bytes per kind; clear: delete entries")
     p.add_argument("--kind", default=None, metavar="K",
-                   help="clear only this kind (quality, flops, onnx, tflite)")
+                   help=f"clear only this kind ({', '.join(KINDS)})")
     p.add_argument("--json", action="store_true", help="info as JSON")
 
 
@@ -51,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
         return EXIT_OK
     state = "enabled" if info["enabled"] else f"disabled ({cache.ENABLE_ENV}=0)"
-    print(f"location  {info['root']}  ({state}; set {cache.DIR_ENV} to move it)")
-    print(f"bound     {_mb(info['max_bytes'])}  (set {cache.MAX_MB_ENV}; least recently used entries go first)")
+    print(f"location      {info['root']}  ({state}; set {cache.DIR_ENV} to move it)")
+    print(f"bound         {_mb(info['max_bytes'])}  (set {cache.MAX_MB_ENV}; least recently used entries go first)")
     for kind, v in info["kinds"].items():
-        print(f"{kind:<9} {v['entries']:>5} entries  {_mb(v['bytes']):>10}")
-    print(f"{'total':<9} {info['entries']:>5} entries  {_mb(info['bytes']):>10}")
+        print(f"{kind:<13} {v['entries']:>5} entries  {_mb(v['bytes']):>10}")
+    print(f"{'total':<13} {info['entries']:>5} entries  {_mb(info['bytes']):>10}")
     return EXIT_OK

@@ -6,7 +6,9 @@ What is cached, one subfolder per kind (:data:`KINDS`):
 * ``quality/`` the quality track's trained fp32 models (:mod:`harness.core.quality`);
 * ``flops/``   FLOP and byte counts of one torch step (:mod:`harness.core.flops`);
 * ``onnx/``    the exported + int8-quantized ONNX models of the torch int8 variants;
-* ``tflite/``  the converted LiteRT flatbuffers of the TensorFlow int8 variants.
+* ``tflite/``  the converted LiteRT flatbuffers of the TensorFlow int8 variants;
+* ``quality_eval/`` the quality track's evaluation of a variant on a backend (the
+  ``metrics.quality`` numbers; :func:`harness.core.quality.evaluate_quality`).
 
 Each entry is one file named by its key: a hex digest of everything that affects the
 value (:func:`key`: canonical JSON of the parts, ``sort_keys``). Callers build the parts;
@@ -41,7 +43,7 @@ MAX_MB_ENV: str = "DL_HARNESS_CACHE_MAX_MB"
 ENABLE_ENV: str = "DL_HARNESS_CACHE"
 DEFAULT_MAX_MB: float = 2048.0
 EVICT_TO: float = 0.9  # after an eviction the cache holds at most this fraction of the bound
-KINDS: tuple[str, ...] = ("quality", "flops", "onnx", "tflite")
+KINDS: tuple[str, ...] = ("quality", "flops", "onnx", "tflite", "quality_eval")
 HIT, MISS, OFF = "hit", "miss", "off"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
@@ -314,11 +316,13 @@ def file_digest(path: str | Path) -> str:
     return got
 
 
-def source_digests(objs: Any, skip_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
+def source_digests(objs: Any, skip_prefixes: tuple[str, ...] = (),
+                   paths: dict[str, str] | None = None) -> dict[str, str]:
     """``{module.qualname: digest of its source file}`` of the classes (or functions)
     in ``objs`` and, for classes, of their bases, except those whose module starts with
     one of ``skip_prefixes`` (the framework itself, whose version is keyed instead) or
-    is built in. Editing a user's ``forward()`` thus changes the key."""
+    is built in. Editing a user's ``forward()`` thus changes the key. ``paths``, when
+    given, receives ``{module.qualname: source file}`` (to re-check the digests later)."""
     import inspect
     import sys
 
@@ -341,6 +345,8 @@ def source_digests(objs: Any, skip_prefixes: tuple[str, ...] = ()) -> dict[str, 
                 except (TypeError, OSError):
                     path = None
             out[name] = file_digest(path) if path else "no source file"
+            if paths is not None and path:
+                paths[name] = str(path)
     return out
 
 
@@ -372,6 +378,71 @@ def digest_arrays(arrays: Any) -> str:
     return h.hexdigest()
 
 
+#: ISA flags (``/proc/cpuinfo`` ``flags`` on x86, ``Features`` on Arm) that select the
+#: int8 / bf16 / fp16 / fp32 kernels of oneDNN, FBGEMM, XNNPACK and ONNX Runtime, so
+#: they can change an evaluated model's numerics (and hence its accuracy).
+NUMERIC_ISA_FLAGS: frozenset[str] = frozenset({
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+    "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "avx_vnni_int8", "amx_tile", "amx_int8",
+    "amx_bf16", "amx_fp16",  # x86
+    "asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2", "svei8mm", "svebf16", "sme",  # Arm
+})
+
+
+def _read_cpuinfo() -> str:
+    """The text of ``/proc/cpuinfo`` ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs of this machine from the driver's ``/proc`` files (no
+    framework, no device context); empty when there are none or they cannot be read."""
+    import glob
+
+    names = []
+    for path in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Model:"):
+                        names.append(line.split(":", 1)[1].strip())
+        except OSError:
+            continue
+    return names
+
+
+def machine_fingerprint(device_type: str = "cpu") -> dict[str, Any]:
+    """What of this machine can change numerics computed on it (a key part for values
+    that are not bit-identical across machines, e.g. an int8 model's accuracy): the
+    architecture (``platform.machine()``), the CPU model, the sorted ISA flags of
+    :data:`NUMERIC_ISA_FLAGS` it has, the device type and, for ``cuda``, the GPU names.
+    A cache shared between machines thus never hands one machine's value to another."""
+    import platform
+
+    text = _read_cpuinfo()
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        k, sep, v = line.partition(":")
+        if not sep:
+            continue
+        k = k.strip().lower()
+        if k in ("model name", "cpu model", "hardware", "cpu part", "cpu implementer") and model == "unknown":
+            model = v.strip() or "unknown"
+        elif k in ("flags", "features"):
+            flags |= set(v.split()) & NUMERIC_ISA_FLAGS
+    if model == "unknown":
+        model = platform.processor() or "unknown"
+    out: dict[str, Any] = {"machine": platform.machine(), "cpu": model, "isa": sorted(flags),
+                           "device_type": device_type}
+    if device_type == "cuda":
+        out["gpus"] = _gpu_names() or ["unknown"]
+    return out
+
+
 __all__ = ["Lookup", "KINDS", "HIT", "MISS", "OFF", "enabled", "root", "max_bytes", "key", "path_for",
            "get_with", "put_with", "get_bytes", "put_bytes", "get_json", "put_json", "exists", "evict", "info",
-           "clear", "file_digest", "source_digests", "package_versions", "digest_arrays"]
+           "clear", "file_digest", "source_digests", "package_versions", "digest_arrays", "machine_fingerprint"]

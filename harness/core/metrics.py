@@ -181,7 +181,8 @@ TABLE: dict[str, Metric] = {m.name: m for m in METRICS}
 
 # numbers inside a cell's metrics that describe a configuration, not a measurement
 # (the quality model's architecture and training recipe): not metrics, never gated
-CONFIG_PREFIXES = ("quality.quality_config.", "quality.trained.", "quality.gate.")
+# (quality.variant_metrics: the variant's own metrics from preparing the quality model)
+CONFIG_PREFIXES = ("quality.quality_config.", "quality.trained.", "quality.gate.", "quality.variant_metrics.")
 
 
 def undeclared(cells: Iterable[Mapping[str, object]]) -> list[str]:

@@ -32,6 +32,14 @@ Recorded per inference cell (``metrics.quality``)::
                     equals the fp32 model's
     gate            {passed, threshold, rule}: passed = accuracy >= threshold * fp32
     dataset, n_eval, n_train, quality_config, trained (cache hit or seconds spent)
+    eval_cache      hit | miss | off: whether these numbers were reused from the
+                    ``quality_eval`` cache (+ eval_cache_reason when it could not be used)
+
+The evaluation is deterministic given its key (:func:`eval_cache_key`: the trained
+model's key, the backend, the variant and its config, their source files, the data,
+the library versions and the machine's numerics fingerprint), so it is cached in the
+``quality_eval`` kind: a hit returns the stored numbers of the miss that computed them,
+without training, loading or applying anything (``trained`` then says so).
 
 plus ``metrics.model_size_bytes`` / ``params`` / ``nonzero_params`` of the *speed*
 model (after the variant) on every cell.
@@ -52,6 +60,15 @@ from harness.core import cache
 #: Environment variable that overrides the cache directory (see :mod:`harness.core.cache`).
 CACHE_ENV: str = cache.DIR_ENV
 CACHE_VERSION: int = 1  # bump when the training code changes in a way the key misses
+EVAL_CACHE_VERSION: int = 1  # bump when the evaluation changes in a way eval_cache_key misses
+#: Libraries whose version can change an evaluation (any backend, any variant: a superset
+#: of what one cell uses, so the key never misses one).
+EVAL_PACKAGES: tuple[str, ...] = ("torch", "numpy", "scikit-learn", "onnx", "onnxruntime", "tensorflow",
+                                  "tensorflow-cpu", "keras", "tf-keras", "ai-edge-litert", "dl-harness")
+#: Helper modules the built-in evaluation runs through besides the variant's, backend's
+#: and workload's own classes (hashed as files; an absent one is keyed as absent).
+EVAL_HELPER_MODULES: tuple[str, ...] = ("harness.core.frameworks.torch_utils", "harness.core.frameworks.keras_utils",
+                                        "harness.core.frameworks.torch_precision", "harness.workloads.quality_data")
 DATASET: str = "sklearn.datasets.load_digits (1797 8x8 images, 10 classes), stratified 75/25 split, seed 0"
 CALIBRATION_SAMPLES: int = 256
 #: Environment variable: the largest estimated training cost (TFLOP) the quality track
@@ -251,6 +268,110 @@ def trained_model(qworkload: Any, data: QualityData) -> tuple[Any, dict[str, Any
     return model, info
 
 
+_EVAL_VERSIONS: dict[str, str] = {}
+
+
+def _module_file(name: str) -> str | None:
+    import importlib.util
+    import sys
+
+    mod = sys.modules.get(name)
+    path = getattr(mod, "__file__", None)
+    if path:
+        return path
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
+
+
+def _private_siblings(objs: Any) -> dict[str, str]:
+    """Digests of the private helper modules (``_*.py``, ``__init__.py``) next to the
+    modules defining ``objs``' classes, when those are in a package: e.g. the
+    exporters ``harness/variants/_torch_utils.py`` that a variant imports lazily."""
+    import sys
+
+    out: dict[str, str] = {}
+    for obj in objs:
+        mod_name = getattr(obj, "__module__", "") or ""
+        mod = sys.modules.get(mod_name)
+        path = getattr(mod, "__file__", None)
+        if not path or "." not in mod_name:  # a top-level module: its directory is not its own
+            continue
+        for f in sorted(Path(path).parent.glob("_*.py")):
+            out[f"{mod_name.rsplit('.', 1)[0]}/{f.name}"] = cache.file_digest(f)
+    return out
+
+
+def _config_dict(config: Any) -> Any:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return repr(config)
+
+
+def eval_cache_key(qwl: Any, variant: Any, impl: Any, device_type: str = "cpu") -> str:
+    """Hex digest identifying one quality evaluation (:func:`evaluate_quality`): every
+    part that can change its numbers (see docs/cache.md, "Quality evaluations"),
+    computed without importing a framework or loading the data, so a hit costs
+    milliseconds even in a TensorFlow worker. It holds every part of the trained
+    model's key (:func:`cache_key`) except the source files of the model's torch module
+    classes, which only a built torch model can name: the entry stores those files and
+    their digests, and :func:`evaluate_quality` re-checks them on a hit. The data is
+    keyed by its description (:data:`DATASET`), the code that makes it (the workload's
+    classes, ``harness.workloads.quality_data``) and the scikit-learn version."""
+    import sys
+
+    if not _EVAL_VERSIONS:
+        _EVAL_VERSIONS.update(cache.package_versions(*EVAL_PACKAGES))
+    versions = dict(_EVAL_VERSIONS)
+    versions.update(cache.package_versions(*[p for p in getattr(impl, "framework_packages", ())
+                                             if p not in versions]))
+    classes = [type(variant), type(impl), type(qwl), evaluate_quality]
+    sources = cache.source_digests(classes, skip_prefixes=("torch", "tensorflow", "keras"))
+    sources.update(_private_siblings(classes))
+    sources.update({m: cache.file_digest(f) if (f := _module_file(m)) else "absent" for m in EVAL_HELPER_MODULES})
+    return cache.key(
+        what="quality_eval",
+        v=EVAL_CACHE_VERSION,
+        trained=dict(v=CACHE_VERSION, workload=qwl.name, size=getattr(qwl, "size", None),
+                     config=_config_dict(qwl.config), recipe=dataclasses.asdict(recipe_for(qwl.name)),
+                     versions=library_versions()),
+        backend=getattr(impl, "name", type(impl).__name__),
+        backend_config=_config_dict(getattr(impl, "config", None)),
+        variant=getattr(variant, "name", type(variant).__name__),
+        variant_config=_config_dict(getattr(variant, "config", None)),
+        sources=sources,
+        dataset=DATASET,
+        calibration_samples=CALIBRATION_SAMPLES,
+        default_gate=DEFAULT_QUALITY_GATE,
+        versions=versions,
+        # kernels split reductions by thread: torch's count where torch evaluates (another
+        # backend's thread settings are in its config), and the CPUs this process may use
+        threads=(sys.modules["torch"].get_num_threads()
+                 if "torch" in sys.modules and "torch" in getattr(impl, "framework_packages", ()) else None),
+        cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        machine=cache.machine_fingerprint(device_type),
+    )[:32]
+
+
+def _stale_entry(value: Any) -> str | None:
+    """Why a stored evaluation cannot be used (None when it can): malformed, or a source
+    file of the trained model's classes changed since it was stored."""
+    try:
+        quality, sources = value["quality"], value["model_sources"]
+        if not (isinstance(quality, dict) and "accuracy" in quality and isinstance(value["trained_model"], str)):
+            raise ValueError("no quality record")
+        for name, (path, digest) in sources.items():
+            if path is None:
+                return f"not reused: {name} has no source file to check"
+            if cache.file_digest(path) != digest:
+                return f"the stored evaluation is stale: the source of {name} changed"
+    except Exception as e:  # noqa: BLE001 - a malformed entry is recomputed (and overwritten)
+        return f"the stored evaluation is malformed: {type(e).__name__}: {e}"[:300]
+    return None
+
+
 def gate(accuracy: float, fp32_accuracy: float, threshold: float = DEFAULT_QUALITY_GATE) -> dict[str, Any]:
     """Pass when ``accuracy >= threshold * fp32_accuracy`` (MLPerf-style relative gate)."""
     return {
@@ -292,15 +413,22 @@ def _no_quality_reason(name: str) -> str:
     return f"the quality track supports the {' and '.join(quality_backends()) or 'no'} backends, not {name!r}"
 
 
-def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dict[str, Any]:
+def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch", device: str = "cpu") -> dict[str, Any]:
     """``metrics.quality`` for ``variant`` on ``workload``'s architecture, on ``backend``
     (a :class:`harness.api.Backend` or the name of one, e.g. ``torch`` or
     ``tensorflow``; CPU). The fp32 model is trained with torch (cached); the backend
     evaluates it and the variant with :meth:`harness.api.Backend.quality_logits`.
+    ``device`` is the cell's device (its type, and the GPU for ``cuda``, are part of
+    the evaluation cache key).
+
+    The result is cached (``quality_eval``, :func:`eval_cache_key`): ``eval_cache`` is
+    ``hit`` (the stored numbers, nothing evaluated), ``miss`` or ``off``.
 
     Raises :class:`SkipCell` with the reason when the variant, the workload or the
     backend has no quality evaluation here.
     """
+    import json
+
     import numpy as np
 
     name = backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
@@ -311,10 +439,29 @@ def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dic
         raise SkipCell("the quality track runs on the CPU, which has no TF32 (it would evaluate the fp32 model); "
                        "TF32's accuracy cost is not measured")
     qwl = quality_workload(workload)
-    data = quality_data(qwl)
     budget = budget_tflop()
     if budget == 0:
         raise SkipCell(f"the quality track is disabled ({BUDGET_ENV}=0)")
+    ekey: str | None = None
+    eval_reason: str | None = None
+    if not cache.enabled():
+        got = cache.Lookup(cache.OFF, reason=cache.disabled_reason())
+    else:
+        try:
+            ekey = f"{qwl.name}-{qwl.size}-{eval_cache_key(qwl, variant, impl, str(device).split(':')[0])}"
+            got = cache.get_json("quality_eval", ekey)
+        except Exception as e:  # noqa: BLE001 - no key, no cache: evaluate
+            got = cache.Lookup(cache.MISS, reason=f"no evaluation cache key: {type(e).__name__}: {e}"[:300])
+    if got.hit:
+        stale = _stale_entry(got.value)
+        if stale is None:
+            out = dict(got.value["quality"])
+            out["trained"] = {"cache": "unused", "model": got.value["trained_model"],
+                              "cache_reason": "the evaluation was reused (eval_cache hit): nothing was trained or loaded"}
+            out["eval_cache"] = cache.HIT
+            return out
+        got = cache.Lookup(cache.MISS, reason=stale, path=got.path)
+    data = quality_data(qwl)
     recipe = recipe_for(qwl.name)
     cost = training_tflop(qwl, len(data.train_labels), recipe)
     if cost > budget and not is_cached(qwl):
@@ -338,7 +485,7 @@ def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dic
     fp32_acc = float((fp32_pred == y).mean())
     acc = float((pred == y).mean())
     threshold = float(getattr(variant.config, "quality_gate", DEFAULT_QUALITY_GATE))
-    out = {
+    out: dict[str, Any] = {
         "accuracy": acc,
         "fp32_accuracy": fp32_acc,
         "accuracy_delta": acc - fp32_acc,
@@ -348,11 +495,32 @@ def evaluate_quality(workload: Any, variant: Any, backend: Any = "torch") -> dic
         "n_eval": int(len(y)),
         "n_train": int(len(data.train_labels)),
         "quality_config": dataclasses.asdict(qwl.config),
-        "trained": info,
     }
     extra = fresh.metrics()
     if extra:
         out["variant_metrics"] = extra
+    try:  # the record a hit returns, exactly (tuples become lists, as in the stored JSON)
+        out = json.loads(json.dumps(out, sort_keys=True))
+        storable = True
+    except (TypeError, ValueError) as e:
+        storable = False
+        eval_reason = f"the evaluation cannot be cached as JSON: {type(e).__name__}: {e}"[:300]
+    eval_reason = got.reason or eval_reason
+    if got.status == cache.OFF:
+        pass
+    elif info.get("cache") not in (cache.HIT, cache.MISS):
+        eval_reason = f"not cached: the trained model's cache status is {info.get('cache')!r}"
+    elif storable and ekey is not None:
+        files: dict[str, str] = {}
+        digests = cache.source_digests([type(qwl), *(type(m) for m in teacher.modules())],
+                                       skip_prefixes=("torch",), paths=files)
+        entry = {"quality": out, "trained_model": Path(info.get("cache_path") or "").stem,
+                 "model_sources": {k: [files.get(k), d] for k, d in sorted(digests.items())}}
+        eval_reason = cache.put_json("quality_eval", ekey, entry) or eval_reason
+    out["trained"] = info
+    out["eval_cache"] = got.status
+    if eval_reason:
+        out["eval_cache_reason"] = eval_reason
     return out
 
 
@@ -377,7 +545,7 @@ def quality_analysis(*, step: Any, workload: Any, variant: Any, spec: Any, backe
         missing["quality"] = _no_quality_reason(spec.backend)
         return metrics, missing
     try:
-        metrics["quality"] = evaluate_quality(workload, variant, impl)
+        metrics["quality"] = evaluate_quality(workload, variant, impl, getattr(spec, "device", "cpu") or "cpu")
     except SkipCell as e:
         missing["quality"] = str(e)
     except Exception as e:  # noqa: BLE001 - a quality failure must not lose the speed result
@@ -386,4 +554,4 @@ def quality_analysis(*, step: Any, workload: Any, variant: Any, spec: Any, backe
 
 
 __all__ = ["QualityData", "TrainRecipe", "RECIPES", "evaluate_quality", "quality_analysis", "quality_workload",
-           "quality_data", "trained_model", "gate", "cache_path", "cache_key", "is_cached", "training_tflop", "budget_tflop"]
+           "quality_data", "trained_model", "gate", "cache_path", "cache_key", "eval_cache_key", "is_cached", "training_tflop", "budget_tflop"]
