@@ -165,9 +165,11 @@ def test_a_backend_whose_import_leaves_a_thread_running_is_not_forked_unless_ask
         assert launcher.zygote_pids() == []
         forced = launcher.launch(threaded, dataclasses.replace(FAST, launch="fork"))
         assert forced["status"] == "ok" and _method(forced) == "zygote-fork"
-        assert forced["runtime"]["launch"]["reason"].startswith("--launch fork: forked although importing")
+        assert forced["runtime"]["launch"]["reason"].startswith(
+            "launch setting 'fork' (--launch or the suite's settings.launch): forked although importing")
         plain = launcher.launch(threaded, dataclasses.replace(FAST, launch="process"))
-        assert plain["runtime"]["launch"] == {"method": "fresh-process", "reason": "--launch process"}
+        assert plain["runtime"]["launch"] == {
+            "method": "fresh-process", "reason": "launch setting 'process' (--launch or the suite's settings.launch)"}
     finally:
         launcher.close()
 

@@ -291,7 +291,7 @@ class ZygoteLauncher(Launcher):
 
     def _why_not_fork(self, spec: TaskSpec, mode: str) -> str | None:
         if mode == "process":
-            return "--launch process"
+            return "launch setting 'process' (--launch or the suite's settings.launch)"
         if spec.world_size is not None:
             return ("a data-parallel cell starts in a fresh process (torch's worker starts torchrun; TensorFlow "
                     "configures its replica devices before its runtime starts)")
@@ -350,7 +350,8 @@ class ZygoteLauncher(Launcher):
                 self._zygotes.pop(next(k for k, v in self._zygotes.items() if v is z))
                 cell = self._run_in_zygote(z, spec, settings, order, res, log, policy, limit)
                 return None if cell is None else set_launch(cell, FRESH_PROCESS, self._unsafe[spec.backend])
-            reason = f"--launch fork: forked although {z.unsafe}" if z.unsafe is not None else None
+            reason = (f"launch setting 'fork' (--launch or the suite's settings.launch): forked although {z.unsafe}"
+                      if z.unsafe is not None else None)
             cell = self._fork(z, spec, settings, order, res, log, policy, limit)
             return None if cell is None else set_launch(cell, ZYGOTE_FORK, reason)
 
