@@ -69,8 +69,10 @@ METRICS: tuple[Metric, ...] = (
       for s in _LAT_STATS),
     _m("latency_ms.std", "ms", None, "standard deviation of the per-step latency samples", "one step"),
     _m("latency_ms.iqr", "ms", None, "interquartile range of the per-step latency samples", "one step"),
-    _m("latency_ms.ci95_low", "ms", None, "95% CI of the median latency, lower end (bootstrap; order statistics above 10,000 samples: ci95_method)", "one step"),
-    _m("latency_ms.ci95_high", "ms", None, "95% CI of the median latency, upper end (bootstrap; order statistics above 10,000 samples: ci95_method)", "one step"),
+    _m("latency_ms.ci95_low", "ms", None, "95% CI of the median latency, lower end (bootstrap; order statistics above 10,000 samples: ci95_method; widened for autocorrelation)", "one step"),
+    _m("latency_ms.ci95_high", "ms", None, "95% CI of the median latency, upper end (bootstrap; order statistics above 10,000 samples: ci95_method; widened for autocorrelation)", "one step"),
+    _m("latency_ms.ci95_correlation_inflation", "", None, "variance inflation of the samples' autocorrelation "
+       "(batch means), present when ci95_low/high were widened by its square root", "one step"),
     _m("latency_ms.cv", "", None, "coefficient of variation of the latency samples", "one step"),
     _m("latency_ms.iqr_over_median", "", None, "IQR / median of the latency samples (noise flag > 0.10)",
        "one step"),
