@@ -274,7 +274,7 @@ def test_the_summary_ci_is_widened_for_autocorrelated_samples_and_covers_the_med
         if "ci95_correlation_inflation" in s:
             widened += 1
             assert s["ci95_correlation_inflation"] > inflation_noise_bound(800)
-    # without the widening the bootstrap CI of such samples covers ~45% (docs/timing.md)
+    # without the widening the bootstrap CI of such samples covers ~41% (docs/timing.md)
     assert widened == 60 and covered >= 45
     # independent samples: rarely widened, and then only by an estimate above the bound
     plain = [summarize((1.0 + 0.05 * rng.normal(size=800)).tolist()) for _ in range(60)]
