@@ -772,7 +772,6 @@ class IdleWindow:
         start, self._start = self._start, None
         pid_now = self._pid or os.getpid()  # a forked copy of the runner has its own window
         if start is None or start[4] != pid_now or self._clock() - start[0] > self.max_age_s:
-            self.last_window_s = self.seconds
             got = sample_other_cpu(self.seconds, proc_root=self._root, clock=self._clock, sleep=self._sleep,
                                    pid=pid_now)
             self.last_window_s = None if got is None else self.seconds
