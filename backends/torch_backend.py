@@ -88,6 +88,8 @@ class TorchStep(Step):
         # nothing for a cast-once or fp32 model): the FLOP counter re-runs it the same way
         self.forward_context = forward_context
         self._runtime = dict(runtime or {})
+        # the training loss of the step's outputs (the FLOP counter re-runs it the same way)
+        self.loss_fn: Callable[[Any], Any] | None = None
 
     def run(self, n: int) -> None:
         fn = self._fn
@@ -125,9 +127,10 @@ class TorchStep(Step):
 
 
 def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: Variant,
-              device: str) -> Callable[[], Any]:
-    """One training step: zero_grad, forward (under the variant's autocast),
-    cross-entropy, backward, AdamW step."""
+              device: str, workload: Workload | None = None) -> Callable[[], Any]:
+    """One training step: zero_grad, forward (under the variant's autocast), the
+    workload's loss (:meth:`harness.api.Workload.loss`; cross-entropy by default),
+    backward, AdamW step."""
     import torch.nn.functional as F
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -136,12 +139,25 @@ def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: V
         opt.zero_grad(set_to_none=True)
         with variant.autocast("torch", device):
             out = model(*inputs)
-        loss = F.cross_entropy(out.float(), labels)
+        loss = training_loss(F, workload, out, labels, inputs)
         loss.backward()
         opt.step()
         return loss
 
     return train
+
+
+def _loss_fn(workload: Workload, labels: Any, inputs: Sequence[Any]) -> Callable[[Any], Any]:
+    import torch.nn.functional as F
+
+    return lambda out: training_loss(F, workload, out, labels, inputs)
+
+
+def training_loss(F: Any, workload: Workload | None, out: Any, labels: Any, inputs: Sequence[Any]) -> Any:
+    """The workload's loss (:meth:`harness.api.Workload.loss`), else cross-entropy of the
+    logits ``out`` against ``labels``."""
+    loss = workload.loss("torch", out, labels, inputs) if workload is not None else None
+    return F.cross_entropy(out.float(), labels) if loss is None else loss
 
 
 def cast_once_dtype(variant: Variant, mode: str) -> str | None:
@@ -320,10 +336,11 @@ class TorchBackend(Backend):
         dev = self.resolve_device(device)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
+        # inputs first: a custom model's factory makes the model and a batch of this size together
+        arrays, labels_np = workload.make_inputs(batch_size, seed=seed)
         model = workload.build("torch").to(dev)
         model = variant.apply("torch", model, device=dev, mode=mode, workload=workload)
         runtime = apply_fp32_math(torch, variant, mode)  # after apply: a skipped cell changes nothing
-        arrays, labels_np = workload.make_inputs(batch_size, seed=seed)
         inputs = [torch.from_numpy(a).to(dev) for a in arrays]
         labels = torch.from_numpy(labels_np).to(dev)
         params = sum(p.numel() for p in model.parameters())
@@ -353,7 +370,7 @@ class TorchBackend(Backend):
             fn: Callable[[], Any] = infer
         else:
             model.train()
-            fn = _train_fn(torch, model, inputs, labels, variant, device)
+            fn = _train_fn(torch, model, inputs, labels, variant, device, workload)
 
             def forward_ctx() -> contextlib.AbstractContextManager[Any]:
                 return variant.autocast("torch", device)
@@ -361,8 +378,10 @@ class TorchBackend(Backend):
             def ctx() -> contextlib.AbstractContextManager[Any]:
                 return contextlib.nullcontext()
 
-        return TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode,
+        step = TorchStep(torch, dev, fn, ctx, params, model=model, inputs=inputs, labels=labels, mode=mode,
                          forward_context=forward_ctx, runtime=runtime)
+        step.loss_fn = _loss_fn(workload, labels, inputs)
+        return step
 
     data_parallel: ClassVar[str | None] = "torchrun"
     data_parallel_description: ClassVar[str] = "torchrun + DistributedDataParallel (gloo on cpu, NCCL on cuda)"
@@ -408,10 +427,12 @@ class TorchBackend(Backend):
         arrays, labels_np = workload.make_inputs(batch_size, seed=seed + 1 + rank)
         inputs = [torch.from_numpy(a).to(dev) for a in arrays]
         labels = torch.from_numpy(labels_np).to(dev)
-        fn = _train_fn(torch, ddp, inputs, labels, variant, device)
-        return TorchStep(torch, dev, fn, contextlib.nullcontext, params, model=ddp, inputs=inputs, labels=labels,
+        fn = _train_fn(torch, ddp, inputs, labels, variant, device, workload)
+        step = TorchStep(torch, dev, fn, contextlib.nullcontext, params, model=ddp, inputs=inputs, labels=labels,
                          mode="training", forward_context=lambda: variant.autocast("torch", device),
                          runtime=runtime)
+        step.loss_fn = _loss_fn(workload, labels, inputs)
+        return step
 
     # ------------------------------------------------------------------ analyses
     def count_flops(self, step: Step, variant: Variant, device: str) -> dict[str, Any]:

@@ -117,6 +117,10 @@ class Workload(abc.ABC):
     presets: ClassVar[Mapping[str, WorkloadConfig]]
     default_batch_size: ClassVar[Mapping[str, int]]
     modes: ClassVar[tuple[str, ...]] = MODES
+    #: the preset a run uses when its ``--size`` is not one of ``presets`` (None: such a
+    #: run is a usage error). Zoo models set ``"full"``, so ``-w mlp -w hf:gpt2 --size
+    #: small`` runs the small MLP beside the real GPT-2; ``-w hf:gpt2@tiny`` picks one.
+    default_size: ClassVar[str | None] = None
 
     def __init__(self, size: str = "tiny", config: WorkloadConfig | None = None) -> None:
         """The ``size`` preset, or an explicit ``config`` (``ValueError`` for an unknown
@@ -154,15 +158,19 @@ class Workload(abc.ABC):
     def analytic_params(self) -> int:
         """Exact number of trainable parameters of the model."""
 
-    @abc.abstractmethod
-    def analytic_flops(self, batch_size: int) -> int:
+    def analytic_flops(self, batch_size: int) -> int | None:
         """Forward-pass FLOPs for one batch, counting 2 FLOPs per multiply-accumulate of
-        every matmul, convolution and attention product (elementwise ops excluded)."""
+        every matmul, convolution and attention product (elementwise ops excluded).
+        None (the default) means "no formula": the cell's FLOPs then come from the
+        backend's FLOP counter only (zoo and custom models), and say so."""
+        return None
 
-    def analytic_flops_for(self, batch_size: int, mode: str) -> int:
+    def analytic_flops_for(self, batch_size: int, mode: str) -> int | None:
         """FLOPs of one step: forward for inference, ~3x forward for training
-        (backward costs about twice the forward)."""
+        (backward costs about twice the forward); None without a formula."""
         fwd = self.analytic_flops(batch_size)
+        if fwd is None:
+            return None
         return fwd if mode == "inference" else 3 * fwd
 
     # -- data ------------------------------------------------------------------------
@@ -240,6 +248,52 @@ class Workload(abc.ABC):
             "params": self.analytic_params(),
             "flops_forward_per_sample": self.analytic_flops(1),
         }
+
+    def model_info(self, backend: str) -> dict[str, Any]:
+        """Where the model built for ``backend`` came from, recorded as the cell's
+        ``model`` (e.g. the zoo entry and config, ``weights: "random initialisation"``,
+        a custom factory and the SHA-256 of its file, how another backend's architecture
+        differs); empty (the default, built-in workloads) records nothing."""
+        return {}
+
+    # -- training loss ---------------------------------------------------------------
+    def loss(self, backend: str, outputs: Any, labels: Any, inputs: Sequence[Any]) -> Any:
+        """The training loss of one batch on ``backend`` (a scalar of that framework),
+        given the model's ``outputs``, the ``labels`` of :meth:`make_inputs` and the
+        model ``inputs``; None (the default) means the backend's default, cross-entropy
+        of ``outputs`` (logits) against ``labels``. Zoo language models return the
+        next-token loss, custom models their own loss or the mean of the output."""
+        return None
+
+
+class WorkloadProvider(abc.ABC):
+    """Resolves ``-w SCHEME:REF`` workload names (``hf:gpt2``, ``custom:model.py:make``)
+    to a :class:`Workload` class, registered under the entry-point group
+    ``dl_harness.workload_providers`` with the scheme as its name.
+
+    Required: ``scheme``, :meth:`check` and :meth:`workload_class`. The class returned
+    for ``REF`` must have ``name == f"{scheme}:{REF}"``. :meth:`check` runs in the
+    parent when a suite is read, so it must be cheap and import no framework.
+    """
+
+    scheme: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: how to name a model, shown by ``harness list workloads``
+    usage: ClassVar[str] = ""
+
+    def known(self) -> Mapping[str, str]:
+        """Well-known references (name -> one-line description) for listings and close
+        matches; empty when the provider takes any reference (a path)."""
+        return {}
+
+    @abc.abstractmethod
+    def check(self, ref: str) -> None:
+        """Raise ``ValueError`` (its message lists the valid choices or close matches)
+        unless ``ref`` names a model this provider can describe."""
+
+    @abc.abstractmethod
+    def workload_class(self, ref: str) -> type[Workload]:
+        """The :class:`Workload` subclass for ``ref`` (``ValueError`` when unknown)."""
 
 
 # --------------------------------------------------------------------------- device
@@ -376,6 +430,11 @@ class Backend(abc.ABC):
     description: ClassVar[str] = ""
     Config: ClassVar[type[BackendConfig]] = BackendConfig
     framework_packages: ClassVar[tuple[str, ...]] = ()  # distributions to record versions of
+    #: Whose models this backend runs: None (the default) means the workload's own
+    #: ``build_<name>()``; ``"torch"`` for a backend that takes ``build_torch()``'s model
+    #: and converts it (the ONNX Runtime backend exports it to ONNX), so every workload
+    #: with a torch implementation runs on it.
+    builds_with: ClassVar[str | None] = None
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         """Keep the config (the class's default Config when None); import nothing heavy."""

@@ -70,9 +70,11 @@ class HarnessCell:
         return int(p if p is not None else self.workload.analytic_params())
 
     @property
-    def flops_analytic(self) -> int:
-        """FLOPs of one step from the workload's formula (forward, or ~3x for training)."""
-        return int(self.workload.analytic_flops_for(self.spec.batch_size, self.spec.mode))
+    def flops_analytic(self) -> int | None:
+        """FLOPs of one step from the workload's formula (forward, or ~3x for training);
+        None for a workload without a formula (zoo and custom models)."""
+        f = self.workload.analytic_flops_for(self.spec.batch_size, self.spec.mode)
+        return None if f is None else int(f)
 
     def info(self) -> dict[str, Any]:
         """The record stored in ``benchmark.extra_info["dl_harness"]`` (JSON-ready)."""

@@ -69,9 +69,9 @@ def _history(ctx: ReportContext) -> Any:
 
 
 def _regressions(ctx: ReportContext) -> Any:
-    from harness.analysis.regressions import machine_checks
+    from harness.reports.like_with_like import like_with_like_checks
 
-    return machine_checks(ctx.runs, ctx.need("history"))
+    return like_with_like_checks(ctx.runs, ctx.need("history"))
 
 
 def _procurement(ctx: ReportContext) -> Any:
@@ -84,8 +84,10 @@ def _procurement(ctx: ReportContext) -> Any:
 
 DATA: dict[str, tuple[Callable[["ReportContext"], Any], str]] = {
     "history": (_history, "harness.analysis.history.build_history(runs): trend series with detected changes"),
-    "regressions": (_regressions, "harness.analysis.regressions.machine_checks: each machine's latest run vs "
-                                  "its earlier runs, contention kept out of every verdict"),
+    "regressions": (_regressions, "harness.reports.like_with_like.like_with_like_checks: per machine and suite, "
+                                  "the latest run vs the earlier runs of the same suite on the same machine "
+                                  "(harness.analysis.regressions.latest_vs_earlier), contention kept out of every "
+                                  "verdict; check['excluded'] says what was left out"),
     "procurement": (_procurement, "(machines_of(runs), procurement_entries(runs, prices, rank_by)); "
                                   "entries only with 2+ machines"),
 }  # fmt: skip
@@ -147,8 +149,8 @@ class ReportSection(ABC):
     (the heading), :attr:`order` (position; lower first), :attr:`needs` (shared
     analyses read through :meth:`ReportContext.need`), :attr:`description` (shown
     by ``harness list report_sections``), :attr:`wrap`.
-    Built-in orders: overview 0, contention-banner 10, skipped-files 20, summary 30,
-    charts 40, backends 50, scaling 60, energy 70, quality 80, roofline 90,
+    Built-in orders: overview 0, contention-banner 10, skipped-files 20, pivot 25,
+    summary 30, charts 40, backends 50, scaling 60, energy 70, quality 80, roofline 90,
     regressions 100, history 110, procurement 120, other-metrics 130, failed 140,
     environment 150.
     """

@@ -34,6 +34,24 @@ def cell_id(cell: dict[str, Any]) -> str:
     )
 
 
+def short_labels(cells: list[dict[str, Any]]) -> list[str]:
+    """Labels for chart points: each cell's id without the spec fields that all
+    ``cells`` share (``mlp/bf16`` when only workload and variant differ); the full id
+    when every field is shared or a label would repeat."""
+    specs = [c.get("spec") or {} for c in cells]
+    keys = list(SPEC_FIELDS) + ["world_size"]
+    varying = [k for k in keys if len({str(s.get(k)) for s in specs}) > 1]
+    if not varying:
+        return [cell_id(c) for c in cells]
+
+    def part(s: dict[str, Any], k: str) -> str:
+        v = s.get(k)
+        return f"bs{v}" if k == "batch_size" else f"ws{v}" if k == "world_size" else str(v)
+
+    labels = ["/".join(part(s, k) for k in varying) for s in specs]
+    return labels if len(set(labels)) == len(labels) else [cell_id(c) for c in cells]
+
+
 def iter_cells(runs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(run, cell) pairs in stored order."""
     for run in runs:

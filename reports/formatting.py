@@ -148,7 +148,7 @@ def value_in_unit(value: float, unit: str) -> str | None:
         return ms_with_unit(value)
     if unit == "bytes":
         return bytes_human(value)
-    if unit in ("FLOP", "FLOP/s"):
+    if unit in ("FLOP", "FLOP/s", "B/s"):
         return si(value, unit)
     if unit == "samples/s":
         return f"{throughput(value)} samples/s"
@@ -161,41 +161,57 @@ def value_in_unit(value: float, unit: str) -> str | None:
     return f"{sig(value)} {unit}"
 
 
+RATE_UNITS = frozenset({"FLOP/s", "samples/s", "B/s", "/s"})
+"""Units of rates: what they format to always ends in ``/s``."""
+
+# the last word of an undeclared name that makes it a ratio (no unit); checked before
+# any unit rule: "flops_analytic_ratio" is a ratio of FLOP counts, not a FLOP count
+_RATIO_SUFFIXES = ("_ratio", "_fraction", "_efficiency", "_share", "_speedup", "_utilization", "_utilisation")
+
+
+def guessed_unit(key: str) -> str:
+    """The unit of an **undeclared** metric from its name (an imported benchmark's or a
+    plugin's own value): ratios first (``*_ratio``, ``*_efficiency``, ``*_x_over_y``,
+    ``mfu``: no unit), then rates (``*flops_per_s`` -> FLOP/s, other ``*_per_s`` -> /s),
+    then ``*_ms``, ``*_bytes``, ``*_j``, ``*_w``, ``*_s``, ``*flops``/``*_flop``; ``""``
+    when nothing matches. Never used for a declared metric."""
+    k = key.lower().rsplit(".", 1)[-1]
+    if k.endswith(_RATIO_SUFFIXES) or k in ("mfu", "ratio", "speedup") or "_over_" in k:
+        return ""
+    if k.endswith("_per_s"):
+        return "FLOP/s" if "flop" in k else "/s"
+    for suffix, unit in (("_ms", "ms"), ("_bytes", "bytes"), ("_j", "J"), ("_w", "W"), ("_s", "s")):
+        if k.endswith(suffix):
+            return unit
+    if "flops" in k or k.endswith("_flop"):
+        return "FLOP"
+    return ""
+
+
+def unit_of(key: str) -> str:
+    """The unit a report shows for metric ``key``: the declared one
+    (:mod:`harness.core.metrics`), else :func:`guessed_unit`. ``""``: no unit (a ratio
+    or a plain number). The one place a report chooses a metric's unit."""
+    declared = metric_unit(key)
+    return declared if declared is not None else guessed_unit(key)
+
+
 def metric_value(key: str, value: Any) -> str | None:
     """Format a metric in its declared unit (see :func:`value_in_unit`; ``key`` is the
     dotted name in :mod:`harness.core.metrics` or its unambiguous last component).
 
-    Only for a metric that is **not** declared (an imported benchmark's or a plugin's own
-    value) does the unit fall back to the old suffix rule on its name (``*_ms``,
-    ``*_bytes``, ``*_j``, ``*_w``, ``*_per_s``, ``*_s``, ``flops*``); that rule is a
-    guess and is never used for a declared metric (it made ``flops_analytic_ratio``
-    "1.00 FLOP" and ``achieved_flops_per_s`` "10.4 GFLOP"). Returns None for a
-    missing/non-numeric value."""
+    The unit is :func:`unit_of`: declared, else guessed from the name of an undeclared
+    metric, ratios before units (the old suffix-only rule made
+    ``flops_analytic_ratio`` "1.00 FLOP" and ``achieved_flops_per_s`` "10.4 GFLOP").
+    Returns None for a missing/non-numeric value."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if not is_number(value):
         return None
-    unit = metric_unit(key)
-    if unit is not None:
-        return value_in_unit(value, unit)
-    k = key.lower()  # undeclared: the suffix rule
-    if k.endswith("_ms"):
-        return ms_with_unit(value)
-    if k.endswith("_bytes"):
-        return bytes_human(value)
-    if k.endswith("_per_s"):
-        return f"{throughput(value)} /s"
-    if k.endswith("_j"):
-        return f"{sig(value)} J"
-    if k.endswith("_w"):
-        return f"{sig(value)} W"
-    if k.endswith("_s"):
-        return f"{sig(value)} s"
-    if "flops" in k or k.endswith("_flop"):
-        return si(value, "FLOP")
-    if isinstance(value, int) and abs(value) >= 1000:
-        return count(value)
-    return sig(value)
+    unit = unit_of(key)
+    if unit == "" and metric_unit(key) is None and isinstance(value, int) and abs(value) >= 1000:
+        return count(value)  # an undeclared plain integer (a count)
+    return value_in_unit(value, unit)
 
 
 def increase_means(key: str) -> str:

@@ -92,10 +92,12 @@ def test_hostile_report_loads_clean_and_escapes_everything(browser: Any, tmp_pat
     assert set(counts) >= {"chart-latency", "chart-throughput", "chart-memory"}
     assert all(n > 0 for n in counts.values()), counts
 
-    # sort by p50 (column 10 with the run column) and filter
-    page.click("#summary-table th:nth-child(10)")
+    # sort by p50 (found by its header: spec columns with one value are said above the table) and filter
+    col = page.evaluate("Array.from(document.querySelectorAll('#summary-table th')).findIndex(t => t.textContent.startsWith('p50'))")
+    assert col > 0
+    page.click(f"#summary-table th:nth-child({col + 1})")
     order = page.evaluate(
-        "Array.from(document.getElementById('summary-table').tBodies[0].rows).map(r => r.cells[9].getAttribute('data-sort'))"
+        f"Array.from(document.getElementById('summary-table').tBodies[0].rows).map(r => r.cells[{col}].getAttribute('data-sort'))"
     )
     numbers = [float(v) for v in order if v]
     assert len(numbers) == 4 and numbers == sorted(numbers)
@@ -130,4 +132,29 @@ def test_full_report_every_chart_has_data_and_hover_shows_cell_value_unit(browse
     page.wait_for_selector("#chart-regressions-0 .hoverlayer .hovertext", timeout=5000)
     hover = page.evaluate("document.querySelector('#chart-regressions-0 .hoverlayer').textContent")
     assert "95% CI" in hover and "%" in hover
+    assert problems == []
+
+
+def test_issue17_summary_fits_1400px_reasons_expand_and_roofline_points_are_labelled(browser: Any, tmp_path: Path) -> None:
+    """At 1400 px the summary (with achieved FLOP/s and MFU) needs no horizontal scrolling,
+    a long failure reason opens on click, and the roofline's points carry their cell."""
+    long = "the backend could not load its shared library because " * 8 + "THE END"
+    runs = rich_runs()
+    runs[-1]["cells"].append(failed_cell(message=long))
+    runs[-1]["cells"].append(skipped_cell())
+    page_file = tmp_path / "i17.html"
+    page_file.write_text(render_html(runs))
+    page, problems = open_report(browser, page_file)
+    widths = page.evaluate("""() => { const d = document.querySelector('#summary .scroll');
+                                      return [d.scrollWidth, d.clientWidth]; }""")
+    assert widths[0] <= widths[1], widths  # nothing to scroll sideways
+    heads = page.evaluate("Array.from(document.querySelectorAll('#summary-table th')).map(t => t.textContent)")
+    assert "achieved FLOP/s" in heads and "MFU" in heads
+    details = page.locator("#summary-table details.reason").first
+    assert not page.locator("#summary-table details.reason .full").first.is_visible()
+    details.locator("summary").click()
+    assert page.locator("#summary-table details.reason .full").first.is_visible()
+    assert "THE END" in page.locator("#summary-table details.reason .full").first.inner_text()
+    labels = page.evaluate("Array.from(document.querySelectorAll('#chart-roofline-0 .textpoint')).map(t => t.textContent)")
+    assert sorted(labels) == ["fp32", "int8_dynamic"], labels
     assert problems == []

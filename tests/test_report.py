@@ -384,7 +384,9 @@ def test_extra_metrics_are_rendered_with_units() -> None:
     section = text[text.index('id="other-metrics"'):]
     assert "energy_j" in section and "1.25 J" in section and "source: rapl" in section
     assert "203 MFLOP" in section and "12.3 ms" in section and "11.4 MiB" in section
-    assert "0.0310" in section
+    # MFU moved to the summary's own column (issue 17), as a percentage
+    summary = text[text.index('id="summary"'):text.index('id="other-metrics"')]
+    assert ">3.1%<" in summary and ">mfu<" not in section
     lo, hi = doc["cells"][0]["metrics"]["throughput_ci95_per_s"]
     # an interval, not "[2 values]", in the declared unit (samples/s; the name-suffix guess said "/s")
     assert f"[{F.throughput(lo)}, {F.throughput(hi)}] samples/s" in section
@@ -677,7 +679,9 @@ def test_metric_units_come_from_the_declared_table() -> None:
                         "source": "rapl"}}  # fmt: skip
     text = render_html([make_doc([ok_cell(extra_metrics=extra)])])
     other = text[text.index('id="other-metrics"'):]
-    assert "10.4 GFLOP/s" in other and "1.00 FLOP" not in other and "10.4 GFLOP<" not in other
+    summary = text[text.index('id="summary"'):text.index('id="charts"')]  # achieved FLOP/s: a summary column (issue 17)
+    assert "10.4 GFLOP/s" in summary and "1.00 FLOP" not in other and "10.4 GFLOP<" not in text
+    assert ">1.00<" in other  # flops_analytic_ratio, no unit
     energy = text[text.index('id="energy"'):text.index('id="other-metrics"')]
     assert "500 samples/J" in energy and "500 J" not in energy and "95.0 W" in energy
 

@@ -46,6 +46,11 @@ How a cell is compared (docs/compare.md has the full argument and the calibratio
 * **min_detectable_change**: the change of one cell (all others unchanged) that the gate
   as configured flags with probability ``POWER``: Holm (p < alpha/m), the threshold and
   the t distribution with the cell's degrees of freedom all included.
+
+**Across one field** (:func:`compare_across`, ``compare RUNS --across FIELD=BASELINE``): the
+pairs "a cell / the cell differing from it only in FIELD, with FIELD = BASELINE" of one
+pool of runs go through the same gate (:func:`compare_observations`), worded as
+faster / slower / no detectable difference.
 """
 
 from __future__ import annotations
@@ -234,16 +239,21 @@ def settings_from_config(cfg: Mapping[str, Any], base: CompareSettings) -> Compa
 # ----------------------------------------------------------------------------- observations
 
 
-def cell_key(cell: Mapping[str, Any]) -> str:
-    """The identity of a cell across runs (its spec as ``a/b/c/...``)."""
+def _key_parts(cell: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(spec field, its segment of :func:`cell_key`) in key order."""
     s = cell.get("spec") or {}
     if not _is_map(s):
         s = {}
-    return "/".join(
-        [str(s.get(k, "?")) for k in ("workload", "backend", "device", "variant", "mode")]
-        + [f"bs{s.get('batch_size', '?')}", str(s.get("size", "?"))]
-        + ([f"ws{s['world_size']}"] if s.get("world_size") else [])
+    return (
+        [(k, str(s.get(k, "?"))) for k in ("workload", "backend", "device", "variant", "mode")]
+        + [("batch_size", f"bs{s.get('batch_size', '?')}"), ("size", str(s.get("size", "?")))]
+        + ([("world_size", f"ws{s['world_size']}")] if s.get("world_size") else [])
     )
+
+
+def cell_key(cell: Mapping[str, Any]) -> str:
+    """The identity of a cell across runs (its spec as ``a/b/c/...``)."""
+    return "/".join(seg for _, seg in _key_parts(cell))
 
 
 def higher_is_better(metric: str) -> bool:
@@ -1029,3 +1039,279 @@ def environment_warnings(baseline: Sequence[Mapping[str, Any]], candidate: Seque
         if len(fw) > 1:
             out.append(f"the {name} runs used different framework versions")
     return out
+
+
+# ----------------------------------------------------------------------------- across one field
+#
+# ``harness compare RUNS --across FIELD=BASELINE``: "what does bf16 buy me over fp32?",
+# "PyTorch or TensorFlow?", "CPU or GPU?". Within the given runs, every cell is paired
+# with the cell that differs from it only in FIELD and has FIELD = BASELINE; the pairs
+# then go through exactly the gate above (compare_observations: the same observations,
+# tests, Holm family, thresholds and smallest detectable change), the BASELINE cell on
+# the baseline side. Only the words change: "faster" / "slower" / "no detectable
+# difference" instead of improvement / regression / unchanged.
+
+ACROSS_FIELDS = ("variant", "backend", "device")
+NO_DIFFERENCE = "no detectable difference"
+ACROSS_ONE_PROCESS = "one process per cell: measure each cell in several (harness run --repeats 3, or several runs)"
+
+
+def parse_across(text: str) -> tuple[str, str]:
+    """``"variant=fp32"`` -> ("variant", "fp32"); :class:`CompareError` naming the valid
+    fields otherwise."""
+    fieldname, sep, value = str(text).partition("=")
+    fieldname, value = fieldname.strip(), value.strip()
+    if fieldname not in ACROSS_FIELDS:
+        shown = fieldname if len(fieldname) <= 40 else fieldname[:37] + "..."
+        raise CompareError(f"--across: unknown field {shown!r}; choose from: {', '.join(ACROSS_FIELDS)} "
+                           "(e.g. --across variant=fp32)")  # fmt: skip
+    if not sep or not value:
+        raise CompareError(f"--across needs FIELD=BASELINE, e.g. --across {fieldname}="
+                           + {"variant": "fp32", "backend": "torch", "device": "cpu"}[fieldname])  # fmt: skip
+    return fieldname, value
+
+
+def across_words(metric: M.Metric) -> tuple[str, str, str]:
+    """(better, worse, name of the better-direction factor) for ``metric``: timing and
+    rates are "faster"/"slower" (a "speed-up"), memory "smaller"/"larger", energy "less
+    energy"/"more energy", anything else "better"/"worse"."""
+    if one_sided(metric):
+        return "faster", "slower", "speed-up"
+    if metric.unit == "bytes":
+        return "smaller", "larger", "size reduction"
+    if metric.unit in ("J", "samples/J"):
+        return "less energy", "more energy", "energy saving"
+    return "better", "worse", "gain"
+
+
+@dataclass
+class AcrossPair:
+    """A cell (``candidate``, FIELD = ``value``) and its counterpart (``baseline``, FIELD =
+    the BASELINE value); ``group`` is their common key without FIELD."""
+
+    candidate: str
+    baseline: str
+    group: str
+    value: str
+
+
+def cell_parts(docs: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """Cell key -> its (field, segment) parts, over every cell of ``docs``."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for doc in docs:
+        cells = doc.get("cells") if _is_map(doc) else None
+        for cell in cells if isinstance(cells, list) else []:
+            if _is_map(cell):
+                parts = _key_parts(cell)
+                out.setdefault("/".join(seg for _, seg in parts), parts)
+    return out
+
+
+def _unmeasured(obs: Sequence[Observation], metric: str) -> str:
+    """Why a cell has no value of ``metric`` (all its processes skipped, failed, ...)."""
+    o = next((o for o in obs if o.status != "ok"), obs[0]) if obs else None
+    if o is None:
+        return "not measured"
+    if o.status == "ok":
+        return f"no {metric} measured"
+    return o.status + (f" ({o.reason})" if o.reason else "")
+
+
+@dataclass
+class AcrossComparison:
+    """The result of :func:`compare_across`: ``comparison`` is the ordinary gate's result
+    on the pairs (each :class:`CellComparison` keyed by its candidate cell, with the
+    BASELINE cell as its baseline side); ``pairs`` maps that key to the pair;
+    ``not_compared`` lists every other cell once with the reason; ``unmeasured`` are
+    those whose reason is a skipped/failed (or metric-less) cell."""
+
+    field: str
+    baseline: str
+    comparison: Comparison
+    pairs: dict[str, AcrossPair]
+    not_compared: list[tuple[str, str]]
+    unmeasured: list[str]
+    runs: list[str]
+
+    @property
+    def words(self) -> tuple[str, str, str]:
+        return across_words(self.comparison.settings.declared)
+
+    @property
+    def worse(self) -> list[CellComparison]:
+        """Pairs whose cell is significantly worse (slower) than its BASELINE counterpart."""
+        return self.comparison.regressions
+
+    def gain(self, cc: CellComparison) -> tuple[float | None, tuple[float, float] | None]:
+        """(factor in the better direction: > 1 means the cell is better (faster) than its
+        BASELINE counterpart, and its 95% CI) of one pair."""
+        if cc.change is None:
+            return None, None
+        g = 1.0 / (1.0 + cc.change)
+        ci = None
+        if cc.ratio_ci:
+            lo, hi = cc.ratio_ci
+            if self.comparison.settings.declared.higher_is_better:
+                ci = (lo, hi)
+            elif lo > 0:
+                ci = (1.0 / hi, 1.0 / lo)
+        return g, ci
+
+    def estimate_text(self, cc: CellComparison) -> str:
+        """The point estimate in words: ``"1.80x faster"``, ``"1.05x slower"``."""
+        better, worse, _ = self.words
+        g, _ci = self.gain(cc)
+        if g is None:
+            return "n/a"
+        return f"{g:.2f}x {better}" if g >= 1 else f"{1 / g:.2f}x {worse}"
+
+    def verdict(self, cc: CellComparison) -> str:
+        """The verdict in the question's words: ``"1.80x faster"`` / ``"1.25x slower"``
+        (significant beyond the threshold), ``"no detectable difference"`` (unchanged, or
+        beyond the threshold but not significant), else the gate's own label
+        (``inconclusive: run-to-run noise unknown``, ``inconclusive: contended``)."""
+        if cc.verdict in ("improvement", "regression"):
+            return self.estimate_text(cc)
+        if cc.verdict_text:
+            return cc.verdict_text
+        if cc.verdict in ("unchanged", "inconclusive"):
+            return NO_DIFFERENCE
+        return cc.label
+
+    def category(self, cc: CellComparison) -> str:
+        """``faster`` / ``slower`` (the metric's words), ``no detectable difference`` or the
+        inconclusive label: what :meth:`counts` counts."""
+        better, worse, _ = self.words
+        return {"improvement": better, "regression": worse}.get(cc.verdict) or self.verdict(cc)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cc in self.comparison.cells:
+            k = self.category(cc)
+            out[k] = out.get(k, 0) + 1
+        if self.not_compared:
+            out["not compared"] = len(self.not_compared)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``compare --across``: the ordinary comparison's fields (runs in
+        ``runs``; ``regression`` replaced by ``worse``), each cell with its pair and verdict
+        words, and ``not_compared``."""
+        d = self.comparison.to_dict()
+        for k in ("baseline_runs", "candidate_runs", "regression"):
+            d.pop(k, None)
+        better, worse, factor = self.words
+        d["across"] = {"field": self.field, "baseline": self.baseline, "better": better, "worse": worse,
+                       "factor": factor}  # fmt: skip
+        d["runs"] = self.runs
+        d["counts"] = self.counts()
+        d["worse"] = bool(self.worse)
+        cells = []
+        for cc, cd in zip(self.comparison.cells, d["cells"]):
+            pair = self.pairs[cc.key]
+            g, ci = self.gain(cc)
+            cd.update({"cell": pair.group, self.field: pair.value, "baseline_cell": pair.baseline,
+                       "candidate_cell": pair.candidate, "across_verdict": self.verdict(cc),
+                       "estimate": self.estimate_text(cc), "gain": g, "gain_ci": list(ci) if ci else None})  # fmt: skip
+            cells.append(cd)
+        d["cells"] = cells
+        d["not_compared"] = [{"cell": k, "reason": r, "unmeasured": k in self.unmeasured} for k, r in self.not_compared]
+        return d
+
+
+def across_warnings(docs: Sequence[Mapping[str, Any]], fieldname: str) -> list[str]:
+    """What makes an across comparison less meaningful: runs from several machines (their
+    processes are pooled per cell), mixed framework versions."""
+    out = []
+    fps = sorted({fingerprint(d) for d in docs})
+    if len(fps) > 1:
+        out.append(f"the runs come from {len(fps)} machines (fingerprints {', '.join(fps)}): each cell pools the "
+                   f"processes of all of them, so a pair may differ by machine as well as by {fieldname}")  # fmt: skip
+    fw = {str(d.get("environment", {}).get("frameworks")) if _is_map(d.get("environment")) else "None" for d in docs}
+    if len(fw) > 1:
+        out.append("the runs used different framework versions")
+    return out
+
+
+def compare_across_observations(
+    obs: Mapping[str, Sequence[Observation]],
+    parts: Mapping[str, Sequence[tuple[str, str]]],
+    fieldname: str,
+    baseline: str,
+    settings: CompareSettings | None = None,
+    warnings: Sequence[str] = (),
+    runs: Sequence[str] = (),
+) -> AcrossComparison:
+    """Pair every cell of ``obs`` (cell key -> observations, as :func:`observations` gives
+    them; ``parts``: as :func:`cell_parts` gives them) with the cell that differs only in
+    ``fieldname`` and has ``fieldname == baseline``, and compare the pairs with
+    :func:`compare_observations`. :class:`CompareError` when ``fieldname`` is not one of
+    :data:`ACROSS_FIELDS`, when no cell has ``baseline``, or when every cell has it
+    (nothing to compare against)."""
+    s = settings or CompareSettings()
+    if fieldname not in ACROSS_FIELDS:
+        raise CompareError(f"--across: unknown field {fieldname!r}; choose from: {', '.join(ACROSS_FIELDS)}")
+    keys = [k for k in obs if k in parts]
+    value_of = {k: dict(parts[k])[fieldname] for k in keys}
+    group_of = {k: "/".join(seg for f, seg in parts[k] if f != fieldname) for k in keys}
+    present = list(dict.fromkeys(value_of.values()))
+    if baseline not in present:
+        raise CompareError(f"--across {fieldname}={baseline}: no cell has {fieldname} {baseline!r}; "
+                           f"{fieldname} values present: {', '.join(sorted(present)) or 'none (no cells)'}")  # fmt: skip
+    if len(present) == 1:
+        raise CompareError(f"--across {fieldname}={baseline}: every cell has {fieldname} {baseline!r}, so there is "
+                           f"nothing to compare it with; measure another {fieldname} too "
+                           f"(e.g. harness run --{fieldname} {baseline} --{fieldname} OTHER)")  # fmt: skip
+    base_of: dict[str, str] = {group_of[k]: k for k in keys if value_of[k] == baseline}
+    measured = {k: any(o.value is not None for o in obs[k]) for k in keys}
+    ob: dict[str, list[Observation]] = {}
+    oc: dict[str, list[Observation]] = {}
+    pairs: dict[str, AcrossPair] = {}
+    not_compared: list[tuple[str, str]] = []
+    unmeasured: list[str] = []
+    partnered: dict[str, bool] = {}  # baseline cell -> has a measured counterpart
+    for k in keys:
+        if value_of[k] == baseline:
+            continue
+        g = group_of[k]
+        bk = base_of.get(g)
+        if bk is not None:
+            partnered[bk] = partnered.get(bk, False) or measured[k]
+        if not measured[k]:
+            not_compared.append((k, _unmeasured(obs[k], s.metric)))
+            unmeasured.append(k)
+        elif bk is None:
+            not_compared.append((k, f"no {baseline} cell for {g}"))
+        elif not measured[bk]:
+            not_compared.append((k, f"its {baseline} cell is not measured: {_unmeasured(obs[bk], s.metric)}"))
+            unmeasured.append(k)
+        else:
+            ob[k], oc[k] = list(obs[bk]), list(obs[k])
+            pairs[k] = AcrossPair(candidate=k, baseline=bk, group=g, value=value_of[k])
+    for bk in base_of.values():
+        if not measured[bk]:
+            not_compared.append((bk, _unmeasured(obs[bk], s.metric)))
+            unmeasured.append(bk)
+        elif bk not in partnered:
+            not_compared.append((bk, f"no other {fieldname} than {baseline} for {group_of[bk]}"))
+        elif not partnered[bk]:
+            not_compared.append((bk, f"no other {fieldname} measured for {group_of[bk]} (see its cells' reasons)"))
+    comparison = compare_observations(ob, oc, s, warnings=warnings, baseline_runs=list(runs),
+                                      candidate_runs=list(runs))  # fmt: skip
+    for cc in comparison.cells:  # the gate's advice speaks of sides and baselines: say it for cells
+        cc.notes = [ACROSS_ONE_PROCESS + (", or --within-run" if s.from_samples else "")
+                    if n.startswith("one process per side:") else n for n in cc.notes]  # fmt: skip
+    return AcrossComparison(field=fieldname, baseline=baseline, comparison=comparison, pairs=pairs,
+                            not_compared=not_compared, unmeasured=unmeasured, runs=list(runs))  # fmt: skip
+
+
+def compare_across(
+    docs: Sequence[Mapping[str, Any]], fieldname: str, baseline: str, settings: CompareSettings | None = None
+) -> AcrossComparison:
+    """``harness compare RUNS --across FIELD=BASELINE`` on result documents (several docs,
+    or ``repeats`` inside a cell, are separate processes of each cell)."""
+    s = settings or CompareSettings()
+    return compare_across_observations(
+        observations(docs, s.metric, s.stat), cell_parts(docs), fieldname, baseline, s,
+        warnings=across_warnings(docs, fieldname), runs=[str(d.get("run_id")) for d in docs],
+    )  # fmt: skip

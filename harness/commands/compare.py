@@ -1,6 +1,13 @@
 """``harness compare BASELINE CANDIDATE`` (or ``--baseline [NAME] CANDIDATE``): statistically tested per-cell deltas; exit 1
 on a regression (the CI contract), 0 otherwise, 2 on usage errors.
 
+``harness compare RUN [RUN ...] --across FIELD=BASELINE``: within the given runs, each cell
+against the cell that differs only in FIELD (variant, backend or device) and has FIELD =
+BASELINE, with the same statistics; verdicts "faster" / "slower" / "no detectable
+difference"; exit 0 when it ran, 1 only with ``--fail-if-worse`` (a cell significantly
+worse than its BASELINE counterpart) or ``--fail-on-missing`` (a cell not compared because
+it or its counterpart was skipped or failed), 2 on usage errors.
+
 BASELINE and CANDIDATE are each a result file or a directory of result files; several
 files on one side, or cells measured with ``harness run --repeats N``, are separate
 processes of the same code, which is what lets the verdict account for run-to-run noise
@@ -26,15 +33,17 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
         help="compare a candidate run against a baseline (exit 1 on a regression)",
-        usage="harness compare BASELINE CANDIDATE [options]\n       harness compare --baseline [NAME] CANDIDATE [options]",
+        usage="harness compare BASELINE CANDIDATE [options]\n       harness compare --baseline [NAME] CANDIDATE [options]"
+              "\n       harness compare RUN [RUN ...] --across FIELD=BASELINE [options]",
         description="Per-cell deltas with confidence intervals and significance. Each worker process (a result "
         "file, or each repeat of 'harness run --repeats N') is one observation. A cell regresses only when the "
         "change is significant (Holm-adjusted) AND exceeds its threshold; with one process per side, or a "
-        "contended measurement, it is inconclusive (exit 0). See docs/compare.md.",
+        "contended measurement, it is inconclusive (exit 0). With --across FIELD=BASELINE the given runs are one "
+        "pool and each cell is compared with the cell differing only in FIELD. See docs/compare.md.",
     )
     p.add_argument("sides", nargs="*", metavar="BASELINE CANDIDATE",
                    help="baseline and candidate: each a result file or a directory of repeated runs "
-                        "(with --baseline: only the CANDIDATE)")  # fmt: skip
+                        "(with --baseline: only the CANDIDATE; with --across: one or more runs, pooled)")  # fmt: skip
     p.add_argument("--baseline", dest="baseline_name", nargs="?", const="default", default=None, metavar="NAME",
                    help="use the stored baseline NAME (default: default; see 'harness baseline') as BASELINE; "
                         "write NAME right after --baseline or as --baseline=NAME")  # fmt: skip
@@ -58,8 +67,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--fail-on-missing", action="store_true",
                    help="also exit 1 when a cell measured in the baseline is absent, skipped or failed in the "
-                        "candidate (use it in CI: a runner that lost its GPU skips every GPU cell)")
+                        "candidate (use it in CI: a runner that lost its GPU skips every GPU cell); with --across: "
+                        "when a cell is not compared because it or its BASELINE counterpart was skipped or failed")
     p.add_argument("--config", default=None, help="thresholds YAML (per-workload / per-cell thresholds)")
+    p.add_argument("--across", default=None, metavar="FIELD=BASELINE",
+                   help="compare within the given runs (one or more files/directories, pooled): each cell against "
+                        "the cell that differs only in FIELD (variant, backend or device) and has FIELD=BASELINE, "
+                        "e.g. --across variant=fp32 ('what does bf16 buy over fp32?'), --across backend=torch, "
+                        "--across device=cpu. Verdicts: faster / slower / no detectable difference. Exit 0 when it "
+                        "ran (see --fail-if-worse, --fail-on-missing)")  # fmt: skip
+    p.add_argument("--fail-if-worse", "--fail-if-slower", dest="fail_if_worse", action="store_true",
+                   help="with --across: exit 1 when a cell is significantly worse than its BASELINE counterpart "
+                        "(slower; larger for a memory metric) beyond the threshold")  # fmt: skip
     p.add_argument("-o", "--output", default=None, help="write the output here instead of stdout")
 
 
@@ -231,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
     merged.update(kw)
     settings = CompareSettings(**merged)
 
+    if args.across is not None:
+        return _run_across(args, settings)
+    if args.fail_if_worse:
+        raise UsageError("--fail-if-worse goes with --across (without it, compare exits 1 on any regression)")
     base, candidate = _sides(args)
     # one side at a time (bounded memory, issue 13): each side's observations (float64
     # arrays, 8 bytes a sample) are taken right after it is loaded and its samples_ms lists
@@ -259,16 +282,193 @@ def run(args: argparse.Namespace) -> int:
         text = comparison_markdown(result)
     else:
         text = comparison_text(result)
-    if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as e:
-            raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
-    else:
-        sys.stdout.write(text)
+    _emit(text, args.output)
     lost = result.lost
     if lost:
         print(f"{'error' if args.fail_on_missing else 'warning'}: {len(lost)} cell(s) measured in the baseline are "
               f"not measured in the candidate: {', '.join(c.key for c in lost[:5])}"
               + (" ..." if len(lost) > 5 else ""), file=sys.stderr)
     return EXIT_FAILED if result.regressions or (args.fail_on_missing and lost) else EXIT_OK
+
+
+def _emit(text: str, output: str | None) -> None:
+    """``text`` to ``output`` (``-o``) or stdout."""
+    if output:
+        try:
+            Path(output).write_text(text)
+        except OSError as e:
+            raise UsageError(f"cannot write {output!r}: {e.strerror or e}") from None
+    else:
+        sys.stdout.write(text)
+
+
+# ----------------------------------------------------------------------------- --across
+
+
+def _run_across(args: argparse.Namespace, settings: Any) -> int:
+    """``compare RUN [RUN ...] --across FIELD=BASELINE``: the runs are one pool; exit 0
+    when it ran, 1 with ``--fail-if-worse`` / ``--fail-on-missing`` as documented, 2 on
+    usage errors."""
+    from harness.analysis.compare import (
+        across_warnings,
+        cell_parts,
+        check_metric_present,
+        compare_across_observations,
+        observations,
+        parse_across,
+    )
+
+    fieldname, baseline = parse_across(args.across)  # CompareError: exit 2, one line
+    if args.baseline_name is not None:
+        raise UsageError("--across compares cells within the given runs: give the runs (files or directories), "
+                         "not --baseline")  # fmt: skip
+    if not args.sides:
+        raise UsageError(f"--across {args.across} needs one or more result files or directories")
+    docs: list[dict[str, Any]] = []
+    obs: dict[str, list[Any]] = {}
+    parts: dict[str, Any] = {}
+    for path in args.sides:  # one path at a time: its samples are released before the next is parsed
+        loaded = _load_side(path, "runs")
+        for key, xs in observations(loaded, settings.metric, settings.stat).items():
+            obs.setdefault(key, []).extend(xs)
+        for key, value in cell_parts(loaded).items():
+            parts.setdefault(key, value)
+        _release_samples(loaded)
+        docs += loaded
+    if args.metric is not None:
+        check_metric_present(docs, settings.metric)  # CompareError: exit 2
+    res = compare_across_observations(obs, parts, fieldname, baseline, settings,
+                                      warnings=across_warnings(docs, fieldname),
+                                      runs=[str(d.get("run_id")) for d in docs])  # fmt: skip
+    if not res.comparison.cells:
+        print(f"warning: no cell could be compared with its {fieldname} {baseline} counterpart (see 'not compared')",
+              file=sys.stderr)  # fmt: skip
+    for w in res.comparison.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.format == "json":
+        text = json.dumps(res.to_dict(), indent=1, default=str) + "\n"
+    elif args.format == "markdown":
+        text = _across_markdown(res)
+    else:
+        text = _across_text(res)
+    _emit(text, args.output)
+    worse = res.worse
+    if worse and args.fail_if_worse:
+        print(f"error: {len(worse)} cell(s) {res.words[1]} than their {fieldname} {baseline} counterpart: "
+              + ", ".join(res.pairs[c.key].candidate for c in worse[:5]) + (" ..." if len(worse) > 5 else ""),
+              file=sys.stderr)  # fmt: skip
+    if res.unmeasured and args.fail_on_missing:
+        print(f"error: {len(res.unmeasured)} cell(s) not compared because they or their counterpart were skipped "
+              f"or failed: {', '.join(res.unmeasured[:5])}" + (" ..." if len(res.unmeasured) > 5 else ""),
+              file=sys.stderr)  # fmt: skip
+    failing = (args.fail_if_worse and worse) or (args.fail_on_missing and res.unmeasured)
+    return EXIT_FAILED if failing else EXIT_OK
+
+
+def _across_heads(res: Any) -> list[str]:
+    _better, _worse, factor = res.words
+    return ["cell", f"{res.field}", "verdict", "estimate", f"95% CI ({factor})", "p (Holm)", "threshold",
+            "detectable (80%)", f"processes {res.baseline}/other", "notes"]  # fmt: skip
+
+
+def _across_rows(res: Any) -> list[list[str]]:
+    """One row per pair, grouped by cell (the key without FIELD)."""
+    from harness.reports import formatting as F
+
+    def pct(x: Any) -> str:
+        return f"{x * 100:.1f}%" if F.is_number(x) else "n/a"
+
+    rows = []
+    common = _common_notes(res)
+    for cc in sorted(res.comparison.cells, key=lambda c: (res.pairs[c.key].group, res.pairs[c.key].value)):
+        pair = res.pairs[cc.key]
+        _g, ci = res.gain(cc)
+        p = cc.p_adjusted
+        rows.append([
+            pair.group, f"{pair.value} vs {res.baseline}", res.verdict(cc), res.estimate_text(cc),
+            f"[{ci[0]:.2f}x, {ci[1]:.2f}x]" if ci else "n/a",
+            "n/a" if not F.is_number(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}"),
+            pct(cc.threshold) + (" (auto)" if cc.threshold_source.startswith("auto") else ""),
+            pct(cc.min_detectable_change), f"{cc.n_baseline}/{cc.n_candidate}",
+            "; ".join(n for n in cc.notes if n not in common),
+        ])  # fmt: skip
+    return rows
+
+
+def _common_notes(res: Any) -> list[str]:
+    """Notes every pair has (with more than one pair): said once under the table, not per row."""
+    cells = res.comparison.cells
+    if len(cells) < 2:
+        return []
+    return [n for n in cells[0].notes if all(n in c.notes for c in cells[1:])]
+
+
+def _across_header(res: Any) -> str:
+    s = res.comparison.settings
+    m = s.declared
+    stat = f", stat {s.stat}" if s.from_samples else ""
+    counts = ", ".join(f"{k}: {n}" for k, n in res.counts().items())
+    return (f"across {res.field} (baseline {res.baseline}): each cell against the {res.baseline} cell that differs "
+            f"from it only in {res.field} — metric "
+            f"{s.metric} ({m.unit + ', ' if m.unit else ''}{m.direction} is better){stat}, alpha {s.alpha} (Holm "
+            f"over {res.comparison.tested} tested pair(s)), {len(res.runs)} run(s); {counts or 'no cells'}")  # fmt: skip
+
+
+def _across_advice(res: Any) -> list[str]:
+    from harness.analysis.compare import CONTENDED, NOISE_UNKNOWN
+
+    labels = [c.verdict_text for c in res.comparison.cells]
+    out = [f"every pair: {n}" for n in _common_notes(res)
+           if not (NOISE_UNKNOWN in labels and n.startswith("one process per cell"))]  # fmt: skip
+    if NOISE_UNKNOWN in labels:
+        out.append(f"{labels.count(NOISE_UNKNOWN)} pair(s) {NOISE_UNKNOWN}: each cell was measured in one process; "
+                   "measure it in several (harness run --repeats 3, or several runs) so the run-to-run noise is "
+                   "known" + (" (or --within-run)" if res.comparison.settings.from_samples else ""))  # fmt: skip
+    if CONTENDED in labels:
+        out.append(f"{labels.count(CONTENDED)} pair(s) {CONTENDED}: rerun on a quiet machine (or --allow-contended)")
+    if res.unmeasured:
+        out.append(f"{len(res.unmeasured)} cell(s) not compared because they or their counterpart were skipped or "
+                   "failed (under 'not compared')")  # fmt: skip
+    return out
+
+
+def _across_text(res: Any) -> str:
+    heads = _across_heads(res)
+    table = [heads] + _across_rows(res)
+    widths = [max(len(r[i]) for r in table) for i in range(len(heads) - 1)]
+    lines = [_across_header(res), ""]
+    for r in table:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(heads) - 1)).rstrip()
+                     + ("  " + r[-1] if r[-1] else ""))  # fmt: skip
+    if res.not_compared:
+        lines += ["", f"not compared ({len(res.not_compared)}):"]
+        lines += [f"  {k}: {why}" for k, why in res.not_compared]
+    for a in _across_advice(res):
+        lines.append(f"note: {a}")
+    for w in res.comparison.warnings:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def _across_markdown(res: Any) -> str:
+    from harness.reports.tables import md_escape
+
+    heads = _across_heads(res)
+    lines = [f"### harness compare --across: {md_escape(_across_header(res))}", ""]
+    lines += [f"> warning: {md_escape(w)}" for w in res.comparison.warnings] + ([""] if res.comparison.warnings else [])
+    lines.append("| " + " | ".join(md_escape(h) for h in heads) + " |")
+    lines.append("|" + "---|" * len(heads))
+    for r in _across_rows(res):
+        lines.append("| " + " | ".join(md_escape(x) for x in r) + " |")
+    lines.append("")
+    if res.not_compared:
+        lines.append(f"Not compared ({len(res.not_compared)}):")
+        lines += [f"- {md_escape(k)}: {md_escape(why)}" for k, why in res.not_compared]
+        lines.append("")
+    advice = _across_advice(res)
+    lines += [f"> {md_escape(a)}" for a in advice] + ([""] if advice else [])
+    better, worse, factor = res.words
+    lines.append(f"{factor}: {res.field} {res.baseline} / the cell (> 1: the cell is {better}). A verdict of {better} "
+                 f"or {worse} needs a significant difference (Holm-adjusted) AND one beyond the threshold; "
+                 "*detectable (80%)* is the smallest difference this comparison flags with 80% probability.")  # fmt: skip
+    return "\n".join(lines) + "\n"

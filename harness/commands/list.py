@@ -61,7 +61,32 @@ def run(args: argparse.Namespace) -> int:
             extra = f"; data-parallel (--world-size): {engine if dp else 'no'}"
             extra += "" if ok else f"  [yellow](not installed: {escape(why)})[/]"
         out.print(f"[bold]{name}[/]  {escape(desc)}{extra}", highlight=False)
+    if singular == "workload":
+        _list_providers(out)
     return EXIT_OK
+
+
+def _list_providers(out: Any) -> None:
+    """The model providers (``-w SCHEME:REF``) and their well-known models."""
+    from rich.markup import escape
+
+    from harness.core import registry
+
+    schemes = registry.names("workload_provider")
+    if not schemes:
+        return
+    out.print("\n[bold]models by name[/] (-w SCHEME:REF; add @SIZE to pick a preset, e.g. hf:gpt2@tiny):",
+              highlight=False)
+    for scheme in schemes:
+        try:
+            provider = registry.load_provider(scheme)
+        except registry.PluginLoadError as e:
+            out.print(f"[bold]{scheme}:[/]  [red]broken plugin[/]: {escape(str(e))}", highlight=False)
+            continue
+        out.print(f"[bold]{scheme}:[/]  {escape(provider.description)}  [dim]{escape(provider.usage)}[/]",
+                  highlight=False)
+        for ref, desc in provider.known().items():
+            out.print(f"  [bold]{scheme}:{ref}[/]  {escape(desc)}", highlight=False)
 
 
 

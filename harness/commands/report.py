@@ -4,6 +4,9 @@ Given many runs (a directory), the report adds a history section (trends and cha
 points per cell and machine), a regressions section (each machine's latest run against
 its earlier runs) and, when the runs come from several machines, a procurement view
 (``--prices`` adds perf per dollar, ``--rank-by`` picks the ranking metric).
+``--calibration DIR`` computes MFU and the roofline at report time from a calibration
+taken after the run (:mod:`harness.reports.calibration`), labelled as such; the result
+files are not changed.
 Both formats are drawn by the registered report sections (:mod:`harness.reports.api`);
 a section that raises is shown in the report in its place and warned about here.
 """
@@ -29,7 +32,11 @@ def add_parser(sub: Any) -> None:
     rep.add_argument("--prices", default=None, help="price file (YAML) for perf per dollar in the procurement view")
     rep.add_argument("--rank-by", default="throughput",
                      choices=("throughput", "latency", "perf_per_watt", "perf_per_dollar"),
-                     help="ranking metric of the procurement view (default: throughput)")  # fmt: skip
+                     help="ranking metric of the procurement view (default: throughput)")
+    rep.add_argument("--calibration", default=None, metavar="DIR",
+                     help="compute MFU and the roofline at report time from the calibrations in DIR "
+                          "(`harness calibrate --out DIR`, taken after the run; matched by machine "
+                          "fingerprint); such values are labelled as applied at report time")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no such result file or directory: {missing[0]}")
     if not paths:
         raise UsageError(f"no result files (*.json) found in {' '.join(args.results)}")
+    cal_dir = None
+    if getattr(args, "calibration", None):
+        from harness.reports.calibration import check_calibration_dir
+
+        cal_dir = check_calibration_dir(args.calibration)  # a UserError: exit 2, one line
     prices = None
     if args.prices:
         from harness.analysis.procurement import load_prices
@@ -54,10 +66,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {err}", file=sys.stderr)
     if not loaded.runs:
         raise UsageError("no readable result files among the inputs (see the warnings above)")
+    runs = loaded.runs
+    if cal_dir is not None:
+        from harness.reports.calibration import apply_report_calibration
+
+        runs, notes = apply_report_calibration(runs, cal_dir)
+        for note in notes:
+            print(f"warning: --calibration: {note}", file=sys.stderr)
     if args.format == "markdown":
         from harness.reports.markdown import markdown_report
 
-        rendered = markdown_report(loaded.runs, prices, args.rank_by)
+        rendered = markdown_report(runs, prices, args.rank_by)
         _warn_failures(rendered.failures)
         text = rendered.text
         if args.output:
@@ -79,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         target = paths[0].parent / "report.html"
     failures: list[str] = []
     try:
-        write_html_report(loaded.runs, target, errors=loaded.errors, title=args.title, prices=prices,
+        write_html_report(runs, target, errors=loaded.errors, title=args.title, prices=prices,
                           rank_by=args.rank_by, failures=failures)  # fmt: skip
     except OSError as e:
         raise UsageError(f"cannot write report {str(target)!r}: {e.strerror or e}") from None

@@ -79,6 +79,12 @@ def add_parser(sub: Any) -> None:
                           "imported the framework once, where that is safe; fork also forks backends whose import "
                           "leaves threads running (TensorFlow); process starts a fresh worker process per cell "
                           "(docs/launch.md)")
+    run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run the cells as Ray tasks on a cluster (docs/fleet.md): every cell once per suite "
+                          "target, or sharded over the nodes; one cell per node at a time; one result file per "
+                          "machine. ADDRESS: HOST:PORT of the head node, ray://HOST:PORT, auto (the cluster this "
+                          "machine is in) or local; none: $RAY_ADDRESS, else the last cluster started here, else "
+                          "a new local Ray")
 
 
 
@@ -146,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write the HTML report to {report_dir}: {problem[1]}; "
                              "choose another --report path")
 
+    if args.ray is not None:  # Ray is imported only here (harness.launch.fleet)
+        return _run_fleet(args, suite, cells, out_dir)
     try:
         outcome = run_suite(suite, cells, out_dir, tag=args.tag, show_progress=not args.no_progress)
     except OutputNotWritable as e:
@@ -187,14 +195,14 @@ def run(args: argparse.Namespace) -> int:
             write_failed = True
         else:
             print(f"report: {target}")
-    from harness.launch.runner import contended
+    from harness.launch.runner import busy_summary, contended
 
     busy = [cell["id"] for cell in outcome.doc["cells"] if contended(cell)]
-    if busy:
-        console.print(
-            f"[bold red]contention:[/] {len(busy)} cell(s) were measured while other processes competed for "
-            "their CPU/GPU; their numbers are not comparable and compare will not draw verdicts from them: "
-            + ", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""), highlight=False)
+    summary = busy_summary(outcome.doc)
+    if summary:
+        console.print(summary, style="bold red" if busy else "yellow", markup=False, highlight=False)
+    if saved is not None and c.get("failed", 0):
+        print(f"why cells failed: harness show {saved}")
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     if write_failed:  # before 1: CI must not read "cells failed" when the results are not where asked
@@ -207,4 +215,67 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_fleet(args: argparse.Namespace, suite: Any, cells: list[Any], out_dir: Path) -> int:
+    """``harness run --ray``: the suite on a Ray cluster (harness.launch.fleet); one result
+    file per machine, their summaries, an HTML report over all of them with ``--report``.
+    Exit codes as for a local run."""
+    from rich.console import Console
 
+    from harness.launch.fleet import FleetError, run_fleet
+    from harness.launch.runner import contended, os_error_cause
+    from harness.reports.tables import rich_summary_table
+
+    try:
+        fleet = run_fleet(suite, cells, out_dir, args.ray or None, tag=args.tag, show_progress=not args.no_progress)
+    except FleetError as e:
+        raise UsageError(str(e)) from None
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    write_failed = False
+    for outcome in fleet.outcomes:
+        console.print(rich_summary_table(outcome.doc))
+        if outcome.saved_path is not None:
+            target = (outcome.doc.get("fleet") or {}).get("target") or {}
+            node = (outcome.doc.get("fleet") or {}).get("node") or {}
+            where = " ".join(x for x in (f"target {target['name']}" if target.get("name") else "",
+                                         f"node {node.get('hostname')}/{str(node.get('node_id'))[:8]}" if node
+                                         else "no node") if x)
+            print(f"result: {outcome.saved_path}  ({where})")
+        if outcome.write_error:
+            print(f"harness run: error: {outcome.write_error}", file=sys.stderr)
+            write_failed = True
+    c = fleet.counts
+    not_run = sum(len(o.doc.get("not_run") or []) for o in fleet.outcomes)
+    console.print(f"{len(fleet.outcomes)} result file(s): {c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, "
+                  f"{c.get('failed', 0)} failed" + (f", {not_run} not run (interrupted)" if fleet.interrupted else ""),
+                  highlight=False)
+    if args.report is not None and fleet.outcomes:
+        from harness.reports.html import write_html_report
+
+        first = fleet.outcomes[0]
+        target_path = Path(args.report) if args.report else \
+            (first.saved_path or first.path).with_name(f"fleet-{first.doc['run_id']}.html")
+        try:
+            write_html_report([o.doc for o in fleet.outcomes], target_path)
+        except OSError as e:
+            print(f"harness run: error: could not write the HTML report to {target_path}: {os_error_cause(e)}; "
+                  f"make it later: harness report {out_dir} -o REPORT.html", file=sys.stderr)
+            write_failed = True
+        else:
+            print(f"report: {target_path}")
+    busy = [cell["id"] for o in fleet.outcomes for cell in o.doc["cells"] if contended(cell)]
+    if busy:
+        console.print(f"[bold red]contention:[/] {len(busy)} cell(s) were measured while other processes competed "
+                      "for their CPU/GPU: " + ", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""),
+                      highlight=False)
+    if fleet.interrupted:
+        return EXIT_INTERRUPTED
+    if write_failed:
+        return EXIT_WRITE
+    if c.get("failed", 0):
+        return EXIT_FAILED
+    if busy and args.fail_on_contention:
+        print("error: --fail-on-contention: contended cells (see above); rerun on a quiet machine", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -129,7 +129,8 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
                 model.zero_grad(set_to_none=True)  # as the step does: grads are written, not accumulated
                 with _forward_context(step, variant, device):
                     out = model(*inputs)
-                loss = F.cross_entropy(out.float(), step.labels)
+                loss_fn = getattr(step, "loss_fn", None)  # the workload's loss, as the step runs it
+                loss = loss_fn(out) if callable(loss_fn) else F.cross_entropy(out.float(), step.labels)
                 loss.backward()
             else:
                 model.eval()
@@ -191,7 +192,10 @@ def run_model_analytic_flops(workload: Any, variant: Any, batch_size: int, mode:
     own = variant_model_flops(workload, variant, batch_size, mode)
     if own is not None:
         return own
-    return int(workload.analytic_flops_for(batch_size, mode)), "the workload's analytic formula"
+    flops = workload.analytic_flops_for(batch_size, mode)
+    if flops is None:
+        return None, f"workload {workload.name!r} has no analytic FLOP formula (its FLOPs are counted)"
+    return int(flops), "the workload's analytic formula"
 
 
 # op names that do matmul/conv/attention work; one of these outside FlopCounterMode's

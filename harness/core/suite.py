@@ -32,6 +32,12 @@ A suite file::
                          # (training cells only; batch_size is then per worker)
     exclude:             # optional: drop cells matching all given keys
       - {workload: cnn, mode: training}
+    targets:             # optional, used by `harness run --ray` only (docs/fleet.md):
+      - {name: h100, resources: {GPU: 1, "accelerator_type:H100": 0.001}}
+      - {name: cpu-c7i, node_labels: {instance-type: c7i.4xlarge}}
+                         # every cell runs once on each target (a Ray node whose
+                         # resources are at least these / whose labels equal these);
+                         # a local run ignores them
 
 Files are read with :mod:`harness.core.safeyaml` (bounded size and alias expansion, UTF-8
 only, no duplicate keys) and checked against :func:`suite_schema`; an error names the
@@ -135,7 +141,32 @@ def check_workers_per_node(world_size: int, nnodes: int) -> str | None:
 
 
 AXES = ("workload", "backend", "device", "variant", "mode", "batch_size", "world_size")
-SUITE_KEYS = {"name", "description", "settings", "matrix", "exclude"}
+SUITE_KEYS = {"name", "description", "settings", "matrix", "exclude", "targets"}
+TARGET_KEYS = ("name", "resources", "node_labels")
+#: a target's name: it names a result file (``<run_id>`` includes it), so file-name safe
+TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_TARGETS = 256
+
+
+@dataclass(frozen=True)
+class Target:
+    """A machine target of a fleet run (``harness run --ray``, docs/fleet.md): the Ray
+    nodes whose resources are at least ``resources`` (Ray's names: ``CPU``, ``GPU``,
+    ``accelerator_type:H100``, custom ones) and whose labels include ``node_labels``.
+    Every cell of the suite runs once on each target."""
+
+    name: str
+    resources: Mapping[str, float] = field(default_factory=dict)
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The target as stored in a result file."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.resources:
+            out["resources"] = dict(self.resources)
+        if self.node_labels:
+            out["node_labels"] = dict(self.node_labels)
+        return out
 
 
 @dataclass
@@ -146,10 +177,12 @@ class Suite:
     matrix: dict[str, list[Any]] = field(default_factory=dict)
     exclude: list[dict[str, Any]] = field(default_factory=list)
     source: str = "<cli>"
+    targets: list[Target] = field(default_factory=list)  # machine targets of a fleet run (--ray)
 
     def to_record(self, cells: int) -> dict[str, Any]:
-        """How the suite is stored in a result file (the suite as run)."""
-        return {
+        """How the suite is stored in a result file (the suite as run; ``targets`` only
+        when the suite names some, so other result files keep their shape)."""
+        out = {
             "name": self.name,
             "description": self.description,
             "source": self.source,
@@ -158,6 +191,9 @@ class Suite:
             "exclude": self.exclude,
             "cells": cells,
         }
+        if self.targets:
+            out["targets"] = [t.to_record() for t in self.targets]
+        return out
 
 
 def builtin_suites() -> dict[str, str]:
@@ -254,6 +290,24 @@ def suite_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "targets": {
+                "type": ["array", "null"], "maxItems": MAX_TARGETS,
+                "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": TARGET_NAME_RE.pattern},
+                        # Ray resource name -> the least amount a node must have
+                        "resources": {"type": "object", "minProperties": 1,
+                                      "propertyNames": {"minLength": 1},
+                                      "additionalProperties": {"type": "number", "exclusiveMinimum": 0,
+                                                               "maximum": 1e12}},
+                        # Ray node label -> the value it must have
+                        "node_labels": {"type": "object", "minProperties": 1,
+                                        "propertyNames": {"minLength": 1},
+                                        "additionalProperties": {"type": "string"}},
+                    },
+                },
+            },
         },
     }
 
@@ -294,7 +348,8 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
     if v == "additionalProperties":
         allowed = sorted((err.schema.get("properties") or {}).keys())
         extra = sorted(set(err.instance) - set(allowed))
-        return (f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(allowed)}", path + [KEY_MARK, extra[0]])
+        keys = f"key {extra[0]!r}" if len(extra) == 1 else f"keys {', '.join(map(repr, extra))}"
+        return (f"{where}: unknown {keys}; allowed: {', '.join(allowed)}", path + [KEY_MARK, extra[0]])
     if v == "enum":
         msg = f"{where}: {err.instance!r} is not valid; choose from: {', '.join(map(str, err.validator_value))}"
         if "propertyNames" in list(err.absolute_schema_path):  # a bad key: point at it
@@ -316,6 +371,13 @@ def _schema_message(err: Any) -> tuple[str, list[Any]]:
         sub_errs = [s for s in (err.context or []) if s.validator in ("limit", "enum", "type", "pattern", "minimum")]
         if sub_errs:
             return _schema_message(sub_errs[0])
+    if v == "pattern" and len(path) == 3 and path[0] == "targets" and path[2] == "name":
+        return (f"{where}: {_short_repr(err.instance)} is not a valid target name (letters, digits, '.', '_', "
+                "'-'; at most 64; it names the result file)"), path
+    if v == "required":
+        return f"{where}: {_short_message(err.message)}", path
+    if v == "minProperties":
+        return f"{where}: must not be empty", path
     if v == "pattern" and path and "device" in map(str, path):
         return f"{where}: unknown device {err.instance!r}; choose from: {VALID_DEVICES}", path
     if v == "propertyNames":
@@ -439,7 +501,27 @@ def parse_suite(text: str, source: str) -> Suite:
         matrix=matrix,
         exclude=exclude,
         source=source,
+        targets=_parse_targets(root, data.get("targets") or [], source),
     )
+
+
+def _parse_targets(root: Any, raw: list[dict[str, Any]], source: str) -> list[Target]:
+    """The suite's ``targets`` (already schema-checked): names unique, each with
+    ``resources`` or ``node_labels`` (a target with neither would match every node)."""
+    out: list[Target] = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(raw):
+        name = str(t["name"])
+        if name in seen:
+            raise ConfigError(f"{source}:{_line(root, ['targets', i, 'name'])}: targets[{i}].name: {name!r} "
+                              f"is already the name of targets[{seen[name]}]; target names must be unique")
+        seen[name] = i
+        if not t.get("resources") and not t.get("node_labels"):
+            raise ConfigError(f"{source}:{_line(root, ['targets', i])}: targets[{i}] ({name!r}): give resources "
+                              "and/or node_labels (what a Ray node must have to be this target)")
+        out.append(Target(name=name, resources={str(k): float(v) for k, v in (t.get("resources") or {}).items()},
+                          node_labels={str(k): str(v) for k, v in (t.get("node_labels") or {}).items()}))
+    return out
 
 
 def load_suite(name_or_file: str) -> Suite:
@@ -526,17 +608,16 @@ def expand(suite: Suite) -> list[TaskSpec]:
     size = suite.settings.size
     cells: list[TaskSpec] = []
     seen: set[TaskSpec] = set()
-    for w in _dedupe(workloads):
+    for w_named in _dedupe(workloads):
         try:
-            wcls = registry.load("workload", w)
-        except registry.PluginLoadError as e:
+            wcls = registry.load("workload", w_named)
+            # per-workload size: NAME@SIZE, else the run's size, else the workload's default
+            wsize, _ = registry.effective_size(wcls, w_named, size)
+        except (registry.PluginLoadError, registry.UnknownName) as e:
             raise ConfigError(str(e)) from None
-        if size not in wcls.presets:
-            raise ConfigError(
-                f"unknown size {size!r} for workload {w!r}; choose from: {', '.join(wcls.presets)}"
-            )
-        bss = ([int(b) for b in _as_list(per_workload_bs.get(w))] if per_workload_bs else batch_sizes) or [
-            int(wcls.default_batch_size.get(size, 8))]
+        w = registry.split_size(w_named)[0]
+        bss = ([int(b) for b in _as_list(per_workload_bs.get(w_named, per_workload_bs.get(w)))]
+               if per_workload_bs else batch_sizes) or [int(wcls.default_batch_size.get(wsize, 8))]
         for b, d, v, mode, bs in itertools.product(
             _dedupe(backends), _dedupe(devices), _dedupe(variants), _dedupe(modes), _dedupe(bss)
         ):
@@ -545,7 +626,7 @@ def expand(suite: Suite) -> list[TaskSpec]:
                     raise ConfigError(f"device {d} with world_size: data-parallel workers use GPUs 0..N-1 of each "
                                       "node (set CUDA_VISIBLE_DEVICES to choose them); give -d cuda")
                 spec = TaskSpec(workload=w, backend=b, device=d, variant=v, mode=mode, batch_size=bs,
-                                size=size, world_size=ws)
+                                size=wsize, world_size=ws)
                 if spec in seen or _excluded(spec, suite.exclude):
                     continue
                 seen.add(spec)

@@ -138,7 +138,7 @@ def precheck(spec: TaskSpec, settings: Settings) -> str | None:
         installed, why = bcls.is_installed()
         if not installed:
             return f"backend {spec.backend!r} unavailable: {why}"
-        if not workload.supports_backend(spec.backend):
+        if not workload.supports_backend(getattr(bcls, "builds_with", None) or spec.backend):
             return f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}"
         variant = registry.load("variant", spec.variant)()
         if not variant.supports_backend(spec.backend):

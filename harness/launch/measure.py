@@ -65,7 +65,7 @@ def resolve_cell(spec: TaskSpec, settings: Settings) -> tuple[Workload, Variant,
     installed, why = bcls.is_installed()
     if not installed:
         raise SkipCell(f"backend {spec.backend!r} unavailable: {why}")
-    if not workload.supports_backend(spec.backend):
+    if not workload.supports_backend(getattr(bcls, "builds_with", None) or spec.backend):
         raise SkipCell(f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}")
     variant = _load("variant", spec.variant)()
     if not variant.supports_backend(spec.backend):
@@ -141,9 +141,17 @@ def recording(cell: dict[str, Any]) -> Iterator[None]:
         cell["error"] = {
             "type": type(e).__name__,
             "message": str(e)[:4000],
-            "traceback": traceback.format_exc()[-8000:],
+            "traceback": _bounded(traceback.format_exc()),
         }
     cell["duration_s"] = time.perf_counter() - t0
+
+
+def _bounded(text: str, head: int = 3000, tail: int = 6000) -> str:
+    """A traceback bounded to ``head + tail`` characters, keeping both ends: a chained
+    exception prints its root cause first and the outermost error last."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail:,} characters of the traceback left out ...]\n{text[-tail:]}"
 
 
 def run_cell(spec: TaskSpec, settings: Settings, dp: Any = None) -> dict[str, Any]:
@@ -280,7 +288,13 @@ def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant:
     analyses add, the timing record and the raw samples; status ``ok``."""
     step, meas = timed.step, timed.meas
     cell["runtime"] = {**backend.runtime_info(), **step.runtime_info()}
+    model_info = workload.model_info(spec.backend)
+    if model_info:
+        cell["model"] = model_info
     metrics = _core_metrics(spec, workload, step, meas)
+    if metrics["flops_analytic"] is None:
+        cell["unavailable"]["flops_analytic"] = (f"workload {spec.workload!r} has no analytic FLOP formula: "
+                                                 "its FLOPs come from the FLOP counter")
     if spec.world_size is not None:
         metrics["distributed"] = _distributed_metrics(spec, dp)
     metrics.update(variant.metrics())
@@ -321,8 +335,12 @@ def _core_metrics(spec: TaskSpec, workload: Workload, step: Step, meas: Any) -> 
         "first_iter_ms": meas.first_iter_s * 1e3,
         "params": int(step.params if step.params is not None else workload.analytic_params()),
         "params_analytic": int(workload.analytic_params()),
-        "flops_analytic": int(workload.analytic_flops_for(gbs, spec.mode)),
+        "flops_analytic": _int_or_none(workload.analytic_flops_for(gbs, spec.mode)),
     }
+
+
+def _int_or_none(x: Any) -> int | None:
+    return None if x is None else int(x)
 
 
 def _distributed_metrics(spec: TaskSpec, dp: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ limit: any ``OSError`` while writing) never cost a measured cell; see
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import tempfile
@@ -44,8 +45,8 @@ from harness.store import results
 
 # re-exported: older code imports these from the runner
 __all__ = ["run_suite", "RunOutcome", "ResultWriter", "OutputNotWritable", "output_dir_problem", "fallback_dirs",
-           "new_document", "contended", "os_error_cause", "worker_env", "run_in_worker", "CellRunner", "Launcher",
-           "ProcessLauncher", "ZygoteLauncher"]
+           "new_document", "contended", "busy_summary", "cell_line", "os_error_cause", "worker_env", "run_in_worker",
+           "CellRunner", "Launcher", "ProcessLauncher", "ZygoteLauncher"]
 
 
 def _now_iso() -> str:
@@ -383,7 +384,8 @@ def run_suite(
                     progress.advance(task)
                     continue
                 label = f" (process {r + 1}/{planned})" if planned > 1 else ""
-                progress.update(task, description=f"[{k + 1}/{len(order)}] {spec.id}{label}")
+                progress.update(task, description=f"[{k + 1}/{len(order)}] {spec.id}{label}",
+                                counter=f"[{k + 1}/{len(order)}]", cell=spec.id, label=label)
                 record = launch(spec, suite.settings)
                 records.setdefault(i, []).append(record)
                 if record.get("status") != "ok" and not record.get("recorded_elsewhere"):
@@ -402,7 +404,9 @@ def run_suite(
                                          and len(records[j]) < planned]
                 writer.save(doc)
                 progress.advance(task)
-                progress.console.print(_cell_line(record, label), highlight=False)
+                con = progress.console
+                # a terminal gets a line that fits its width; a log gets the whole line, unwrapped
+                con.print(cell_line(record, label, con.width if con.is_terminal else None), soft_wrap=True)
                 if on_cell:
                     on_cell(cell)
     except KeyboardInterrupt:
@@ -448,44 +452,291 @@ def contended(cell: dict[str, Any]) -> bool:
     return bool(((cell.get("timing") or {}).get("contention") or {}).get("detected"))
 
 
-def _cell_line(cell: dict[str, Any], label: str = "") -> str:
-    from rich.markup import escape
+# ----------------------------------------------------------------------------- the console line
 
-    status = cell["status"]
+STATUS_WIDTH = 8  # "skipped " / "failed  " / "ok      "
+MIN_ID = 24  # the cell id is shortened no further than this (then the detail is)
+MIN_DETAIL = 32  # ... while the detail gets at least this much
+MIN_FIRST = 14  # cells the first detail ("p50 0.02537 ms") keeps in a narrow terminal
+MIN_OUTER = 16  # the outer error is shown only with at least this many of its characters
+LOG_LIMIT = 300  # characters of each part in a line for a log (no width to fit)
+
+
+def _short(text: str, width: int) -> str:
+    """``text`` cut to ``width`` terminal cells, an ellipsis marking the cut."""
+    from rich.cells import cell_len, set_cell_size
+
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "\u2026"[:max(width, 0)]
+    return set_cell_size(text, width - 1).rstrip() + "\u2026"
+
+
+Part = tuple[str, str, str, int]  # (prefix, body, suffix, fewest body characters worth showing)
+
+
+def _fit(head: str, label: str, parts: list[Part], width: int | None) -> tuple[str, list[str]]:
+    """Fit ``status + head + "  " + parts`` into ``width`` cells. Parts go from the last:
+    each is kept whole, or with its body shortened (prefix and suffix kept) when at least
+    its fewest characters fit, or dropped with all after it; the first part is always
+    shown. When even the first has less than :data:`MIN_DETAIL` cells left, the head (the
+    cell id; its ``label`` is kept) gives way first, down to :data:`MIN_ID`. ``width`` None (a log): nothing is
+    dropped, each body capped at :data:`LOG_LIMIT`."""
+    from rich.cells import cell_len
+
+    if width is None:
+        return head + label, [f"{pre}{_short(body, LOG_LIMIT)}{post}" for pre, body, post, _ in parts]
+    room = width - STATUS_WIDTH - 2
+    need = sum(cell_len(pre + body + post) for pre, body, post, _ in parts)
+    if cell_len(head + label) + need > room:
+        floor = min(MIN_ID, room - MIN_FIRST)  # a narrow terminal: the detail keeps MIN_FIRST cells
+        keep = max(floor, room - min(MIN_DETAIL, need)) - cell_len(label)
+        head = _short(head, max(keep, 4)) if cell_len(head) > keep else head
+    head += label
+    room -= cell_len(head)
+    kept: list[str] = []
+    for pre, body, post, least in parts:
+        whole = pre + body + post
+        if cell_len(whole) <= room:
+            kept.append(whole)
+            room -= cell_len(whole)
+            continue
+        frame = cell_len(pre + post)
+        if room - frame >= least or not kept:
+            kept.append(f"{pre}{_short(body, max(room - frame, 1))}{post}")
+        break
+    return head, kept
+
+
+def cell_line(cell: dict[str, Any], label: str = "", width: int | None = None) -> Any:
+    """The console line of a finished cell (a :class:`rich.text.Text`): status, id, and
+    the p50 (ok), the reason (skipped) or the root cause of a failure followed by the
+    outer error (``failed  ID  ImportError: ... (outer: RuntimeError: ...)``; see
+    :mod:`harness.core.rootcause`). With ``width`` (a terminal) the line fits it: the
+    least important part goes first (the contention reasons, then the outer error),
+    then the cell id is shortened. Without (a log), every part is there (each capped at
+    :data:`LOG_LIMIT` characters)."""
+    from rich.text import Text
+
+    from harness.core.rootcause import root_cause
+
+    status = str(cell.get("status"))
+    head = str(cell.get("id"))
+    line = Text()
+    styles: list[str | None]
     if status == "ok":
-        lat = cell["metrics"]["latency_ms"]
-        noisy = " [yellow](noisy)[/]" if cell["metrics"].get("noisy") else ""
-        busy = ""
+        metrics = cell.get("metrics") or {}
+        lat = (metrics.get("latency_ms") or {}).get("p50")
+        parts: list[Part] = [("p50 ", f"{lat:.4g}" if isinstance(lat, (int, float)) else "n/a", " ms", 99)]
+        styles = [None]
+        if metrics.get("noisy"):
+            parts.append((" ", "(noisy)", "", 99))
+            styles.append("yellow")
         if contended(cell):
-            why = "; ".join((cell["timing"]["contention"].get("reasons") or [])[:2])
-            busy = f" [bold red]CONTENDED[/] [red]({escape(why)[:160]})[/]" if why else " [bold red]CONTENDED[/]"
-        return f"[green]ok[/]      {escape(cell['id'])}{escape(label)}  p50 {lat['p50']:.4g} ms{noisy}{busy}"
-    color = "yellow" if status == "skipped" else "red"
-    return (f"[{color}]{status:<7}[/] {escape(cell['id'])}{escape(label)}  "
-            f"{escape(str(cell.get('reason') or ''))[:200]}")
+            parts.append((" ", "CONTENDED", "", 99))
+            styles.append("bold red")
+            why = "; ".join((((cell.get("timing") or {}).get("contention") or {}).get("reasons") or [])[:2])
+            if why:
+                parts.append((" (", why, ")", 20))
+                styles.append("red")
+        color = "green"
+    elif status == "failed":
+        rc = root_cause(cell)
+        parts = [("", rc.root if rc else str(cell.get("reason") or ""), "", 1)]
+        styles = [None]
+        if rc is not None and rc.outer:
+            parts.append((" (outer: ", rc.outer, ")", MIN_OUTER))
+            styles.append("dim")
+        color = "red"
+    else:
+        parts, styles, color = [("", str(cell.get("reason") or ""), "", 1)], [None], "yellow"
+    head, kept = _fit(head, label, parts, width)
+    line.append(status.ljust(STATUS_WIDTH - 1) + " ", style=color).append(head).append("  ")
+    for part, style in zip(kept, styles):
+        line.append(part, style=style)
+    if width is not None and line.cell_len > width:  # narrower than any layout: cut the end
+        line.truncate(width, overflow="ellipsis")
+    return line
 
 
-def _progress(enabled: bool) -> Any:
+# ----------------------------------------------------------------------------- a busy machine
+
+
+def busy_summary(doc: dict[str, Any]) -> str | None:
+    """What to tell the user at the end of a run measured on a busy machine (a few lines
+    of plain text), or None when nothing says it was busy.
+
+    Busy means: some cell was contended (other processes took the cores it ran on,
+    :mod:`harness.core.contention`: decisive), or the 1-minute load average rose above
+    what the cells themselves explain (their threads + the cores they leave free + 1:
+    ``evidence.loadavg_expected_max``; supporting only -- it lags a minute and counts
+    every CPU). The text names how busy (others' cores, load against CPUs), who (the
+    busiest other processes the probes saw), which cells, and what to do about it."""
+    cells = [c for c in doc.get("cells") or [] if isinstance(c, dict)]
+    measured = [c for c in cells if c.get("status") == "ok"]
+    hit = [c for c in measured if contended(c)]
+    others, load_peak, load_cap, ncpu, threads = 0.0, 0.0, None, None, set()
+    procs: dict[tuple[Any, Any], float] = {}
+    for c in measured:
+        for ev in _evidences(c):
+            ncpu = ev.get("ncpu") if isinstance(ev.get("ncpu"), int) else ncpu
+            t = ev.get("threads") if isinstance(ev.get("threads"), int) else ev.get("ncpu")
+            if isinstance(t, int):
+                threads.add(t)
+            loads = [v for v in (ev.get("loadavg_1m") or {}).values() if isinstance(v, (int, float))]
+            cap = ev.get("loadavg_expected_max")
+            if loads and isinstance(cap, (int, float)) and max(loads) > cap and max(loads) > load_peak:
+                load_peak, load_cap = max(loads), cap
+            if contended(c):
+                for w in (ev.get("windows") or {}).values():
+                    if isinstance(w, dict) and (w.get("cpu_contended") or w.get("pressure_contended")):
+                        others = max(others, float(w.get("other_cpu_cores") or 0.0))
+                for r in ev.get("top_other_processes") or []:
+                    if isinstance(r, dict) and isinstance(r.get("cpu_cores"), (int, float)):
+                        key = (r.get("name"), r.get("pid"))
+                        procs[key] = max(procs.get(key, 0.0), float(r["cpu_cores"]))
+    if not hit and load_cap is None:
+        return None
+    on = f" of {ncpu}" if ncpu else ""
+    uses = f"{'/'.join(str(t) for t in sorted(threads))} thread(s)" if threads else "their threads"
+    facts = []
+    if others:
+        facts.append(f"other processes used up to {others:.2f} cores{on} while the cells ran {uses}")
+    if load_cap is not None:
+        facts.append(f"the 1-min load average reached {load_peak:.2f}{' on ' + str(ncpu) + ' CPUs' if ncpu else ''} "
+                     f"(the cells explain at most {load_cap:.2f})")
+    top = sorted(procs.items(), key=lambda kv: -kv[1])[:3]
+    if top:
+        facts.append("busiest: " + ", ".join(f"{n} (pid {p}, {v:.2f} cores)" for (n, p), v in top))
+    lines = []
+    if hit:
+        ids = ", ".join(c.get("id", "?") for c in hit[:3]) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
+        lines.append(f"contention: the machine was busy: {len(hit)} of {len(measured)} measured cell(s) were "
+                     f"contended ({ids}); "
+                     + "; ".join(facts) + ". Their numbers describe the busy machine, not the code, and compare "
+                     "draws no verdict from them.")
+        free = max(1, int((ncpu or 1) - math.ceil(others))) if others else None
+        lines.append("what to do: stop or wait for " + ("those processes" if top else "the other work")
+                     + ", then rerun the same command"
+                     + (f"; or leave them cores with --threads {free}" if free and ncpu and free < ncpu else "")
+                     + "; in CI add --fail-on-contention so a busy runner fails instead of recording these numbers.")
+    else:
+        lines.append("busy machine: " + "; ".join(facts) + ". No cell's own measurement windows showed other "
+                     "processes taking its cores, so the numbers stand, but the machine was not quiet.")
+        lines.append("what to do: if the numbers look slow, check what else runs (top) and rerun on a quiet machine.")
+    return "\n".join(lines)
+
+
+def _evidences(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The contention evidence of the cell and of each of its processes (``--repeats``)."""
+    out = []
+    for rec in [cell, *(cell.get("repeats") or [])]:
+        ev = (((rec.get("timing") or {}) if isinstance(rec, dict) else {}).get("contention") or {}).get("evidence")
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
+
+
+# ----------------------------------------------------------------------------- the progress line
+
+ETA_WIDTH = len("ETA 0:00:00")
+ELAPSED_WIDTH = len("0:00:00")
+SPINNER_WIDTH = 1
+MIN_BAR, MAX_BAR = 10, 40
+MIN_CELL = 16  # characters of the cell id kept before the other fields are dropped
+
+
+def progress_layout(width: int, counter: str, cell: str, label: str, total: int) -> dict[str, int]:
+    """Which fields of the progress line fit ``width`` terminal cells, and how wide each
+    is (``{"spinner", "counter_cell", "bar", "mofn", "elapsed", "eta"}``; absent: dropped).
+
+    Priority, highest first: the counter ``[k/N]`` and the first :data:`MIN_CELL`
+    characters of the cell id, the ETA, the spinner, the elapsed time, the rest of the
+    cell id (and the process label), the bar (10 to 40 wide), and ``k/N`` completed.
+    A field is added only when it fits whole (the cell id may be cut), so the line never
+    ends in a cut-off ``ETA 0:00:\u2026`` again. Fields are separated by one space."""
+    from rich.cells import cell_len
+
+    desc_full = cell_len(f"{counter} {cell}{label}".strip())
+    desc_min = min(desc_full, cell_len(counter) + 1 + MIN_CELL)
+    mofn = 2 * len(str(total)) + 1
+    plan: dict[str, int] = {}
+    used = min(desc_min, width)
+    plan["counter_cell"] = used
+    for name, w in (("eta", ETA_WIDTH), ("spinner", SPINNER_WIDTH), ("elapsed", ELAPSED_WIDTH),
+                    ("rest", desc_full - desc_min), ("bar", MIN_BAR), ("mofn", mofn)):
+        if name == "rest":
+            extra = min(w, max(0, width - used))
+            plan["counter_cell"] += extra
+            used += extra
+            if extra < w:
+                break
+            continue
+        if used + 1 + w <= width:
+            plan[name] = w
+            used += 1 + w
+    if "bar" in plan:
+        plan["bar"] = min(MAX_BAR, MIN_BAR + width - used)
+    return plan
+
+
+def _describe(task: Any, width: int) -> str:
+    """The counter, cell id and label of ``task`` in ``width`` cells (the id is cut)."""
+    from rich.cells import cell_len
+
+    f = task.fields
+    if "cell" not in f:
+        return _short(str(task.description), width)
+    counter, label = str(f.get("counter") or ""), str(f.get("label") or "")
+    room = width - cell_len(counter) - 1 - cell_len(label)
+    if room < 12 and label.startswith(" (process "):  # " (process 2/3)" -> " (p2/3)"
+        label = " (p" + label[len(" (process "):]
+        room = width - cell_len(counter) - 1 - cell_len(label)
+    if room < 4:  # too narrow for the label as well
+        return _short(f"{counter} {f['cell']}", width)
+    return f"{counter} {_short(str(f['cell']), room)}{label}"
+
+
+def _progress(enabled: bool, console: Any = None) -> Any:
+    """The live progress line on stderr, fitted to the terminal's width at every refresh
+    (:func:`progress_layout`)."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    from rich.table import Table
+    from rich.text import Text
 
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
+    class FittingProgress(Progress):
+        bar, spinner, mofn = BarColumn(), SpinnerColumn(), MofNCompleteColumn()
+        elapsed, remaining = TimeElapsedColumn(), TimeRemainingColumn()
+
+        def make_tasks_table(self, tasks: Any) -> Table:
+            table = Table.grid(padding=(0, 1))
+            rows = []
+            for task in tasks:
+                if not task.visible:
+                    continue
+                f = task.fields
+                plan = progress_layout(self.console.width, str(f.get("counter") or ""),
+                                       str(f.get("cell") or task.description), str(f.get("label") or ""),
+                                       int(task.total or 0))
+                row: list[Any] = []
+                if "spinner" in plan:
+                    row.append(self.spinner(task))
+                row.append(Text(_describe(task, plan["counter_cell"]), no_wrap=True, overflow="ellipsis"))
+                if "bar" in plan:
+                    self.bar.bar_width = plan["bar"]
+                    row.append(self.bar(task))
+                if "mofn" in plan:
+                    row.append(self.mofn(task))
+                if "elapsed" in plan:
+                    row.append(self.elapsed(task))
+                if "eta" in plan:
+                    row.append(Text.assemble("ETA ", self.remaining(task)))
+                rows.append(row)
+            for row in rows:
+                table.add_row(*row)
+            return table
+
+    return FittingProgress(console=console or Console(stderr=True), disable=not enabled, transient=False)

@@ -194,6 +194,8 @@ CELL_SCHEMA: dict[str, Any] = {
         "samples_ms": {"type": "array"},
         "timing": TIMING_SCHEMA,
         "runtime": RUNTIME_SCHEMA,
+        # where the model came from (zoo config, custom factory + file hash, weights)
+        "model": _OBJ_OR_NULL,
         "timeseries": _OBJ_OR_NULL,
         "repeats": {"type": ["array", "null"], "items": REPEAT_SCHEMA},
         "repeats_planned": _INT_OR_NULL,

@@ -43,5 +43,8 @@ class FP32Variant(Variant):
     def apply_tensorflow(self, model: Any, **ctx: Any) -> Any:
         return model
 
+    def apply_onnxruntime(self, model: Any, **ctx: Any) -> Any:
+        return model  # the fp32 ONNX graph (bytes), unchanged
+
 
 __all__ = ["FP32Variant"]

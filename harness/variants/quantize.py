@@ -80,20 +80,57 @@ class _OrtQuantVariant(Variant):
                     workload: Any = None, calibration: Sequence[Sequence[Any]] | None = None,
                     **ctx: Any) -> Any:
         _check_torch_ctx(self.name, device, mode)
+        self._check_packages()
+        from harness.variants._torch_utils import (OrtModel, example_batches, export_cache_key, export_onnx,
+                                                   input_names)
+
+        batches = example_batches(workload, calibration)
+        q = self._quantized(lambda: export_cache_key(model, workload, batches, self),
+                            lambda: export_onnx(model, workload, batches[0]), workload, batches)
+        return OrtModel(q, input_names(workload), fmt="onnx (int8)")
+
+    def apply_onnxruntime(self, model: bytes, *, device: Any = "cpu", mode: str = "inference",
+                          workload: Any = None, calibration: Sequence[Sequence[Any]] | None = None,
+                          **ctx: Any) -> bytes:
+        """The int8 graph of ``model``, an fp32 ONNX graph (bytes), for the ONNX Runtime
+        backend: the same quantizer and cache as :meth:`apply_torch`."""
+        _check_torch_ctx(self.name, device, mode)
+        self._check_packages()
+        import hashlib
+
+        from harness.core import cache
+        from harness.variants._torch_utils import EXPORT_CACHE_VERSION, example_batches, export_onnx
+
+        batches = example_batches(workload, calibration)
+
+        def key() -> str:
+            return cache.key(
+                what="onnx-int8-of-graph", v=EXPORT_CACHE_VERSION, variant=self.name,
+                graph=hashlib.sha256(model).hexdigest(),
+                batches=cache.digest_arrays([a for b in batches for a in b]),
+                versions=cache.package_versions("onnx", "onnxruntime", "numpy"),
+                sources=cache.source_digests([type(self), export_onnx]))
+
+        return self._quantized(key, lambda: bytes(model), workload, batches)
+
+    def _check_packages(self) -> None:
         import importlib.util
-        import os
-        import tempfile
-        import time
 
         for pkg in ("onnx", "onnxruntime"):
             if importlib.util.find_spec(pkg) is None:
                 raise SkipCell(f"{self.name} needs the python package {pkg!r} (pip install -r requirements.txt)")
+
+    def _quantized(self, make_key: Any, export: Any, workload: Any, batches: Sequence[Sequence[Any]]) -> bytes:
+        """The int8 graph through the ``onnx`` cache: ``export()`` gives the fp32 graph
+        on a miss; records ``quantize_time_s``, ``onnx_fp32_size_bytes`` and
+        ``export_cache`` in :meth:`metrics`."""
+        import os
+        import tempfile
+        import time
+
         from harness.core import cache
-        from harness.variants._torch_utils import (OrtModel, example_batches, export_cache_key, export_onnx,
-                                                   input_names)
 
         t0 = time.perf_counter()
-        batches = example_batches(workload, calibration)
         # exported + quantized models are cached (kind "onnx"): the same weights,
         # batches, variant and versions give the same bytes (see docs/cache.md)
         status, reason, key = cache.OFF, cache.disabled_reason(), None
@@ -101,7 +138,7 @@ class _OrtQuantVariant(Variant):
         fp32_size: int | None = None
         if cache.enabled():
             try:
-                key = export_cache_key(model, workload, batches, self)
+                key = make_key()
             except Exception as e:  # noqa: BLE001 - no key, no cache: export as before
                 reason = f"no cache key: {type(e).__name__}: {str(e)[:200]}"
         if key is not None:
@@ -112,7 +149,7 @@ class _OrtQuantVariant(Variant):
             else:
                 status, reason = cache.MISS, meta.reason or blob.reason
         if q is None:
-            fp32 = export_onnx(model, workload, batches[0])
+            fp32 = export()
             fp32_size = len(fp32)
             with tempfile.TemporaryDirectory(prefix="dlh-int8-") as d:
                 src, out = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
@@ -131,7 +168,7 @@ class _OrtQuantVariant(Variant):
         }
         if reason:
             self._metrics["export_cache_reason"] = reason
-        return OrtModel(q, input_names(workload), fmt="onnx (int8)")
+        return q
 
 
 class Int8DynamicVariant(_OrtQuantVariant):

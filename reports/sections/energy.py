@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from harness.reports import cells as C
 from harness.reports import formatting as F
-from harness.reports.sections.common import M, ReportContext, ReportSection, Rendered, layout, legacy, pe, table
+from harness.reports.sections.common import (M, ReportContext, ReportSection, Rendered, collapsed_table, layout, legacy,
+                                             na, pe, table)
 from harness.reports.templating import cat, join, render
 
 KEYS = ("energy_per_sample_j", "samples_per_j", "avg_power_w", "peak_power_w", "idle_power_w", "energy_j")
@@ -33,7 +34,7 @@ class EnergySection(ReportSection):
             vals = []
             for key in KEYS:
                 txt = F.metric_value(key, en.get(key))
-                vals.append((txt if txt else M.na(en.get("reason") or "not measured"),
+                vals.append((txt if txt else na(en.get("reason") or "not measured"),
                              en.get(key) if F.is_number(en.get(key)) else ""))  # fmt: skip
             why = en.get("model") if src == "estimate" else en.get("reason")
             source = join([src, M.badge("estimate", "warn") if src == "estimate" else ""])
@@ -61,6 +62,10 @@ class EnergySection(ReportSection):
                          "Measured energy (NVML counter or power sampling, RAPL) in solid bars; estimates hatched and "
                          "labelled."))  # fmt: skip
         heads = ["cell", "source", "J/sample", "samples/J", "avg power", "peak power", "idle power", "energy"]
+        # a machine without meters: every value n/a for one reason -> one line, no table
+        line = collapsed_table(heads, rows, label_cols=2)
+        if line is not None and not figs:
+            return line
         return Rendered(render("energy.html.j2", table=table(heads, rows)), figs)
 
 

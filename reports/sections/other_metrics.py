@@ -1,4 +1,7 @@
-"""Every further metric the cells recorded (outside the summary's columns), unit by name."""
+"""Every further metric the cells recorded (outside the summary's columns and the energy
+and quality sections), in its declared unit (:func:`harness.reports.formatting.unit_of`).
+Nested groups (``utilisation``, ``distributed``) are shown as dotted names; a column
+that is n/a in every cell for one reason is one line under the table instead."""
 
 from __future__ import annotations
 
@@ -6,12 +9,46 @@ from typing import Any
 
 from harness.reports import cells as C
 from harness.reports import formatting as F
-from harness.reports.sections.common import ReportContext, ReportSection, Td
+from harness.reports.sections.common import ReportContext, ReportSection, Td, all_unavailable_line, drop_unavailable_columns
 from harness.reports.templating import render
 
-# metric keys the summary table shows in its own columns; anything else a cell
-# carries goes here (rendered generically, unit by name)
-SUMMARY_METRICS = frozenset({"latency_ms", "noisy", "throughput_per_s", "peak_host_mem_bytes", "params"})
+# metric keys the summary table shows in its own columns, and groups with a section of
+# their own; anything else a cell carries goes here (in its declared unit)
+SUMMARY_METRICS = frozenset({"latency_ms", "noisy", "throughput_per_s", "peak_host_mem_bytes", "params",
+                             "achieved_flops_per_s", "mfu", "energy", "quality"})
+LONG_TEXT = 40  # longer strings (method descriptions) are shortened, the full text on hover
+
+
+def _lookup(cell: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """(present, value) of a dotted metric key (``utilisation.cpu_percent_mean``)."""
+    node: Any = C.metrics(cell)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def metric_keys(cell: dict[str, Any]) -> list[str]:
+    """The cell's metric keys outside :data:`SUMMARY_METRICS`, nested groups (other
+    than a ``{"value", "unit", "source"}`` value) flattened to dotted names."""
+    out: list[str] = []
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for k, v in node.items():
+            name = f"{prefix}{k}"
+            if not prefix and k in SUMMARY_METRICS:
+                continue
+            if isinstance(v, dict) and "value" not in v and v:
+                walk(name + ".", v)
+            else:
+                out.append(name)
+
+    walk("", C.metrics(cell))
+    for k in (cell.get("unavailable") or {}):
+        if isinstance(k, str) and k.split(".")[0] not in SUMMARY_METRICS and k not in out:
+            out.append(k)
+    return out
 
 
 def value_td(cell: dict[str, Any], key: str) -> Td:
@@ -23,10 +60,9 @@ def value_td(cell: dict[str, Any], key: str) -> Td:
 
 
 def _value(cell: dict[str, Any], key: str) -> tuple[Any, Any]:
-    m = C.metrics(cell)
-    if key not in m or m.get(key) is None:
+    present, v = _lookup(cell, key)
+    if not present or v is None:
         return Td("na", C.unavailable_reason(cell, key)), ""
-    v = m[key]
     if isinstance(v, dict):
         if "value" in v:
             val = v.get("value")
@@ -53,6 +89,8 @@ def _value(cell: dict[str, Any], key: str) -> tuple[Any, Any]:
         return f"[{len(v)} values]", len(v)
     text = F.metric_value(key, v)
     if text is None:
+        if isinstance(v, str) and len(v) > LONG_TEXT:
+            return Td("tip", F.shorten(v, LONG_TEXT), x=v), v
         return str(v), str(v)
     return text, v if F.is_number(v) else str(v)
 
@@ -67,8 +105,8 @@ class OtherMetricsSection(ReportSection):
         ok = [(r, c) for r, c in C.iter_cells(ctx.runs) if C.status(c) == "ok"]
         keys: list[str] = []
         for _, c in ok:
-            for k in list(C.metrics(c)) + list((c.get("unavailable") or {}).keys()):
-                if k not in SUMMARY_METRICS and k not in keys:
+            for k in metric_keys(c):
+                if k not in keys:
                     keys.append(k)
         return (ok, keys) if keys else None
 
@@ -81,4 +119,9 @@ class OtherMetricsSection(ReportSection):
             tds.append(Td("code", C.cell_id(cell), C.cell_id(cell)))
             tds += [value_td(cell, k) for k in keys]
             rows.append({"cls": None, "cols": tds})
-        return render("other_metrics.html.j2", table=render("big_table.html.j2", heads=heads, rows=rows, table_id=None))
+        first = 2 if ctx.multi else 1
+        heads, rows, dropped = drop_unavailable_columns(heads, rows, first)
+        lines = [all_unavailable_line(h, why, len(rows)) for h, why in dropped]
+        table = render("big_table.html.j2", heads=heads, rows=rows, table_id=None) if len(heads) > first else ""
+        return render("other_metrics.html.j2", table=table, lines=lines,
+                      report_time=[r for r in ctx.runs if isinstance(r.get("report_calibration"), dict)])

@@ -38,6 +38,10 @@ def _flags(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return list(seen.values())
 
 
+def _gate_of(q: Any) -> Mapping[str, Any]:
+    return q.get("gate") if isinstance(q, Mapping) and isinstance(q.get("gate"), Mapping) else {}
+
+
 def _num(v: Any) -> Any:
     return v if F.is_number(v) else ""
 
@@ -59,7 +63,10 @@ class QualitySection(ReportSection):
         return pairs or None
 
     def html(self, data: Any, ctx: ReportContext) -> Any:
-        rows = []
+        rows: list[list[Any]] = []
+        rules = {str(_gate_of(C.metric(c, "quality")).get("rule") or "") for _, c in data}
+        # the same rule in every row: said once under the table (and on hover in the badges)
+        one_rule = next(iter(rules)) if len(rules) == 1 and "" not in rules else None
         groups: dict[tuple[str, str], list[tuple[float, float, Any]]] = {}
         # fp32 p50 of the same workload/backend/device/mode/batch/size in the same run
         fp32_p50: dict[tuple[Any, ...], float] = {}
@@ -81,10 +88,11 @@ class QualitySection(ReportSection):
             contended = C.contention(c) or ("the fp32 reference cell was contended" if fkey in fp32_contended else None)
             gate = q.get("gate") if isinstance(q.get("gate"), Mapping) else {}
             passed = gate.get("passed")
-            gate_html = (M.badge("pass", "st-ok") if passed is True else
-                         M.badge("fail", "st-failed") if passed is False else M.muted("n/a"))  # fmt: skip
-            if gate.get("rule"):
-                gate_html = join([gate_html, M.muted(gate.get("rule"))])
+            rule = str(gate.get("rule") or "")
+            gate_html = (M.badge("pass", "st-ok", rule or None) if passed is True else
+                         M.badge("fail", "st-failed", rule or None) if passed is False else M.muted("n/a"))  # fmt: skip
+            if rule and not one_rule:
+                gate_html = join([gate_html, M.span(rule, None, "muted rule")])
             if speedup:
                 mark = (M.badge("contended", "contended", contended) if contended else
                         M.badge("slower", "st-failed") if speedup < 1 else "")  # fmt: skip
@@ -93,7 +101,8 @@ class QualitySection(ReportSection):
                 speed_html = M.muted("no fp32 cell")
             size, nz, ct = (C.metric(c, k) for k in ("model_size_bytes", "nonzero_params", "compile_time_s"))
             acc_d = q.get("accuracy_delta")
-            rows.append([
+            dataset = str(q.get("dataset") or "")
+            rows.append(([(M.code(r.get("run_id")), str(r.get("run_id")))] if ctx.multi else []) + [
                 (M.code(C.cell_id(c)), C.cell_id(c)), (spec.get("variant"), spec.get("variant")),
                 (spec.get("backend"), spec.get("backend")),
                 (F.percent(q.get("accuracy"), 2) or "n/a", _num(q.get("accuracy"))),
@@ -102,7 +111,7 @@ class QualitySection(ReportSection):
                 (gate_html, str(passed)), (F.ms(p50) or "n/a", p50 or ""), (speed_html, speedup or ""),
                 (F.bytes_human(size) or "n/a", _num(size)), (F.count(nz) or "n/a", _num(nz)),
                 (F.metric_value("compile_time_s", ct) or "n/a", _num(ct)),
-                (q.get("dataset") or "", str(q.get("dataset") or "")),
+                (M.span(F.shorten(dataset, 40), dataset if len(dataset) > 40 else None), dataset),
             ])  # fmt: skip
             acc = q.get("accuracy")
             if p50 is not None and F.is_number(acc):
@@ -137,9 +146,10 @@ class QualitySection(ReportSection):
                 "hovertemplate": "%{customdata[0]}<br>model size %{customdata[1]}<extra></extra>", "name": "model size"}],
                 "layout": layout("Model size (MiB)", "model size (MiB)", height=max(240, 120 + 26 * len(sized)))},
                 "Serialized model size per variant."))  # fmt: skip
-        heads = ["cell", "variant", "backend", "accuracy", "Δ accuracy vs fp32", "agreement with fp32", "quality gate",
+        heads = (["run"] if ctx.multi else []) + ["cell", "variant", "backend", "accuracy", "Δ accuracy vs fp32", "agreement with fp32", "quality gate",
                  "p50 (ms)", "speed-up vs fp32 (p50)", "model size", "nonzero params", "compile time", "dataset"]
-        return Rendered(render("quality.html.j2", flags=_flags(ctx.runs), table=table(heads, rows)), figs)
+        return Rendered(render("quality.html.j2", flags=_flags(ctx.runs), table=table(heads, rows),
+                               one_rule=one_rule), figs)  # fmt: skip
 
 
 def quality_section(runs: list[dict[str, Any]]) -> tuple[str, list[Any]]:

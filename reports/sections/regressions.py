@@ -1,6 +1,7 @@
-"""Regressions: each machine's latest run against its earlier runs, as ``harness
-compare`` judges it by default (the check itself is
-:func:`harness.analysis.regressions.machine_checks`); contended cells give no verdict."""
+"""Regressions: per machine and suite, the latest run against the earlier runs of the
+same suite on the same machine (like with like: :mod:`harness.reports.like_with_like`;
+what was left out is said in one line), as ``harness compare`` judges it by default
+(:func:`harness.analysis.regressions.latest_vs_earlier`); contended cells give no verdict."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ class RegressionsSection(ReportSection):
                 continue
             blocks.append({
                 "run_id": mruns[-1].get("run_id"), "n_base": len(check["baseline"]), "machine": machine,
+                "suite": check.get("suite"), "excluded": check.get("excluded"),
                 "since": check["since"], "n_regressions": len(res.regressions), "n_contended": len(check["contended"]),
                 "dropped": check["dropped"], "table": table(HEADS, _rows(res, check["contended"])),
             })  # fmt: skip
@@ -104,9 +106,12 @@ class RegressionsSection(ReportSection):
             since_txt = f" (since the change at {md_escape(since)})" if since else ""
             cont_txt = (f"; {len(contended)} contended cell(s) in the latest run: no verdict" if contended else "") + (
                 f"; {check['dropped']} contended earlier measurement(s) left out of the baseline" if check["dropped"] else "")
-            out += ["", f"#### Latest run vs {len(base)} earlier{since_txt} on {md_escape(machine)}: "
+            suite_txt = f" of {md_escape(check['suite'])}" if check.get("suite") else ""
+            out += ["", f"#### Latest run vs {len(base)} earlier{suite_txt}{since_txt} on {md_escape(machine)}: "
                     f"{'**' + str(len(res.regressions)) + ' regression(s)**' if res.regressions else 'no regression'}"
                     f"{cont_txt}"]  # fmt: skip
+            if check.get("excluded"):
+                out += ["", f"_Like with like: {md_escape(check['excluded'])}._"]
             if flagged:
                 out += ["", f"| cell | verdict | change ({F.increase_means(res.settings.metric)}) | 95% CI | threshold |",
                         "|---|---|--:|---|--:|"]  # fmt: skip

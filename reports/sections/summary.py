@@ -1,6 +1,8 @@
 """The summary table: one row per cell (status, latency percentiles with the median's
-CI, sustained throughput, memory, parameters, flags, reason), sortable and filterable;
-in Markdown, :func:`harness.reports.tables.markdown_summary`."""
+CI, sustained throughput, memory, parameters, achieved FLOP/s, MFU, flags, reason),
+sortable and filterable; in Markdown, :func:`harness.reports.tables.markdown_summary`.
+A long skip/fail reason is cut to :data:`REASON_SHORT` characters with the full text a
+click away (``<details>``), so the table fits a 1400 px window."""
 
 from __future__ import annotations
 
@@ -26,6 +28,37 @@ def contention_badge(cell: dict[str, Any], note: str) -> Any:
     detail = C.contention_detail(cell) or note
     return join([M.badge("contended", "contended", f"{C.CONTENTION_EXPLANATION}. Evidence: {detail}"),
                  M.span(F.shorten(note, 120), cls="contention")])  # fmt: skip
+
+
+REASON_SHORT = 90  # characters of a skip/fail reason shown; the rest on click (<details>) and hover
+
+
+def mfu_text(v: float) -> str:
+    """MFU as a percentage with 2 significant digits (``0.0123 -> "1.2%"``)."""
+    return f"{F.sig(v * 100, 2)}%"
+
+
+def report_time_label(run: dict[str, Any]) -> str | None:
+    """"calibration of <date>, applied at report time" when ``harness report
+    --calibration`` recomputed this run's MFU and roofline, else None."""
+    rc = run.get("report_calibration")
+    return str(rc.get("label")) if isinstance(rc, dict) and rc.get("label") else None
+
+
+def mfu_td(run: dict[str, Any], cell: dict[str, Any]) -> Td:
+    """The MFU cell of an ok cell: a percentage (peak and dtype in the tooltip), marked
+    "report-time" when computed by ``harness report --calibration``; n/a with the reason."""
+    v = C.metric(cell, "mfu")
+    if not F.is_number(v):
+        return Td("na", C.unavailable_reason(cell, "mfu"), "")
+    peak = C.metric(cell, "mfu_peak_flops_per_s")
+    tip = "achieved FLOP/s / the calibrated peak of the device at the cell's precision"
+    if F.is_number(peak):
+        tip += f" ({F.metric_value('mfu_peak_flops_per_s', peak)}, {C.metric(cell, 'mfu_peak_dtype') or '?'})"
+    label = report_time_label(run)
+    if label and cell.get("mfu_at_report_time"):
+        return Td("suffix", mfu_text(v), v, "num", f"{tip}; MFU from the {label}", "*")
+    return Td("text", mfu_text(v), v, "num", tip)
 
 
 def _row(run: dict[str, Any], cell: dict[str, Any], multi: bool, with_repeats: bool) -> dict[str, Any]:
@@ -88,7 +121,9 @@ def _row(run: dict[str, Any], cell: dict[str, Any], multi: bool, with_repeats: b
     noise_sort = C.noise_ratio(cell) if ok else None
 
     reason = C.reason_text(cell) if not ok else ""
-    long_reason = len(reason) > 120 or "\n" in reason
+    short_reason = F.shorten(reason, REASON_SHORT)
+    cut = short_reason != reason
+    reason_td = Td("reason", short_reason, reason, "reason", reason if cut else None, y=reason if cut else None)
     ws = spec.get("world_size")
     cols = [Td("code", run.get("run_id"), run.get("run_id"), "run")] if multi else []
     cols += [
@@ -106,6 +141,9 @@ def _row(run: dict[str, Any], cell: dict[str, Any], multi: bool, with_repeats: b
         metric_td("throughput_per_s", thr_fmt, tci_tip),
         metric_td("peak_host_mem_bytes", F.mib_number),
         metric_td("params", F.count),
+        metric_td("achieved_flops_per_s", lambda v: F.metric_value("achieved_flops_per_s", v),
+                  "FLOPs per step / median step latency"),
+        mfu_td(run, cell) if ok else dash,
     ]
     if with_repeats:
         spread = C.repeat_spread(cell)
@@ -118,16 +156,37 @@ def _row(run: dict[str, Any], cell: dict[str, Any], multi: bool, with_repeats: b
             cols.append(dash)
     cols += [
         Td("html", join(notes), noise_sort if noise_sort is not None else ""),
-        Td("text", F.shorten(reason, 120), reason, "reason", reason if long_reason else None),
+        reason_td,
     ]
     return {"cls": f"st-{st}" + (" contended" if note else ""), "cid": C.cell_id(cell), "cols": cols}
+
+
+SPEC_HEADS = ("backend", "device", "variant", "mode", "batch", "size")  # the workload column always stays
+
+
+def _without_constant_spec_columns(heads: list[str], rows: list[dict[str, Any]]
+                                   ) -> tuple[list[str], list[dict[str, Any]], list[tuple[str, Any]]]:
+    """Spec columns with one value in every row (backend torch, size tiny) are said once
+    above the table instead (the table must fit a 1400 px window; the filter still
+    matches them: each row carries its cell id). Returns heads, rows, ``(head, value)``."""
+    if len(rows) < 2:
+        return heads, rows, []
+    drop = [i for i, h in enumerate(heads)
+            if h in SPEC_HEADS and len({(r["cols"][i].v, r["cols"][i].x) for r in rows}) == 1
+            and rows[0]["cols"][i].v not in (None, "")]  # fmt: skip
+    if not drop:
+        return heads, rows, []
+    same = [(heads[i], rows[0]["cols"][i].v) for i in drop]
+    keep = [i for i in range(len(heads)) if i not in drop]
+    return [heads[i] for i in keep], [{**r, "cols": [r["cols"][i] for i in keep]} for r in rows], same
 
 
 class SummarySection(ReportSection):
     name = "summary"
     title = "Summary"
     order = 30
-    description = "one row per cell: status, p50/p90/p99 with the median's CI, sustained throughput, memory, flags"
+    description = ("one row per cell: status, p50/p90/p99 with the median's CI, sustained throughput, memory, "
+                   "achieved FLOP/s, MFU, flags")
 
     def data(self, ctx: ReportContext) -> Any:
         return list(C.iter_cells(ctx.runs))
@@ -140,7 +199,7 @@ class SummarySection(ReportSection):
         heads = (["run"] if multi else []) + [
             "workload", "backend", "device", "variant", "mode", "batch", "size", "status",
             "p50 (ms) [95% CI]", "p90 (ms)", "p99 (ms)", "sustained throughput (samples/s)",
-            "peak host mem (MiB)", "params",
+            "peak host mem (MiB)", "params", "achieved FLOP/s", "MFU",
         ] + (["processes: p50 range (ms)"] if with_repeats else []) + ["flags", "reason / error"]  # fmt: skip
         ok_cells = [c for _, c in data if C.status(c) == "ok"]
         legend = {
@@ -149,8 +208,11 @@ class SummarySection(ReportSection):
             "p50": any(C.throughput_method(c) != "sustained" for c in ok_cells),
         }
         rows = [_row(run, cell, multi, with_repeats) for run, cell in data]
+        heads, rows, same = _without_constant_spec_columns(heads, rows)
         return render("summary.html.j2", table=render("big_table.html.j2", heads=heads, rows=rows,
                       table_id="summary-table"), n_cells=len(rows), with_repeats=with_repeats, legend=legend,
+                      same=same,
+                      report_time=sorted({lb for lb in map(report_time_label, ctx.runs) if lb}),
                       contention_explanation=C.CONTENTION_EXPLANATION, noise_explanation=C.NOISE_EXPLANATION)
 
     def markdown(self, data: Any, ctx: ReportContext) -> str:
