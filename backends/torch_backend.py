@@ -126,6 +126,44 @@ class TorchStep(Step):
         return dict(self._runtime)
 
 
+class TorchGenerateStep(TorchStep):
+    """One ``run(1)`` = one generation request; every request's raw token times are kept
+    in ``requests`` (see :mod:`harness.core.generation`)."""
+
+    def __init__(self, torch: Any, device: Any, lm: Any, input_ids: Any, gen_len: int,
+                 forward_ctx: Callable[[], contextlib.AbstractContextManager[Any]], params: int,
+                 runtime: dict[str, Any]) -> None:
+        from harness.core.frameworks.torch_generate import make_request
+
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        self._request = make_request(lm, input_ids, gen_len, sync)
+        self.requests: list[dict[str, Any]] = []
+        self.last_cache: Any = None
+        self.gen_len = gen_len
+
+        def fn() -> None:
+            with forward_ctx():
+                r = self._request()
+            self.last_cache = r.pop("cache")
+            r.pop("last_token")
+            self.requests.append(r)
+
+        super().__init__(torch, device, fn, contextlib.nullcontext, params, model=lm, inputs=[input_ids],
+                         mode="generate", forward_context=forward_ctx, runtime=runtime)
+
+    def count_request_flops(self) -> dict[str, int]:
+        """FLOPs of one request, prefill and decode apart (for the FLOP analysis)."""
+        from harness.core.frameworks.torch_generate import count_request_flops
+
+        with self.forward_context():
+            return count_request_flops(self.model, self.inputs[0], self.gen_len)
+
+    def kv_cache_measured_bytes(self) -> int | None:
+        from harness.core.frameworks.torch_generate import cache_nbytes
+
+        return cache_nbytes(self.last_cache)
+
+
 def _train_fn(torch: Any, model: Any, inputs: list[Any], labels: Any, variant: Variant,
               device: str, workload: Workload | None = None) -> Callable[[], Any]:
     """One training step: zero_grad, forward (under the variant's autocast), the
@@ -382,6 +420,48 @@ class TorchBackend(Backend):
                          forward_context=forward_ctx, runtime=runtime)
         step.loss_fn = _loss_fn(workload, labels, inputs)
         return step
+
+    def prepare_generate(
+        self,
+        workload: Workload,
+        variant: Variant,
+        device: str,
+        batch_size: int,
+        prompt_len: int,
+        gen_len: int,
+        seed: int = 0,
+    ) -> Step:
+        """Greedy generation with the KV cache (:mod:`harness.core.frameworks.torch_generate`):
+        the workload's model with the variant applied as for inference, random prompt
+        token ids from its vocabulary."""
+        import numpy as np
+        import torch
+
+        dev = self.resolve_device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        built = workload.build("torch").to(dev)
+        model = variant.apply("torch", built, device=dev, mode="inference", workload=workload)
+        if model is not built:
+            raise SkipCell(f"variant {variant.name!r} replaces the model ({type(model).__name__}); generate cells need "
+                           "the causal LM itself (its KV-cache interface): run this variant in inference mode")
+        runtime = apply_fp32_math(torch, variant, "inference")
+        lm = getattr(built, "model", built)  # the zoo / custom wrapper holds the language model
+        config = getattr(lm, "config", None)
+        vocab = getattr(config, "vocab_size", None)
+        if not callable(getattr(lm, "forward", None)) or not vocab:
+            raise SkipCell(f"workload {workload.name!r}: generate needs a causal LM with a config.vocab_size that "
+                           "takes input_ids and returns logits and a KV cache (the Hugging Face interface)")
+        lm.eval()
+        rng = np.random.default_rng(seed)
+        ids = torch.from_numpy(rng.integers(0, int(vocab), size=(batch_size, prompt_len), dtype=np.int64)).to(dev)
+        cast = cast_once_dtype(variant, "inference")
+
+        def forward_ctx() -> contextlib.AbstractContextManager[Any]:
+            return contextlib.nullcontext() if cast is not None else variant.autocast("torch", device)
+
+        params = sum(p.numel() for p in built.parameters())
+        return TorchGenerateStep(torch, dev, lm, ids, gen_len, forward_ctx, params, runtime)
 
     data_parallel: ClassVar[str | None] = "torchrun"
     data_parallel_description: ClassVar[str] = "torchrun + DistributedDataParallel (gloo on cpu, NCCL on cuda)"

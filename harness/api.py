@@ -26,7 +26,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
-MODES: tuple[str, ...] = ("inference", "training")
+MODES: tuple[str, ...] = ("inference", "training", "generate")
+#: the modes a workload supports unless it says otherwise; ``generate`` (autoregressive
+#: decoding with a KV cache, every token timed) is for causal language models only
+DEFAULT_WORKLOAD_MODES: tuple[str, ...] = ("inference", "training")
 #: Default quality gate: a variant passes when its accuracy is at least this fraction of
 #: the fp32 model's accuracy on the same data (MLPerf's 99% rule). A variant's Config
 #: may carry its own ``quality_gate``.
@@ -116,7 +119,7 @@ class Workload(abc.ABC):
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     presets: ClassVar[Mapping[str, WorkloadConfig]]
     default_batch_size: ClassVar[Mapping[str, int]]
-    modes: ClassVar[tuple[str, ...]] = MODES
+    modes: ClassVar[tuple[str, ...]] = DEFAULT_WORKLOAD_MODES
     #: the preset a run uses when its ``--size`` is not one of ``presets`` (None: such a
     #: run is a usage error). Zoo models set ``"full"``, so ``-w mlp -w hf:gpt2 --size
     #: small`` runs the small MLP beside the real GPT-2; ``-w hf:gpt2@tiny`` picks one.
@@ -518,6 +521,23 @@ class Backend(abc.ABC):
         """A data-parallel *training* step: ``batch_size`` samples per worker, gradients
         averaged over ``world_size`` workers. Raise :class:`SkipCell` when it cannot run."""
         raise SkipCell(f"backend {self.name!r} has no data-parallel training")
+
+    def prepare_generate(
+        self,
+        workload: Workload,
+        variant: "Variant",
+        device: str,
+        batch_size: int,
+        prompt_len: int,
+        gen_len: int,
+        seed: int = 0,
+    ) -> Step:
+        """A *generate* step (``mode: generate``): each ``run(1)`` is one request, greedy
+        decoding of ``gen_len`` tokens for ``batch_size`` prompts of ``prompt_len`` tokens
+        with the KV cache, every token timed; the step keeps each request's raw times in
+        ``requests`` (``{"t0", "stamps"}``, see :mod:`harness.core.generation`). Raise
+        :class:`SkipCell` when it cannot run (the default: no generate mode)."""
+        raise SkipCell(f"backend {self.name!r} has no generate mode (causal LM decoding is timed on -b torch)")
 
     def runtime_info(self) -> dict[str, Any]:
         """Framework facts for this cell (versions, threads, device name)."""

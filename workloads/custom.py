@@ -99,6 +99,8 @@ class CustomWorkload(Workload):
     presets: ClassVar[Mapping[str, WorkloadConfig]] = {"default": CustomConfig()}
     default_batch_size: ClassVar[Mapping[str, int]] = {"default": 8}
     default_size: ClassVar[str | None] = "default"
+    # generate: for factories returning a causal LM with the Hugging Face generation interface
+    modes: ClassVar[tuple[str, ...]] = ("inference", "training", "generate")
     target: ClassVar[str]
     factory: ClassVar[str]
     is_file: ClassVar[bool]

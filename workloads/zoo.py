@@ -280,8 +280,13 @@ def zoo_class(name: str) -> type[HFWorkload]:
         "name": f"hf:{name}", "description": entry.description,
         "presets": {"full": entry.full, "tiny": entry.tiny},
         "default_batch_size": {"full": entry.batch, "tiny": 2},
-        "keras": entry.keras, "__module__": __name__,
+        "keras": entry.keras, "__module__": __name__, "modes": _modes(entry.full.kind),
     })
+
+
+def _modes(kind: str) -> tuple[str, ...]:
+    """Causal LMs also run ``generate`` (every token timed, docs/generation.md)."""
+    return ("inference", "training", "generate") if kind == CAUSAL_LM else ("inference", "training")
 
 
 def _is_path(ref: str) -> bool:
@@ -325,7 +330,7 @@ def local_class(ref: str) -> type[HFWorkload]:
         source=str(f.resolve()), source_sha256=hashlib.sha256(raw).hexdigest())
     return type("HF_local", (HFWorkload,), {
         "name": f"hf:{ref}", "description": f"{arch} from {f}", "presets": {"full": cfg},
-        "default_batch_size": {"full": 1}, "__module__": __name__,
+        "default_batch_size": {"full": 1}, "__module__": __name__, "modes": _modes(kind),
     })
 
 

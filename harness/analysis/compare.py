@@ -247,6 +247,7 @@ def _key_parts(cell: Mapping[str, Any]) -> list[tuple[str, str]]:
     return (
         [(k, str(s.get(k, "?"))) for k in ("workload", "backend", "device", "variant", "mode")]
         + [("batch_size", f"bs{s.get('batch_size', '?')}"), ("size", str(s.get("size", "?")))]
+        + ([("tokens", f"p{s.get('prompt_len', '?')}g{s.get('gen_len', '?')}")] if s.get("mode") == "generate" else [])
         + ([("world_size", f"ws{s['world_size']}")] if s.get("world_size") else [])
     )
 
@@ -331,7 +332,12 @@ def _observation(rec: Mapping[str, Any], run_id: str, workload: str, threads: An
     samples = None
     if status == "ok":
         if from_samples:
-            raw = rec.get("samples_ms")
+            if metric.startswith("generation."):  # the per-token times a generate cell keeps
+                from harness.core.generation import raw_samples
+
+                raw: Any = raw_samples(rec, metric)
+            else:
+                raw = rec.get("samples_ms")
             s = _finite(raw if isinstance(raw, list) else [])
             if s.size:
                 samples = s

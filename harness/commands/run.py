@@ -34,7 +34,16 @@ def add_parser(sub: Any) -> None:
     run.add_argument("-b", "--backend", action="append", default=[], help="backend (repeatable)")
     run.add_argument("-d", "--device", action="append", default=[], help="cpu, cuda, cuda:N, tpu (repeatable)")
     run.add_argument("-v", "--variant", action="append", default=[], help="variant (repeatable)")
-    run.add_argument("--mode", action="append", default=[], choices=("inference", "training"), help="repeatable")
+    run.add_argument("--mode", action="append", default=[], choices=("inference", "training", "generate"),
+                     help="repeatable; generate: autoregressive decoding of a causal LM, every token timed "
+                          "(TTFT, TPOT, inter-token latency; docs/generation.md)")
+    run.add_argument("--prompt-len", action="append", default=[], type=_int_list("prompt_len"), metavar="N[,N...]",
+                     help="generate cells: prompt tokens per request (repeatable or a list; default 32)")
+    run.add_argument("--gen-len", action="append", default=[], type=_int_list("gen_len"), metavar="N[,N...]",
+                     help="generate cells: generated tokens per request, a fixed number, no early end (default 16)")
+    run.add_argument("--slo", default=None, metavar="METRIC=MS[,...]",
+                     help="generate cells: service-level objectives, e.g. ttft_ms=500,tpot_ms=50; the cell reports "
+                          "goodput, the share of requests (and their tokens/s) meeting every one")
     run.add_argument("--batch-size", action="append", default=[], type=bounded_setting("batch_size"), help="repeatable")
     run.add_argument("--world-size", action="append", default=[], type=_world_sizes, metavar="N[,N...]",
                      help="data-parallel training with N workers (torchrun for -b torch, MirroredStrategy for "
@@ -93,6 +102,17 @@ def _precision(text: str) -> float:
     return bounded_setting("precision")(text.strip().removesuffix("%").strip())
 
 
+def _int_list(limit: str) -> Any:
+    """argparse type: ``N`` or ``N,M,...`` (integers within ``LIMITS[limit]``)."""
+    one = bounded_setting(limit)
+
+    def parse(text: str) -> list[int]:
+        return [one(part.strip()) for part in text.split(",") if part.strip()] or [one(text)]
+
+    parse.__name__ = limit
+    return parse
+
+
 def _world_sizes(text: str) -> list[int]:
     """argparse type: ``N`` or ``N,M,...`` (integers within ``LIMITS["world_size"]``)."""
     one = bounded_setting("world_size")
@@ -117,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
                 "mode": args.mode,
                 "batch_size": args.batch_size,
                 "world_size": [n for group in args.world_size for n in group],
+                "prompt_len": [n for group in args.prompt_len for n in group],
+                "gen_len": [n for group in args.gen_len for n in group],
             },
             settings={
                 "size": args.size,
@@ -133,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 "rdzv_id": args.rdzv_id,
                 "rdzv_backend": args.rdzv_backend,
                 "launch": args.launch,
+                "slo": args.slo,
             },
         )
         if suite.settings.max_time_s is not None and suite.settings.precision is None:

@@ -34,7 +34,7 @@ MESSAGE_VERSION = 1  # version of the worker -> parent message
 
 __all__ = [
     "TaskSpec", "Settings", "Limit", "LIMITS", "SETTING_LIMITS", "DAY_S", "check_limit",
-    "MESSAGE_VERSION", "empty_cell", "failed_cell", "json_default", "dumps_message",
+    "MESSAGE_VERSION", "SLO_METRICS", "parse_slo", "format_slo", "empty_cell", "failed_cell", "json_default", "dumps_message",
     "write_message", "read_message", "write_request", "read_request",
 ]
 
@@ -56,10 +56,20 @@ class TaskSpec:
     # replicas); None: an ordinary single-process cell. ``batch_size`` is then the
     # per-worker batch, the global batch is ``world_size * batch_size``.
     world_size: int | None = None
+    # generate cells only: prompt tokens and generated tokens per request
+    prompt_len: int | None = None
+    gen_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from: {', '.join(MODES)}")
+        if self.mode == "generate":
+            for name, low in (("prompt_len", 1), ("gen_len", 2)):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                    raise ValueError(f"a generate cell needs {name} >= {low}, got {v!r}")
+        elif self.prompt_len is not None or self.gen_len is not None:
+            raise ValueError("prompt_len and gen_len apply to generate cells only")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.world_size is not None:
@@ -74,6 +84,8 @@ class TaskSpec:
             f"{self.workload}/{self.backend}/{self.device}/{self.variant}/"
             f"{self.mode}/bs{self.batch_size}/{self.size}"
         )
+        if self.mode == "generate":
+            base = f"{base}/p{self.prompt_len}g{self.gen_len}"
         return base if self.world_size is None else f"{base}/ws{self.world_size}"
 
     @property
@@ -85,8 +97,9 @@ class TaskSpec:
         """The spec as stored in results; ``world_size`` only for data-parallel cells
         (so single-process cells keep the shape every earlier result file has)."""
         d = dataclasses.asdict(self)
-        if d["world_size"] is None:
-            del d["world_size"]
+        for key in ("world_size", "prompt_len", "gen_len"):
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
@@ -156,6 +169,8 @@ LIMITS: dict[str, Limit] = {
     # matrix / exclude axes (checked in suite_schema and expand, not in Settings)
     "batch_size": Limit(1, 2**20, integer=True),
     "world_size": Limit(1, 65536, integer=True),
+    "prompt_len": Limit(1, 1_048_576, integer=True),
+    "gen_len": Limit(2, 1_048_576, integer=True),
 }
 SETTING_LIMITS = ("min_time_s", "timeout_s", "warmup_max_s", "idle_baseline_s", "min_samples", "seed", "repeats",
                   "threads", "worker_threads", "nnodes", "precision", "max_time_s")
@@ -233,8 +248,13 @@ class Settings:
     precision: float | None = None
     # with a precision target: give up after this many timed seconds (None: 10 x min_time_s)
     max_time_s: float | None = None
+    # generate cells: service-level objectives per request, "ttft_ms=500,tpot_ms=50"
+    # (parse_slo); the cell reports goodput, the share of requests meeting every one
+    slo: str | None = None
 
     def __post_init__(self) -> None:
+        if self.slo is not None:
+            object.__setattr__(self, "slo", format_slo(parse_slo(self.slo)))
         if isinstance(self.precision, str):
             object.__setattr__(self, "precision", parse_precision(self.precision))
         for name in SETTING_LIMITS:  # finite and within LIMITS, whoever built the settings
@@ -253,6 +273,34 @@ class Settings:
             raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous, the same on every node)")
         if self.launch not in LAUNCH_MODES:
             raise ValueError(f"launch must be one of {', '.join(LAUNCH_MODES)}, got {self.launch!r}")
+
+
+SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
+
+
+def parse_slo(text: Any) -> dict[str, float]:
+    """``"ttft_ms=500,tpot_ms=50"`` -> ``{"ttft_ms": 500.0, "tpot_ms": 50.0}``; ``ValueError``
+    naming the valid metrics for anything else."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"slo must be METRIC=MS[,METRIC=MS...] with METRIC in {', '.join(SLO_METRICS)}, got {text!r}")
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        key = key.strip()
+        if not sep or key not in SLO_METRICS:
+            raise ValueError(f"slo: bad term {part.strip()!r}; give METRIC=MS with METRIC in {', '.join(SLO_METRICS)}")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(f"slo: {key} needs a number of milliseconds, got {value.strip()!r}") from None
+        if not math.isfinite(ms) or ms <= 0:
+            raise ValueError(f"slo: {key} must be a positive number of milliseconds, got {value.strip()!r}")
+        out[key] = ms
+    return out
+
+
+def format_slo(slo: Mapping[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in slo.items())
 
 
 # ----------------------------------------------------------------------------- the cell record

@@ -107,6 +107,11 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    own = getattr(step, "count_request_flops", None)
+    if callable(own):  # a generate step: one request's prefill and decode, counted apart
+        split = own()
+        return {"flops": split["prefill_flops"] + split["decode_flops"], "bytes": 0, "ops": 0, "unseen_ops": [],
+                **split}
     model, inputs, mode = step.model, list(step.inputs or []), step.mode
     model = eager_module(model)  # a compile wrapper: same weights and FLOPs, counted eagerly
     if not isinstance(model, torch.nn.Module):
@@ -234,11 +239,15 @@ def flops_analysis(
             counted = _count_cached(impl, step, variant, spec, out)
         except Exception as e:  # noqa: BLE001 - a failed count falls back, with the reason
             why = f"{counter} failed: {type(e).__name__}: {str(e)[:300]}"
-    scope = "forward" if spec.mode == "inference" else "forward + backward (optimizer step excluded)"
+    scope = {"inference": "forward", "generate": "one request: prefill + every decode step (KV cache on)"}.get(
+        spec.mode, "forward + backward (optimizer step excluded)")
     if counted is not None:
         ratio = counted["flops"] / analytic if analytic else None
         out["flops_counted"] = counted["flops"]
         out["flops_analytic_ratio"] = ratio
+        for k in ("prefill_flops", "decode_flops"):  # generate cells
+            if k in counted:
+                out[k] = counted[k]
         seen = f" (it saw {ratio:.0%} of the analytic count)" if ratio is not None else ""
         if counted.get("unseen_ops"):
             why = f"{counter} cannot count {', '.join(counted['unseen_ops'][:5])}{seen}"
@@ -344,6 +353,7 @@ def flops_cache_key(step: Any, variant: Any, spec: Any, backend: Any = None) -> 
         "what": "flops", "v": FLOPS_CACHE_VERSION, "torch": torch.__version__,
         "mode": spec.mode, "device_type": device_type,
         "workload": spec.workload, "size": spec.size, "batch_size": spec.batch_size,
+        "tokens": [getattr(spec, "prompt_len", None), getattr(spec, "gen_len", None)],
         "variant": spec.variant, "variant_config": _config_of(variant),
         "model_repr": repr(model), "tensors": tensors,
         "classes": sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in modules}),

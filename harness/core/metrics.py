@@ -179,12 +179,48 @@ METRICS: tuple[Metric, ...] = (
        "all workers", True),
 )
 
+_GEN_TIMES = {
+    "ttft_ms": "time to first token (prefill) per request",
+    "tpot_ms": "time per output token after the first, per request: (e2e - ttft) / (gen_len - 1)",
+    "itl_ms": "inter-token latency: every gap between consecutive generated tokens",
+    "e2e_ms": "end-to-end time of a request (gen_len tokens)",
+}
+
+GENERATION_METRICS: tuple[Metric, ...] = (
+    # generate cells (docs/generation.md): raw per-token times in generation.requests
+    *(_m(f"generation.{k}", "ms", LOWER, f"{d} (compare recomputes it from the raw per-token times)", "one request",
+         True, True) for k, d in _GEN_TIMES.items()),
+    *(_m(f"generation.{k}.{s}", "ms", LOWER, f"{s} of the {d}", "one request", True)
+      for k, d in _GEN_TIMES.items() for s in _LAT_STATS),
+    _m("generation.prefill_tokens_per_s", "tokens/s", HIGHER, "batch x prompt_len / median TTFT", "one request", True),
+    _m("generation.output_tokens_per_s", "tokens/s", HIGHER, "batch x gen_len / median end-to-end time",
+       "one request", True),
+    _m("generation.goodput.requests_meeting_slo", "", HIGHER, "share of timed requests meeting every SLO",
+       "all requests", True),
+    _m("generation.goodput.output_tokens_per_s", "tokens/s", HIGHER,
+       "output tokens of the requests meeting every SLO per second of all requests", "all requests", True),
+    _m("generation.kv_cache.bytes_measured", "bytes", LOWER, "KV cache after a request (its key/value tensors)",
+       "one request"),
+    _m("generation.kv_cache.bytes_from_config", "bytes", None, "KV cache size from the model config", "one request"),
+    _m("generation.kv_cache.cached_positions", "count", None, "positions in the KV cache (prompt + generated - 1)",
+       "one request"),
+    _m("generation.requests_timed", "count", None, "requests in the timed loop", "cell"),
+    _m("generation.prefill_flops", "FLOP", None, "FLOPs of one request's prefill (counted)", "one request"),
+    _m("generation.decode_flops", "FLOP", None, "FLOPs of one request's decode steps (counted)", "one request"),
+    _m("generation.prefill_achieved_flops_per_s", "FLOP/s", HIGHER, "prefill FLOPs / median TTFT", "one request"),
+    _m("generation.decode_achieved_flops_per_s", "FLOP/s", HIGHER, "decode FLOPs / median decode time",
+       "one request"),
+)
+METRICS = METRICS + GENERATION_METRICS
+
 TABLE: dict[str, Metric] = {m.name: m for m in METRICS}
 
 # numbers inside a cell's metrics that describe a configuration, not a measurement
 # (the quality model's architecture and training recipe): not metrics, never gated
 # (quality.variant_metrics: the variant's own metrics from preparing the quality model)
-CONFIG_PREFIXES = ("quality.quality_config.", "quality.trained.", "quality.gate.", "quality.variant_metrics.")
+CONFIG_PREFIXES = ("quality.quality_config.", "quality.trained.", "quality.gate.", "quality.variant_metrics.",
+                   "generation.slo.", "generation.batch_size", "generation.prompt_len", "generation.gen_len",
+                   "generation.requests")
 
 
 def undeclared(cells: Iterable[Mapping[str, object]]) -> list[str]:
@@ -257,5 +293,8 @@ def present(cells: Iterable[Mapping[str, object]]) -> list[str]:
             continue
         if cell.get("samples_ms"):
             seen.add("latency_ms")
+        gen = (cell.get("metrics") or {}).get("generation") if isinstance(cell.get("metrics"), Mapping) else None
+        if isinstance(gen, Mapping) and gen.get("requests"):  # raw per-token times: from_samples metrics
+            seen.update(m.name for m in GENERATION_METRICS if m.from_samples)
         _walk("", cell.get("metrics") or {}, seen)
     return sorted(n for n in seen if n in TABLE)

@@ -140,7 +140,9 @@ def check_workers_per_node(world_size: int, nnodes: int) -> str | None:
     return None
 
 
-AXES = ("workload", "backend", "device", "variant", "mode", "batch_size", "world_size")
+AXES = ("workload", "backend", "device", "variant", "mode", "batch_size", "world_size", "prompt_len", "gen_len")
+#: generate cells: prompt and generated tokens per request when the matrix gives none
+DEFAULT_PROMPT_LEN, DEFAULT_GEN_LEN = 32, 16
 SUITE_KEYS = {"name", "description", "settings", "matrix", "exclude", "targets"}
 TARGET_KEYS = ("name", "resources", "node_labels")
 #: a target's name: it names a result file (``<run_id>`` includes it), so file-name safe
@@ -218,6 +220,7 @@ SETTING_TYPES: dict[str, Any] = {
     "rdzv_endpoint": {"type": ["string", "null"], "minLength": 1},
     "rdzv_id": {"type": ["string", "null"], "minLength": 1},
     "rdzv_backend": {"type": "string", "minLength": 1},
+    "slo": {"type": ["string", "null"], "minLength": 1},  # generate cells: "ttft_ms=500,tpot_ms=50"
     "launch": {"enum": list(LAUNCH_MODES)},  # how each cell's process starts (docs/launch.md)
     # numbers: their type, and the "limit" keyword (LIMITS: finite, within bounds)
     **{name: {"type": (["integer"] if LIMITS[name].integer else ["number"]) + (["null"] if LIMITS[name].nullable else []),
@@ -262,16 +265,20 @@ def suite_schema() -> dict[str, Any]:
                 "type": ["object", "null"],
                 "additionalProperties": False,
                 "properties": {
-                    "workload": axis({"enum": registry.names("workload")}),
+                    # a registered name or a model (hf:gpt2, custom:f.py:make), checked in expand()
+                    "workload": axis({"type": "string", "minLength": 1}),
                     "backend": axis({"enum": registry.names("backend")}),
                     "variant": axis({"enum": registry.names("variant")}),
                     "device": axis({"type": "string", "pattern": DEVICE_RE.pattern}),
                     "mode": axis({"enum": list(MODES)}),
                     # a list for every workload, or per workload {mlp: [512], cnn: [64]}
                     "batch_size": {"anyOf": [*batch_sizes["anyOf"], {
-                        "type": "object", "propertyNames": {"enum": registry.names("workload")},
+                        "type": "object", "propertyNames": {"type": "string", "minLength": 1},
                         "additionalProperties": batch_sizes}]},
                     "world_size": axis({"type": "integer", "limit": "world_size"}),
+                    # generate cells (mode: generate): tokens per request
+                    "prompt_len": axis({"type": "integer", "limit": "prompt_len"}),
+                    "gen_len": axis({"type": "integer", "limit": "gen_len"}),
                 },
             },
             "exclude": {
@@ -279,13 +286,15 @@ def suite_schema() -> dict[str, Any]:
                 "items": {
                     "type": "object", "minProperties": 1, "additionalProperties": False,
                     "properties": {
-                        "workload": {"enum": registry.names("workload")},
+                        "workload": {"type": "string", "minLength": 1},
                         "backend": {"enum": registry.names("backend")},
                         "variant": {"enum": registry.names("variant")},
                         "device": {"type": "string", "pattern": DEVICE_RE.pattern},
                         "mode": {"enum": list(MODES)},
                         "batch_size": {"type": "integer", "limit": "batch_size"},
                         "world_size": {"type": "integer", "limit": "world_size"},
+                        "prompt_len": {"type": "integer", "limit": "prompt_len"},
+                        "gen_len": {"type": "integer", "limit": "gen_len"},
                         "size": {"type": "string"},
                     },
                 },
@@ -600,6 +609,18 @@ def expand(suite: Suite) -> list[TaskSpec]:
         world_sizes.append(ws)
     if world_sizes and "training" not in modes:
         raise ConfigError("world_size applies to data-parallel training: add --mode training")
+    token_lens: dict[str, list[int]] = {}
+    for key, default in (("prompt_len", DEFAULT_PROMPT_LEN), ("gen_len", DEFAULT_GEN_LEN)):
+        token_lens[key] = []
+        for x in _as_list(m.get(key)):
+            problem = check_limit(key, x)
+            if problem:
+                raise ConfigError(f"{key} {problem}")
+            token_lens[key].append(int(x))
+        if token_lens[key] and "generate" not in modes:
+            raise ConfigError(f"{key} applies to generate cells: add --mode generate")
+        token_lens[key] = _dedupe(token_lens[key]) or [default]
+    generate_lens = list(itertools.product(token_lens["prompt_len"], token_lens["gen_len"]))
     n_cells = count_cells(m)  # before building any: long axes would take minutes and GB
     if n_cells > MAX_CELLS:
         raise ConfigError(f"suite {suite.name!r}: {_too_many_cells(n_cells)}")
@@ -621,12 +642,14 @@ def expand(suite: Suite) -> list[TaskSpec]:
         for b, d, v, mode, bs in itertools.product(
             _dedupe(backends), _dedupe(devices), _dedupe(variants), _dedupe(modes), _dedupe(bss)
         ):
-            for ws in (_dedupe(world_sizes) if mode == "training" and world_sizes else [None]):
+            for ws, (plen, glen) in itertools.product(
+                    _dedupe(world_sizes) if mode == "training" and world_sizes else [None],
+                    generate_lens if mode == "generate" else [(None, None)]):
                 if ws is not None and d.startswith("cuda:") and d != "cuda:0":
                     raise ConfigError(f"device {d} with world_size: data-parallel workers use GPUs 0..N-1 of each "
                                       "node (set CUDA_VISIBLE_DEVICES to choose them); give -d cuda")
                 spec = TaskSpec(workload=w, backend=b, device=d, variant=v, mode=mode, batch_size=bs,
-                                size=wsize, world_size=ws)
+                                size=wsize, world_size=ws, prompt_len=plen, gen_len=glen)
                 if spec in seen or _excluded(spec, suite.exclude):
                     continue
                 seen.add(spec)
@@ -646,7 +669,8 @@ def count_cells(matrix: Mapping[str, Any]) -> int:
     modes = _dedupe(str(x) for x in _as_list(matrix.get("mode"))) or _default("mode")
     world_sizes = n("world_size", 0)
     per_batch = n("backend") * n("device") * n("variant") * sum(
-        world_sizes if mode == "training" and world_sizes else 1 for mode in modes)
+        world_sizes if mode == "training" and world_sizes else
+        n("prompt_len") * n("gen_len") if mode == "generate" else 1 for mode in modes)
     workloads = _dedupe(str(w) for w in _as_list(matrix.get("workload"))) or registry.names("workload")
     raw_bs = matrix.get("batch_size")
     if isinstance(raw_bs, Mapping):

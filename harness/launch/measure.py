@@ -175,7 +175,7 @@ def measure_into(cell: dict[str, Any], spec: TaskSpec, settings: Settings, workl
         collectors = load_collectors(spec, settings)
     with contextlib.ExitStack() as cleanup:
         timed = _time_step(spec, settings, workload, variant, backend, dp, collectors, cleanup, phases)
-        _assemble(cell, spec, workload, variant, backend, dp, collectors, timed, phases)
+        _assemble(cell, spec, workload, variant, backend, dp, collectors, timed, phases, settings)
         t_close = time.perf_counter()
     # the step's close is outside its ExitStack's timing otherwise
     phases.seconds["close"] = time.perf_counter() - t_close
@@ -225,6 +225,9 @@ def _time_step(spec: TaskSpec, settings: Settings, workload: Workload, variant: 
             if spec.world_size is not None:
                 step = backend.prepare_data_parallel(workload, variant, spec.device, spec.batch_size,
                                                      spec.world_size, seed=settings.seed)
+            elif spec.mode == "generate":
+                step = backend.prepare_generate(workload, variant, spec.device, spec.batch_size,
+                                                int(spec.prompt_len or 0), int(spec.gen_len or 0), seed=settings.seed)
             else:
                 step = backend.prepare(workload, variant, spec.device, spec.mode, spec.batch_size,
                                        seed=settings.seed)
@@ -283,7 +286,8 @@ def sustained_throughput(meas: Any, global_batch: int) -> float | None:
 
 
 def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant: Variant, backend: Backend,
-              dp: Any, collectors: list[Collector], timed: _Timed, phases: Phases) -> None:
+              dp: Any, collectors: list[Collector], timed: _Timed, phases: Phases,
+              settings: Settings | None = None) -> None:
     """Fill ``cell`` from the timed region: metrics, what the variant, collectors and
     analyses add, the timing record and the raw samples; status ``ok``."""
     step, meas = timed.step, timed.meas
@@ -306,7 +310,11 @@ def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant:
             cell["unavailable"].update(col.unavailable())
             for key, value in col.cell_fields().items():
                 cell.setdefault(key, value)
+    if spec.mode == "generate":
+        metrics["generation"] = _generation_metrics(spec, settings, step, meas)
     _run_analyses(cell, metrics, spec, workload, variant, backend, step, meas, phases)
+    if spec.mode == "generate":
+        _generation_flops(cell, metrics)
     _peak_memory(cell, metrics, timed)
     if "distributed" in metrics:
         _finish_distributed(metrics, step)
@@ -356,6 +364,50 @@ def _distributed_metrics(spec: TaskSpec, dp: Any) -> dict[str, Any]:
             1, int(dp_info.get("nnodes", 1))),
         **dp_info,
     }
+
+
+def _generation_metrics(spec: TaskSpec, settings: Settings | None, step: Any, meas: Any) -> dict[str, Any]:
+    """``metrics.generation`` from the timed requests' raw token times, the KV cache
+    measured at the end of the last request against the config's size."""
+    from harness.core import generation
+    from harness.core.cells import parse_slo
+
+    n_timed = len(meas.samples_ms) * int(meas.iters_per_sample)
+    requests = list(step.requests)[-n_timed:]
+    slo = parse_slo(settings.slo) if settings is not None and settings.slo else None
+    gen = generation.summarize(requests, spec.batch_size, int(spec.prompt_len or 0), int(spec.gen_len or 0), slo)
+    measured = step.kv_cache_measured_bytes() if hasattr(step, "kv_cache_measured_bytes") else None
+    cached_positions = int(spec.prompt_len or 0) + int(spec.gen_len or 0) - 1  # the last token is not cached
+    dtype_bytes = _cache_dtype_bytes(step)
+    expected = generation.kv_cache_bytes(getattr(step.model, "config", None), spec.batch_size, cached_positions,
+                                         dtype_bytes) if dtype_bytes else None
+    gen["kv_cache"] = {
+        "bytes_measured": measured, "bytes_from_config": expected, "cached_positions": cached_positions,
+        "method": "measured: the key/value tensors of the cache after the last request; from config: 2 x layers x "
+                  "KV heads x head dim x positions x batch x bytes per element",
+    }
+    return gen
+
+
+def _cache_dtype_bytes(step: Any) -> int | None:
+    cache = getattr(step, "last_cache", None)
+    for layer in getattr(cache, "layers", None) or []:
+        keys = getattr(layer, "keys", None)
+        if keys is not None and hasattr(keys, "element_size"):
+            return int(keys.element_size())
+    return None
+
+
+def _generation_flops(cell: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Prefill and decode achieved FLOP/s from the counted split (the FLOP analysis)."""
+    from harness.core import generation
+
+    gen = metrics["generation"]
+    pre, dec = metrics.pop("prefill_flops", None), metrics.pop("decode_flops", None)
+    gen.update(generation.phase_rates(gen, pre, dec))
+    if pre is None or dec is None:
+        cell["unavailable"]["generation.prefill_flops"] = cell["unavailable"].get(
+            "flops", "the FLOP counter did not split this cell's request into prefill and decode")
 
 
 def _finish_distributed(metrics: dict[str, Any], step: Step) -> None:

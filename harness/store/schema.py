@@ -46,9 +46,10 @@ def _declared_metrics_schema() -> dict[str, Any]:
     from harness.core.metrics import TABLE
 
     root: dict[str, Any] = {}
+    groups = {n.rsplit(".", 1)[0] for n in TABLE if "." in n}
     for name in TABLE:
         parts = name.split(".")
-        if name == "latency_ms":  # an object of statistics (numbers), typed below
+        if name in groups:  # latency_ms, generation.ttft_ms: an object of statistics (numbers)
             continue
         node = root
         for group in parts[:-1]:
@@ -77,6 +78,10 @@ def _declared_metrics_schema() -> dict[str, Any]:
         quality_config=_OBJ_OR_NULL,
         trained=_OBJ_OR_NULL,
     )
+    gen = props["generation"]["properties"]  # generate cells (harness.core.generation)
+    gen.update(method=_STR_OR_NULL, requests={"type": ["array", "null"]}, slo=_OBJ_OR_NULL)
+    for sub in ("goodput", "kv_cache"):
+        gen[sub]["properties"]["method"] = _STR_OR_NULL
     dist = props["distributed"]["properties"]
     dist.update(engine=_STR_OR_NULL, comm_backend=_STR_OR_NULL, scaling_warning=_STR_OR_NULL)
     props["utilisation"]["properties"]["scope"] = _STR_OR_NULL
@@ -102,10 +107,12 @@ SPEC_SCHEMA: dict[str, Any] = {
         "backend": {"type": "string"},
         "device": {"type": "string"},
         "variant": {"type": "string"},
-        "mode": {"enum": ["inference", "training"]},
+        "mode": {"enum": ["inference", "training", "generate"]},
         "batch_size": {"type": "integer", "minimum": 1},
         "size": {"type": "string"},
         "world_size": {"type": "integer", "minimum": 1},
+        "prompt_len": {"type": "integer", "minimum": 1},
+        "gen_len": {"type": "integer", "minimum": 2},
     },
 }
 
