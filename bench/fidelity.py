@@ -10,6 +10,11 @@
    of a 1 ms step. Target: < 1%.
 
     python bench/fidelity.py [--rounds 7] [--min-time 1.0] [--threads N]
+    python bench/fidelity.py --workload hf:resnet-50 --batch-size 8   # a zoo model (issue 15)
+
+``--workload`` takes any workload name the CLI takes (``mlp``, ``hf:resnet-50``,
+``hf:gpt2@tiny``, ``custom:file.py:make``); the size is the workload's own default
+for the run size ``--size`` (default small), as in a run.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def main() -> int:
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workload", default="mlp", help="workload name (default mlp; e.g. hf:resnet-50)")
+    ap.add_argument("--size", default="small", help="run size (a workload without it uses its default)")
     args = ap.parse_args()
 
     import torch
@@ -45,18 +52,22 @@ def main() -> int:
 
     from harness.backends.torch_backend import TorchBackend
     from harness.api import BackendConfig
+    from harness.core import registry
     from harness.variants import FP32Variant
-    from harness.workloads.mlp import MLPWorkload
 
     backend = TorchBackend(BackendConfig(threads=args.threads))
     backend.setup()
-    step = backend.prepare(MLPWorkload("small"), FP32Variant(), "cpu", "inference", args.batch_size)
+    wcls = registry.load("workload", args.workload)
+    size, _ = registry.effective_size(wcls, args.workload, args.size)
+    workload = wcls(size=size)
+    step = backend.prepare(workload, FP32Variant(), "cpu", "inference", args.batch_size)
     cfg = TimingConfig(min_time_s=args.min_time, warmup_max_s=1.0)
     timer = tb.Timer(stmt="step.run(1)", globals={"step": step}, num_threads=torch.get_num_threads())
     measure(step, cfg)  # global warm-up
 
     ratios, h_meds, t_meds, mean_ratios = [], [], [], []
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, MLP small, batch {args.batch_size}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {workload.name} {size}, "
+          f"batch {args.batch_size}, params {sum(p.numel() for p in step.model.parameters()):,}")
     print(f"{'round':>5} {'harness p50 ms':>15} {'blocked_autorange ms':>21} {'ratio':>7} {'ratio of means':>15}")
     for r in range(args.rounds):
         order = ("h", "t") if r % 2 == 0 else ("t", "h")
