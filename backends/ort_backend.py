@@ -1,5 +1,6 @@
 """ONNX Runtime backend (``-b onnxruntime``): any workload with a torch implementation,
-exported to ONNX and run by an ``onnxruntime.InferenceSession``. Devices ``cpu``
+exported to ONNX, or a user's own graph (``-w onnx:model.onnx``), run by an
+``onnxruntime.InferenceSession``. Devices ``cpu``
 (``CPUExecutionProvider``) and ``cuda[:N]`` (``CUDAExecutionProvider``, only where
 ``onnxruntime.get_available_providers()`` lists it). Inference only.
 
@@ -30,6 +31,14 @@ exported to ONNX and run by an ``onnxruntime.InferenceSession``. Devices ``cpu``
   the exporter folds constants (BatchNorm into convolutions, constant embeddings) or
   the variant quantized; ``model_size_bytes`` is the size of the ``.onnx`` file.
 
+A workload that carries its own graph (``-w onnx:model.onnx``, workloads/onnx_model.py;
+any workload with an ``onnx_graph() -> bytes`` method) runs that graph as is: no torch
+model, no export; its ``make_inputs`` gives the batch (and skips a batch the graph cannot
+take); the int8 variants quantize the user's graph (calibrated, for ``int8-static``, on
+batches of the cell's batch size); ``params`` are the graph's initializers
+(:func:`initializer_params`) and FLOPs are unavailable with the reason (no torch model
+for the counter, no ONNX FLOP counter).
+
 ``onnxruntime`` starts a thread when imported, so it is imported inside the cell
 (:meth:`OrtBackend.setup` and later), never at module level and never by the zygote
 (``framework_packages`` names torch and onnx only; docs/launch.md).
@@ -46,6 +55,9 @@ from harness.api import Backend, DeviceInfo, SkipCell, Step, Variant, Workload
 BASELINE: str = "fp32"
 CPU_PROVIDER: str = "CPUExecutionProvider"
 CUDA_PROVIDER: str = "CUDAExecutionProvider"
+#: why a workload's own ONNX graph (``-w onnx:``) has no FLOP count
+OWN_GRAPH_NO_FLOPS: str = ("a user's ONNX graph has no torch model for FlopCounterMode, and the harness has no "
+                           "ONNX FLOP counter or formula for it")
 
 
 def _ort() -> Any:
@@ -136,13 +148,16 @@ class _ExportTag:
 
 class ExportedModel:
     """The model an ONNX Runtime cell runs: the graph (``onnx_bytes``), the session, and
-    the torch model it was exported from (``eager_module``, for the FLOP counter)."""
+    the torch model it was exported from (``eager_module``, for the FLOP counter; None
+    for a workload's own graph, whose unmodified graph is ``own_graph``)."""
 
-    def __init__(self, onnx_bytes: bytes, session: Any, source: Any, fmt: str) -> None:
+    def __init__(self, onnx_bytes: bytes, session: Any, source: Any, fmt: str,
+                 own_graph: bytes | None = None) -> None:
         self.onnx_bytes = onnx_bytes
         self.session = session
         self.source = source
         self.fmt = fmt
+        self.own_graph = own_graph
 
     @property
     def eager_module(self) -> Any:
@@ -198,14 +213,18 @@ class OrtBackend(Backend):
     """ONNX Runtime inference of the workloads' torch models, exported to ONNX."""
 
     name: ClassVar[str] = "onnxruntime"
-    description: ClassVar[str] = ("ONNX Runtime (models exported from torch); devices cpu, cuda[:N] where "
-                                  "the CUDA execution provider is installed; inference only")
+    description: ClassVar[str] = ("ONNX Runtime (models exported from torch, or your own file: -w onnx:model.onnx); "
+                                  "devices cpu, cuda[:N] where the CUDA execution provider is installed; "
+                                  "inference only")
     # onnxruntime is deliberately absent: the zygote imports these, and importing
     # onnxruntime starts a thread (docs/launch.md); is_installed checks it without import
     framework_packages: ClassVar[tuple[str, ...]] = ("torch", "onnx")
     #: the workloads' ``build_<builds_with>()`` model is what this backend exports
     builds_with: ClassVar[str | None] = "torch"
     flop_counter: ClassVar[str | None] = "FlopCounterMode (on the torch model the ONNX graph was exported from)"
+    #: the graph's parameter count (used by ``-w onnx:`` workloads through the registry:
+    #: built-in plugins do not import each other)
+    graph_params = staticmethod(initializer_params)
 
     @classmethod
     def is_installed(cls) -> tuple[bool, str]:
@@ -283,15 +302,36 @@ class OrtBackend(Backend):
         self._check_variant(variant)
         providers, dev_type, dev_id = self.resolve_device(device)
         import numpy as np
-        import torch
 
-        from harness.core.frameworks import onnx_export
+        own_graph = getattr(workload, "onnx_graph", None)
+        extra: dict[str, Any] = {}
+        ctx: dict[str, Any] = {}
+        if callable(own_graph):  # a user's ONNX file: run it as is
+            # inputs first: they skip a batch size the graph cannot take before any work
+            arrays, _ = workload.make_inputs(batch_size, seed=seed)
+            fp32 = bytes(own_graph())
+            source = None
+            if variant.name != BASELINE:  # calibration (int8-static) on batches the graph takes: the cell's size
+                ctx["calibration"] = [workload.make_inputs(batch_size, seed=1000 + i)[0] for i in range(4)]
+            exported_from = "none: the workload's own ONNX graph runs as is (no export)"
+            flops_of = None
+            self.flop_counter = "FLOP counting"  # the flops reason: there is no counter here, not a failed one
+        else:
+            import torch
 
-        t0 = time.perf_counter()
-        source = workload.build("torch").eval()
-        fp32, cache_status, cache_reason = self._export(source, workload)
-        export_s = time.perf_counter() - t0
-        graph = variant.apply(self.name, fp32, device=device, mode=mode, workload=workload)
+            from harness.core.frameworks import onnx_export
+
+            t0 = time.perf_counter()
+            source = workload.build("torch").eval()
+            fp32, cache_status, cache_reason = self._export(source, workload)
+            extra.update({"onnx_export_cache": cache_status, "onnx_export_time_s": time.perf_counter() - t0})
+            if cache_reason:
+                extra["onnx_export_cache_reason"] = cache_reason
+            arrays, _ = workload.make_inputs(batch_size, seed=seed)
+            exported_from = (f"torch {torch.__version__} (torch.onnx TorchScript exporter, opset "
+                             f"{onnx_export.OPSET}, dynamic batch axis)")
+            flops_of = "the torch graph the ONNX model was exported from"
+        graph = variant.apply(self.name, fp32, device=device, mode=mode, workload=workload, **ctx)
         if not isinstance(graph, (bytes, bytearray)):
             raise TypeError(f"variant {variant.name!r}: apply_onnxruntime must return the ONNX graph as bytes, "
                             f"got {type(graph).__name__}")
@@ -312,11 +352,14 @@ class OrtBackend(Backend):
             raise SkipCell(f"{device} requested but the {CUDA_PROVIDER} did not load (session providers: "
                            f"{', '.join(used)}; check the CUDA/cuDNN libraries onnxruntime-gpu needs)")
 
-        arrays, _ = workload.make_inputs(batch_size, seed=seed)
         arrays = [np.ascontiguousarray(a) for a in arrays]
         names = [i.name for i in session.get_inputs()]
         if len(names) != len(arrays):
             raise RuntimeError(f"the ONNX graph takes {len(names)} inputs, the workload makes {len(arrays)}")
+        if source is None:  # the workload's arrays follow its own input names
+            wanted = [s.name for s in workload.input_specs()]
+            if sorted(wanted) == sorted(names):
+                names = wanted
         values = [ort.OrtValue.ortvalue_from_numpy(a, dev_type, dev_id) for a in arrays]
         binding = session.io_binding()
         for n, v in zip(names, values):
@@ -340,20 +383,22 @@ class OrtBackend(Backend):
             "inter_op_threads": 1,
             "threads": self.config.threads,
             "io_binding": f"inputs and outputs pre-bound as OrtValues on {dev_type}",
-            "exported_from": f"torch {torch.__version__} (torch.onnx TorchScript exporter, opset "
-                             f"{onnx_export.OPSET}, dynamic batch axis)",
-            "flops_of": "the torch graph the ONNX model was exported from",
+            "exported_from": exported_from,
+            "flops_of": flops_of,
         }
         if self.config.threads is None:
             runtime["threads_note"] = "None: ONNX Runtime's default intra-op pool (one thread per physical core)"
-        extra: dict[str, Any] = {"onnx_export_cache": cache_status, "onnx_export_time_s": export_s,
-                                 "session_init_s": session_s}
-        if cache_reason:
-            extra["onnx_export_cache_reason"] = cache_reason
-        params = sum(p.numel() for p in source.parameters())
+        extra["session_init_s"] = session_s
+        if source is not None:
+            import torch
+
+            params = sum(p.numel() for p in source.parameters())
+            torch_inputs = [torch.from_numpy(a) for a in arrays]
+        else:
+            params = initializer_params(fp32)["params"]
+            torch_inputs = []
         fmt = "onnx" if graph == fp32 else f"onnx ({variant.name})"
-        model = ExportedModel(graph, session, source, fmt)
-        torch_inputs = [torch.from_numpy(a) for a in arrays]
+        model = ExportedModel(graph, session, source, fmt, own_graph=fp32 if source is None else None)
         step = OrtStep(session, binding, model, params, torch_inputs, device, runtime, extra)
         step.buffers = (values, outputs)  # the bound OrtValues live as long as the step
         return step
@@ -383,8 +428,13 @@ class OrtBackend(Backend):
 
     # ------------------------------------------------------------------ analyses
     def count_flops(self, step: Step, variant: Variant, device: str) -> dict[str, Any]:
-        """FLOPs of one forward of the torch model the graph was exported from."""
+        """FLOPs of one forward of the torch model the graph was exported from;
+        ``NotImplementedError`` with the reason for a workload's own graph."""
         from harness.core import flops
+
+        model = getattr(step, "model", None)
+        if isinstance(model, ExportedModel) and model.source is None:
+            raise NotImplementedError(OWN_GRAPH_NO_FLOPS)
 
         return flops.count_torch_step(step, None, "cpu")
 
@@ -397,6 +447,17 @@ class OrtBackend(Backend):
         if not isinstance(model, ExportedModel):
             return {}
         counts = initializer_params(model.onnx_bytes)
+        if model.source is None:  # a workload's own graph: no torch model behind it
+            own = initializer_params(model.own_graph) if model.own_graph is not None else counts
+            return {
+                "params": own["params"],
+                "params_source": "the ONNX file's initializers, each weight once (no torch model)",
+                "params_exported": counts["params"],
+                "params_exported_duplicates": counts["duplicates"],
+                "params_exported_note": "initializers of the graph that runs (the int8 graph for the int8 variants)",
+                "model_size_bytes": len(model.onnx_bytes),
+                "model_size_format": model.fmt,
+            }
         source = list(model.source.parameters())
         return {
             "params": int(sum(p.numel() for p in source)),

@@ -672,7 +672,7 @@ class TensorFlowBackend(Backend):
             with tf.device(dev):
                 inputs = [tf.identity(tf.constant(a)) for a in arrays]
                 labels = tf.identity(tf.constant(labels_np))
-            fn = self._single_device_fn(tf, model, opt, inputs, labels, mode, dev, jit)
+            fn = self._single_device_fn(tf, model, opt, inputs, labels, mode, dev, jit, workload)
             memory_device: str | None = dev.lstrip("/")
         else:
             inputs, labels, fn = self._strategy_fn(tf, strategy, model, opt, arrays, labels_np, mode, jit)
@@ -708,7 +708,7 @@ class TensorFlowBackend(Backend):
 
     @staticmethod
     def _single_device_fn(tf: Any, model: Any, opt: Any, inputs: list[Any], labels: Any,
-                          mode: str, dev: str, jit: bool) -> Callable[[], Any]:
+                          mode: str, dev: str, jit: bool, workload: Workload | None = None) -> Callable[[], Any]:
         x = inputs[0] if len(inputs) == 1 else inputs
         if mode == "inference":
 
@@ -727,7 +727,9 @@ class TensorFlowBackend(Backend):
             with tf.device(dev):
                 with tf.GradientTape() as tape:
                     logits = model(x, training=True)
-                    loss = loss_fn(labels, tf.cast(logits, tf.float32))
+                    # the workload's own loss (Workload.loss), else cross-entropy against the labels
+                    own = workload.loss("tensorflow", logits, labels, inputs) if workload is not None else None
+                    loss = own if own is not None else loss_fn(labels, tf.cast(logits, tf.float32))
                 grads = tape.gradient(loss, model.trainable_variables)
                 opt.apply_gradients(zip(grads, model.trainable_variables))
                 return loss

@@ -437,6 +437,9 @@ class TorchBackend(Backend):
         import numpy as np
         import torch
 
+        if getattr(variant, "replaces_model", False):  # before building anything
+            raise SkipCell(f"variant {variant.name!r} replaces the model (Variant.replaces_model); generate cells need "
+                           "the causal LM itself (its KV-cache interface): run this variant in inference mode")
         dev = self.resolve_device(device)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

@@ -289,6 +289,12 @@ class WorkloadProvider(abc.ABC):
         matches; empty when the provider takes any reference (a path)."""
         return {}
 
+    def preload(self, ref: str) -> Sequence[str]:
+        """Modules worth importing once in a backend's zygote before it forks cells of
+        ``ref`` (e.g. ``transformers``); they must not start threads (the zygote checks,
+        and starts fresh processes instead if one does). Default: none."""
+        return ()
+
     @abc.abstractmethod
     def check(self, ref: str) -> None:
         """Raise ``ValueError`` (its message lists the valid choices or close matches)
@@ -535,7 +541,9 @@ class Backend(abc.ABC):
         """A *generate* step (``mode: generate``): each ``run(1)`` is one request, greedy
         decoding of ``gen_len`` tokens for ``batch_size`` prompts of ``prompt_len`` tokens
         with the KV cache, every token timed; the step keeps each request's raw times in
-        ``requests`` (``{"t0", "stamps"}``, see :mod:`harness.core.generation`). Raise
+        ``requests`` (``{"t0_ns": int, "stamps_ns": [int, ...]}`` from
+        ``time.perf_counter_ns``, or ``{"t0", "stamps"}`` in seconds; see
+        :mod:`harness.core.generation`). Raise
         :class:`SkipCell` when it cannot run (the default: no generate mode)."""
         raise SkipCell(f"backend {self.name!r} has no generate mode (causal LM decoding is timed on -b torch)")
 
@@ -620,6 +628,10 @@ class Variant(abc.ABC):
     #: ``tf_jit_compile`` is its older name and is still honoured.
     jit_compile: ClassVar[bool] = False
     tf_jit_compile: ClassVar[bool] = False
+    #: ``apply`` returns a different object than the model it was given (an ONNX Runtime
+    #: session, a compiled wrapper, a student): cells that need the model's own
+    #: interface (``generate``'s KV-cache decoding) are skipped before it is applied.
+    replaces_model: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Keep ``jit_compile`` and its older name ``tf_jit_compile`` in step."""

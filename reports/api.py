@@ -150,7 +150,7 @@ class ReportSection(ABC):
     analyses read through :meth:`ReportContext.need`), :attr:`description` (shown
     by ``harness list report_sections``), :attr:`wrap`.
     Built-in orders: overview 0, contention-banner 10, skipped-files 20, pivot 25,
-    summary 30, charts 40, backends 50, scaling 60, energy 70, quality 80, roofline 90,
+    summary 30, charts 40, generation 45, backends 50, scaling 60, energy 70, quality 80, roofline 90,
     regressions 100, history 110, procurement 120, other-metrics 130, failed 140,
     environment 150.
     """

@@ -302,7 +302,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_real_run_across_variant_and_device(real_run: Path) -> None:
-    proc = run_cli(["compare", str(real_run), "--across", "variant=fp32", "--format", "json", "--fail-on-missing"])
+    proc = run_cli(["compare", str(real_run), "--across", "variant=fp32", "--format", "json", "--fail-on-missing", "--allow-contended"])
     out = json.loads(proc.stdout)
     (cpu,) = [c for c in out["cells"] if c["candidate_cell"].startswith("mlp/torch/cpu/")]
     assert cpu["candidate_cell"] == "mlp/torch/cpu/bf16/inference/bs8/tiny" and cpu["variant"] == "bf16"

@@ -23,7 +23,7 @@ from harness.reports.markdown import markdown_report, render_markdown
 from tests.test_report import PAYLOAD, machine_runs, make_doc, ok_cell, standard_doc
 
 SECTION_SITE = Path(__file__).resolve().parent / "fixtures" / "third_party" / "section_plugin"
-BUILTIN_ORDER = ["overview", "contention-banner", "skipped-files", "pivot", "summary", "charts", "backends", "scaling",
+BUILTIN_ORDER = ["overview", "contention-banner", "skipped-files", "pivot", "summary", "charts", "generation", "backends", "scaling",
                  "energy", "quality", "roofline", "regressions", "history", "procurement", "other-metrics",
                  "failed", "environment"]  # fmt: skip
 

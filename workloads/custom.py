@@ -107,14 +107,34 @@ class CustomWorkload(Workload):
 
     def __init__(self, size: str = "default", config: WorkloadConfig | None = None) -> None:
         super().__init__(size, config)
+        self._fn: Any = None  # the factory, imported once per workload
+        # the cell's own batch: the first one made (the backend asks for the cell's inputs
+        # before it builds the model); its model is the one built and its loss_fn the loss
         self._made: tuple[int, Any, Any, Any] | None = None  # (batch size, model, inputs, loss_fn)
+        # inputs of other batch sizes (ONNX export / calibration batches): the factory's
+        # model for them is dropped at once, so a second model never inflates peak memory
+        self._other_inputs: dict[int, Any] = {}
 
     # -- the factory ------------------------------------------------------------------
     def _make(self, batch_size: int) -> tuple[Any, Any, Any]:
-        if self._made is not None and self._made[0] == batch_size:
-            return self._made[1], self._made[2], self._made[3]
-        fn = load_factory(self.target, self.factory, self.is_file)
-        out = fn(batch_size)
+        """(model, inputs, loss_fn) of the cell's batch (the first one made); for another
+        batch size, (None, its inputs, None): the user's module is imported once and
+        the cell's model and loss are never replaced by another call's."""
+        if self._made is not None:
+            if self._made[0] == batch_size:
+                return self._made[1], self._made[2], self._made[3]
+            if batch_size not in self._other_inputs:
+                self._other_inputs[batch_size] = self._call(batch_size)[1]
+            return None, self._other_inputs[batch_size], None
+        model, inputs, loss_fn = self._call(batch_size)
+        self._made = (batch_size, model, inputs, loss_fn)
+        return model, inputs, loss_fn
+
+    def _call(self, batch_size: int) -> tuple[Any, Any, Any]:
+        """``factory(batch_size)``, checked: (model, inputs, loss_fn or None)."""
+        if self._fn is None:
+            self._fn = load_factory(self.target, self.factory, self.is_file)
+        out = self._fn(batch_size)
         if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
             raise TypeError(f"{self.factory}({batch_size}) must return (model, inputs) or (model, inputs, loss_fn), "
                             f"got {type(out).__name__}")
@@ -123,7 +143,6 @@ class CustomWorkload(Workload):
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"the third element returned by {self.factory} must be callable loss_fn(outputs), "
                             f"got {type(loss_fn).__name__}")
-        self._made = (batch_size, model, inputs, loss_fn)
         return model, inputs, loss_fn
 
     def _framework(self, model: Any) -> str:
@@ -199,6 +218,11 @@ class CustomWorkload(Workload):
         loss_fn = self._made[3] if self._made is not None else None
         if loss_fn is not None:
             return loss_fn(outputs)
+        if backend == "tensorflow":  # a Keras model: the mean of its (first) output
+            import tensorflow as tf
+
+            first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+            return tf.reduce_mean(tf.cast(first, tf.float32))
         if backend != "torch":
             return None
         own = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)

@@ -325,7 +325,8 @@ def local_class(ref: str) -> type[HFWorkload]:
         num_classes=max(2, len(labels) or int(data.get("num_labels", 2) or 2)), kind=kind,
         config_class=str(data.get("model_type", "")), model_class=arch, hf=(),
         image_size=int(data.get("image_size", 224) or 224) if kind == VISION else 0,
-        seq_len=min(128, int(data.get("max_position_embeddings", 128) or 128)) if kind != VISION else 0,
+        seq_len=min(128, int(data.get("max_position_embeddings") or data.get("n_positions") or data.get("n_ctx")
+                             or 128)) if kind != VISION else 0,
         vocab_size=int(data.get("vocab_size", 0) or 0) if kind != VISION else 0,
         source=str(f.resolve()), source_sha256=hashlib.sha256(raw).hexdigest())
     return type("HF_local", (HFWorkload,), {
@@ -343,6 +344,15 @@ class HFProvider(WorkloadProvider):
 
     def known(self) -> Mapping[str, str]:
         return {k: v.description for k, v in ZOO.items()}
+
+    def preload(self, ref: str) -> Sequence[str]:
+        """transformers and the model's modeling module (~5 s per cell otherwise)."""
+        mods = ["transformers", "transformers.modeling_utils", "transformers.generation"]
+        entry = ZOO.get(ref)
+        if entry is not None:
+            family = entry.full.config_class.removesuffix("Config").lower()
+            mods.append(f"transformers.models.{family}.modeling_{family}")
+        return mods
 
     def check(self, ref: str) -> None:
         if ref in ZOO:

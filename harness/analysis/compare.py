@@ -249,7 +249,16 @@ def _key_parts(cell: Mapping[str, Any]) -> list[tuple[str, str]]:
         + [("batch_size", f"bs{s.get('batch_size', '?')}"), ("size", str(s.get("size", "?")))]
         + ([("tokens", f"p{s.get('prompt_len', '?')}g{s.get('gen_len', '?')}")] if s.get("mode") == "generate" else [])
         + ([("world_size", f"ws{s['world_size']}")] if s.get("world_size") else [])
+        + _model_version(cell)
     )
+
+
+def _model_version(cell: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A user's model file (custom:, hf:PATH, onnx:) is part of the cell's identity: two
+    versions of it are two cells, never compared as one (``model.source_sha256``)."""
+    model = cell.get("model")
+    digest = model.get("source_sha256") if _is_map(model) else None
+    return [("model", f"sha256:{digest[:12]}")] if isinstance(digest, str) and digest else []
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:

@@ -127,6 +127,11 @@ def count_torch_step(step: Any, variant: Any = None, device: str = "cpu") -> dic
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad())  # no inference fast paths while counting
             stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+            # oneDNN's fused RNN op (aten.mkldnn_rnn_layer: nn.LSTM on CPU) is invisible to the
+            # counter; without oneDNN the same layer runs as countable matmuls (same FLOPs).
+            # Only for models with RNN layers: everything else keeps its fast kernels.
+            if any(isinstance(m, torch.nn.RNNBase) for m in model.modules()):
+                stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
             stack.enter_context(counter)
             stack.enter_context(nbytes)
             if mode == "training":
@@ -495,6 +500,12 @@ def apply_calibration(cell: dict[str, Any], calibration: dict[str, Any] | None) 
     m["mfu_peak_flops_per_s"] = peak
     m["mfu_peak_dtype"] = dtype
     unavailable.pop("mfu", None)
+    gen = m.get("generation")
+    if isinstance(gen, dict):  # generate cells: the prefill and the decode against the same peak
+        for phase in ("prefill", "decode"):
+            rate = gen.get(f"{phase}_achieved_flops_per_s")
+            if isinstance(rate, (int, float)):
+                gen[f"{phase}_mfu"] = rate / peak
     bw = dev.get("mem_bandwidth_bytes_per_s")
     ai = m.get("arithmetic_intensity_flop_per_byte")
     if bw and ai:

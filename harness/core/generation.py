@@ -2,25 +2,32 @@
 
 One *request* is one greedy generation of ``gen_len`` tokens for a batch of
 ``batch_size`` prompts of ``prompt_len`` tokens, with the KV cache on and no early end.
-The step records, per request, the start time ``t0`` and one timestamp per generated
-token, taken after the token is on the host (after a device synchronisation on GPUs):
-``stamps[0]`` ends the prefill (the first forward over the prompt), each later stamp
-ends one decode step. Everything below is computed from those raw times, which the cell
-keeps (``metrics.generation.requests``), so compare and history can recompute them.
+The step records, per request, the start time and one timestamp per generated token,
+taken on the host after the token's forward has finished (after a device
+synchronisation on GPUs): the first stamp ends the prefill (the first forward over the
+prompt), each later stamp ends one decode step. The step gives them either as integer
+nanoseconds (``{"t0_ns": int, "stamps_ns": [int, ...]}``, ``time.perf_counter_ns``) or
+as seconds (``{"t0": s, "stamps": [s, ...]}``, rounded to whole nanoseconds here).
 
-Per request (milliseconds):
+The cell keeps the raw times, in integer nanoseconds, as ``metrics.generation.requests``
+(``[{"ttft_ns": int, "itl_ns": [int, ...]}, ...]``), and everything below is computed
+from them, so compare and history can recompute it. Integers make the relations exact,
+not merely close: per request,
 
-* ``ttft_ms`` = ``stamps[0] - t0`` (time to first token);
-* ``itl_ms`` = the gaps between consecutive stamps (``gen_len - 1`` per request);
-* ``e2e_ms`` = ``stamps[-1] - t0``;
-* ``tpot_ms`` = ``(e2e - ttft) / (gen_len - 1)`` (time per output token after the first),
-  which equals the mean of that request's ``itl_ms`` exactly.
+* ``ttft`` = first stamp - start (time to first token);
+* ``itl`` = the ``gen_len - 1`` gaps between consecutive stamps (inter-token latency);
+* ``e2e`` = ``ttft + sum(itl)`` = last stamp - start;
+* ``tpot`` = ``(e2e - ttft) / (gen_len - 1)`` = ``sum(itl) / (gen_len - 1)`` = the mean of
+  the request's ``itl`` (time per output token after the first).
 
-Over requests: p50/p90/p99 (and mean) of ``ttft_ms``, ``tpot_ms``, ``e2e_ms``; of
-``itl_ms`` over every gap of every request. Throughput: ``prefill_tokens_per_s`` =
-``batch x prompt_len / ttft`` and ``output_tokens_per_s`` = ``batch x gen_len / e2e``,
-both at the median request. With SLOs, ``goodput`` is the share of requests meeting
-every objective and the output tokens/s those requests delivered.
+Each value in ms is the integer nanoseconds divided by 10**6 in one correctly rounded
+division (``tpot_ms`` = ``(e2e_ns - ttft_ns) / ((gen_len - 1) * 10**6)``), so equal
+rationals give equal floats. Over requests: p50/p90/p99 (numpy's linear interpolation),
+mean, min and max of ``ttft_ms``, ``tpot_ms``, ``e2e_ms``; of ``itl_ms`` over every gap
+of every request. Throughput: ``prefill_tokens_per_s`` = ``batch x prompt_len /
+median ttft`` and ``output_tokens_per_s`` = ``batch x gen_len / median e2e``. With SLOs,
+``goodput`` is the share of requests meeting every objective and the output tokens/s
+those requests delivered (docs/generation.md).
 """
 
 from __future__ import annotations
@@ -31,19 +38,49 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 PERCENTILES = (50, 90, 99)
-METHOD = ("every generated token timed on the host after it is available (a device synchronisation per token "
-          "on GPUs): ttft = first token - start, itl = gaps between tokens, tpot = (e2e - ttft) / (gen_len - 1)")
+NS_PER_MS = 1_000_000
+#: the per-request times an SLO may bound (harness.core.cells.SLO_METRICS)
+TIMES = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
+METHOD = ("every generated token timed on the host (perf_counter_ns) after its forward finished (a device "
+          "synchronisation per token on GPUs); greedy, gen_len tokens, no early end, KV cache on, after warm-up "
+          "requests: ttft = first token - start, itl = gaps between tokens, e2e = ttft + sum(itl), "
+          "tpot = (e2e - ttft) / (gen_len - 1) = mean(itl), exact on the integer nanoseconds kept in requests")
 
 
-def request_times(t0: float, stamps: Sequence[float]) -> dict[str, Any]:
-    """The per-request times (ms) of one request started at ``t0`` with token ``stamps``
-    (seconds, same clock)."""
+def _ns_times(request: Mapping[str, Any]) -> tuple[int, list[int]]:
+    """(start, token stamps) of one step request in integer nanoseconds."""
+    if "stamps_ns" in request:
+        t0, stamps = request["t0_ns"], list(request["stamps_ns"])
+        if isinstance(t0, bool) or not isinstance(t0, int) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in stamps):
+            raise ValueError("t0_ns and stamps_ns must be integer nanoseconds")
+        return t0, stamps
+    # seconds (a float clock): whole nanoseconds, so the relations below stay exact
+    return round(float(request["t0"]) * 1e9), [round(float(s) * 1e9) for s in request["stamps"]]
+
+
+def raw_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored raw times of one request: ``{"ttft_ns": int, "itl_ns": [int, ...]}``."""
+    t0, stamps = _ns_times(request)
     if len(stamps) < 2:
         raise ValueError("a request needs at least 2 generated tokens (gen_len >= 2)")
-    ttft = (stamps[0] - t0) * 1e3
-    itl = [(b - a) * 1e3 for a, b in zip(stamps, stamps[1:])]
-    e2e = (stamps[-1] - t0) * 1e3
-    return {"ttft_ms": ttft, "itl_ms": itl, "e2e_ms": e2e, "tpot_ms": (e2e - ttft) / (len(stamps) - 1)}
+    if stamps[0] < t0 or any(b < a for a, b in zip(stamps, stamps[1:])):
+        raise ValueError("token stamps must not go back in time (use a monotonic clock)")
+    return {"ttft_ns": stamps[0] - t0, "itl_ns": [b - a for a, b in zip(stamps, stamps[1:])]}
+
+
+def request_times(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-request times in ms of one stored raw request (``ttft_ns``, ``itl_ns``)."""
+    ttft, itl = int(raw["ttft_ns"]), [int(g) for g in raw["itl_ns"]]
+    if not itl:
+        raise ValueError("a request needs at least 2 generated tokens (gen_len >= 2)")
+    e2e = ttft + sum(itl)
+    return {
+        "ttft_ms": ttft / NS_PER_MS,
+        "itl_ms": [g / NS_PER_MS for g in itl],
+        "e2e_ms": e2e / NS_PER_MS,
+        "tpot_ms": (e2e - ttft) / (len(itl) * NS_PER_MS),
+    }
 
 
 def _dist(values: Sequence[float]) -> dict[str, float]:
@@ -57,38 +94,67 @@ def _dist(values: Sequence[float]) -> dict[str, float]:
 
 def summarize(requests: Sequence[Mapping[str, Any]], batch_size: int, prompt_len: int, gen_len: int,
               slo: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """``metrics.generation`` from the raw ``requests`` (each ``{"t0": s, "stamps": [s, ...]}``)."""
+    """``metrics.generation`` from the step's raw ``requests`` (see the module doc); each
+    must have ``gen_len`` token stamps. ``slo``: ``{"ttft_ms": 500, ...}`` upper bounds."""
     if not requests:
         raise ValueError("no timed requests")
-    per = [request_times(r["t0"], r["stamps"]) for r in requests]
+    raws = [raw_request(r) for r in requests]
+    for r in raws:
+        if len(r["itl_ns"]) != gen_len - 1:
+            raise ValueError(f"a request has {len(r['itl_ns']) + 1} token stamps, expected gen_len = {gen_len}")
+    return summarize_raw(raws, batch_size, prompt_len, gen_len, slo)
+
+
+def summarize_raw(raws: Sequence[Mapping[str, Any]], batch_size: int, prompt_len: int, gen_len: int,
+                  slo: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """``metrics.generation`` from stored raw requests (``{"ttft_ns", "itl_ns"}``)."""
+    per = [request_times(r) for r in raws]
     ttft = [p["ttft_ms"] for p in per]
-    tpot = [p["tpot_ms"] for p in per]
     e2e = [p["e2e_ms"] for p in per]
-    itl = [g for p in per for g in p["itl_ms"]]
     out: dict[str, Any] = {
         "requests_timed": len(per),
         "batch_size": batch_size, "prompt_len": prompt_len, "gen_len": gen_len,
-        "ttft_ms": _dist(ttft), "tpot_ms": _dist(tpot), "itl_ms": _dist(itl), "e2e_ms": _dist(e2e),
-        "prefill_tokens_per_s": batch_size * prompt_len / (float(np.median(ttft)) / 1e3),
-        "output_tokens_per_s": batch_size * gen_len / (float(np.median(e2e)) / 1e3),
+        "ttft_ms": _dist(ttft), "tpot_ms": _dist([p["tpot_ms"] for p in per]),
+        "itl_ms": _dist([g for p in per for g in p["itl_ms"]]), "e2e_ms": _dist(e2e),
+        "prefill_tokens_per_s": _per_s(batch_size * prompt_len, float(np.median(ttft))),
+        "output_tokens_per_s": _per_s(batch_size * gen_len, float(np.median(e2e))),
         "method": METHOD,
-        # the raw per-token times (ms from each request's start): everything above is
-        # recomputed from these
-        "requests": [{"ttft_ms": p["ttft_ms"], "itl_ms": p["itl_ms"]} for p in per],
+        # the raw per-token times, integer nanoseconds: everything above is recomputed from these
+        "requests": [{"ttft_ns": int(r["ttft_ns"]), "itl_ns": [int(g) for g in r["itl_ns"]]} for r in raws],
     }
     if slo:
-        ok = [all(p[k] <= limit for k, limit in slo.items()) for p in per]
-        share = sum(ok) / len(ok)
-        total_s = sum(e2e) / 1e3
         out["slo"] = dict(slo)
-        out["goodput"] = {
-            "requests_meeting_slo": share,
-            # output tokens of the requests that met every objective, per second of all requests' time
-            "output_tokens_per_s": batch_size * gen_len * sum(ok) / total_s if total_s > 0 else None,
-            "method": "share of timed requests meeting every SLO; tokens/s = their output tokens / the time of all "
-                      "timed requests run back to back",
-        }
+        out["goodput"] = goodput(per, slo, batch_size * gen_len)
     return out
+
+
+def _per_s(count: int, ms: float) -> float | None:
+    return count / (ms / 1e3) if ms > 0 else None
+
+
+def meets(times: Mapping[str, Any], slo: Mapping[str, float]) -> bool:
+    """Whether one request's times (:func:`request_times`) meet every objective; an
+    ``itl_ms`` objective bounds every gap of the request."""
+    for key, limit in slo.items():
+        if key not in TIMES:
+            raise ValueError(f"unknown SLO metric {key!r}; choose from: {', '.join(TIMES)}")
+        value = max(times[key]) if key == "itl_ms" else times[key]
+        if not value <= limit:
+            return False
+    return True
+
+
+def goodput(per: Sequence[Mapping[str, Any]], slo: Mapping[str, float], tokens_per_request: int) -> dict[str, Any]:
+    """The share of requests meeting every SLO and their output tokens per second of all
+    requests' time (the requests run back to back, as the timed loop runs them)."""
+    ok = [meets(p, slo) for p in per]
+    total_s = sum(p["e2e_ms"] for p in per) / 1e3
+    return {
+        "requests_meeting_slo": sum(ok) / len(ok),
+        "output_tokens_per_s": tokens_per_request * sum(ok) / total_s if total_s > 0 else None,
+        "method": "share of timed requests meeting every SLO (each objective an upper bound, <=); tokens/s = the "
+                  "output tokens (batch x gen_len) of those requests / the end-to-end time of all timed requests",
+    }
 
 
 def kv_cache_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> int | None:
@@ -110,7 +176,7 @@ def phase_rates(gen: Mapping[str, Any], prefill_flops: float | None, decode_flop
     (decode FLOPs / median (e2e - ttft)), from one request's counted FLOPs."""
     out: dict[str, Any] = {}
     ttft_s = gen["ttft_ms"]["p50"] / 1e3
-    decode_s = [sum(r["itl_ms"]) / 1e3 for r in gen["requests"]]
+    decode_s = [sum(_ints(r.get("itl_ns"))) / 1e9 for r in gen.get("requests") or [] if isinstance(r, Mapping)]
     med_decode_s = float(np.median(decode_s)) if decode_s else math.nan
     if prefill_flops:
         out["prefill_flops"] = int(prefill_flops)
@@ -121,10 +187,15 @@ def phase_rates(gen: Mapping[str, Any], prefill_flops: float | None, decode_flop
     return out
 
 
+def _ints(values: Any) -> list[int]:
+    return [int(v) for v in values if isinstance(v, int) and not isinstance(v, bool)] if isinstance(values, list) else []
+
+
 def raw_samples(record: Mapping[str, Any], metric: str) -> list[float]:
-    """The raw per-request (per-gap for ``itl_ms``) values of ``generation.<ttft_ms|tpot_ms|
-    itl_ms|e2e_ms>`` in a cell or repeat record, recomputed from its stored token times
-    (empty when the record has none)."""
+    """The raw per-request (per-gap for ``itl_ms``) values in ms of ``generation.<ttft_ms|
+    tpot_ms|itl_ms|e2e_ms>`` in a cell or repeat record, recomputed from its stored token
+    times exactly as :func:`summarize_raw` computes them (empty when it has none; a
+    malformed request is left out)."""
     key = metric.removeprefix("generation.")
     gen = (record.get("metrics") or {}).get("generation") if isinstance(record, Mapping) else None
     reqs = gen.get("requests") if isinstance(gen, Mapping) else None
@@ -132,16 +203,15 @@ def raw_samples(record: Mapping[str, Any], metric: str) -> list[float]:
     for r in reqs if isinstance(reqs, list) else []:
         if not isinstance(r, Mapping):
             continue
-        ttft, itl = r.get("ttft_ms"), r.get("itl_ms")
-        if not isinstance(ttft, (int, float)) or not isinstance(itl, list) or not itl:
+        ttft, itl = r.get("ttft_ns"), r.get("itl_ns")
+        if isinstance(ttft, bool) or not isinstance(ttft, int) or not isinstance(itl, list) or not itl:
             continue
-        gaps = [float(g) for g in itl if isinstance(g, (int, float))]
-        if key == "ttft_ms":
-            out.append(float(ttft))
-        elif key == "itl_ms":
-            out.extend(gaps)
-        elif key == "e2e_ms":
-            out.append(float(ttft) + sum(gaps))
-        elif key == "tpot_ms":
-            out.append(sum(gaps) / len(gaps))
+        gaps = _ints(itl)
+        if len(gaps) != len(itl) or ttft < 0 or min(gaps) < 0:
+            continue
+        times = request_times({"ttft_ns": ttft, "itl_ns": gaps})
+        if key == "itl_ms":
+            out.extend(times["itl_ms"])
+        elif key in times:
+            out.append(times[key])
     return out

@@ -210,6 +210,8 @@ GENERATION_METRICS: tuple[Metric, ...] = (
     _m("generation.prefill_achieved_flops_per_s", "FLOP/s", HIGHER, "prefill FLOPs / median TTFT", "one request"),
     _m("generation.decode_achieved_flops_per_s", "FLOP/s", HIGHER, "decode FLOPs / median decode time",
        "one request"),
+    _m("generation.prefill_mfu", "", HIGHER, "prefill achieved FLOP/s / the calibrated peak (as mfu)", "one request"),
+    _m("generation.decode_mfu", "", HIGHER, "decode achieved FLOP/s / the calibrated peak (as mfu)", "one request"),
 )
 METRICS = METRICS + GENERATION_METRICS
 

@@ -125,7 +125,7 @@ def _provider(name: str) -> tuple[Any, str] | None:
             return None
         valid = ", ".join(f"{s}:" for s in sorted(eps)) or "(none installed)"
         raise UnknownName(f"unknown model provider {scheme + ':'!r} in workload {name!r}; choose from: {valid} "
-                          f"or a workload name ({', '.join(names('workload'))})")
+                          f"or a workload name ({', '.join(names('workload'))}){close_matches(scheme, sorted(eps))}")
     return load_provider(scheme), name[len(scheme) + 1:]
 
 
@@ -214,7 +214,8 @@ def effective_size(wcls: Any, name: str, run_size: str) -> tuple[str, str | None
     presets = list(getattr(wcls, "presets", {}))
     if at is not None:
         if at not in presets:
-            raise UnknownName(f"unknown size {at!r} for workload {base!r}; choose from: {', '.join(presets)}")
+            raise UnknownName(f"unknown size {at!r} for workload {base!r}; choose from: {', '.join(presets)}"
+                              f"{close_matches(at, presets)}")
         return at, (None if at == run_size else f"{base!r} runs at size {at!r} (from {name!r})")
     if run_size in presets:
         return run_size, None
@@ -222,4 +223,5 @@ def effective_size(wcls: Any, name: str, run_size: str) -> tuple[str, str | None
     if default in presets:
         return default, (f"{base!r} has no {run_size!r} size (sizes: {', '.join(presets)}); it runs at its "
                          f"default size {default!r} (choose one with {base}@SIZE)")
-    raise UnknownName(f"unknown size {run_size!r} for workload {base!r}; choose from: {', '.join(presets)}")
+    raise UnknownName(f"unknown size {run_size!r} for workload {base!r}; choose from: {', '.join(presets)}"
+                      f"{close_matches(run_size, presets)}")

@@ -391,11 +391,11 @@ def _generation_metrics(spec: TaskSpec, settings: Settings | None, step: Any, me
 
 def _cache_dtype_bytes(step: Any) -> int | None:
     cache = getattr(step, "last_cache", None)
-    for layer in getattr(cache, "layers", None) or []:
-        keys = getattr(layer, "keys", None)
-        if keys is not None and hasattr(keys, "element_size"):
-            return int(keys.element_size())
-    return None
+    if cache is None:
+        return None
+    from harness.core.frameworks.torch_generate import cache_element_size
+
+    return cache_element_size(cache)
 
 
 def _generation_flops(cell: dict[str, Any], metrics: dict[str, Any]) -> None:

@@ -248,6 +248,7 @@ class ZygoteLauncher(Launcher):
         self._unsafe: dict[str, str] = {}  # backend -> why forking it is unsafe (found by its zygote)
         self._broken: dict[str, str] = {}  # backend -> why its zygotes are not used any more
         self._planned: dict[str, int] | None = None  # backend -> forkable cells this run will launch
+        self._preload: dict[str, list[str]] = {}  # backend -> modules the run's model providers want preloaded
         self._finalizer = weakref.finalize(self, _close_all, self._zygotes)
 
     def close(self) -> None:
@@ -261,10 +262,13 @@ class ZygoteLauncher(Launcher):
         worker does (every built-in plugin's modules), so it pays off from the second or
         third cell on, and a run of one or two cells is faster in fresh processes."""
         counts: dict[str, int] = {}
+        preload: dict[str, set[str]] = {}
         for spec in specs:
             if spec.world_size is None:
                 counts[spec.backend] = counts.get(spec.backend, 0) + max(1, int(rounds))
+                preload.setdefault(spec.backend, set()).update(_provider_preload(spec.workload))
         self._planned = counts
+        self._preload = {b: sorted(m) for b, m in preload.items() if m}
 
     def zygote_pids(self) -> list[int]:
         """The pids of the zygotes running now (for tests and diagnostics)."""
@@ -340,6 +344,8 @@ class ZygoteLauncher(Launcher):
             log.touch()
             env, policy, limit = cell_environment(spec, settings, td)
             try:
+                if self._preload.get(spec.backend):  # part of the zygote's key: another run's set starts another
+                    env = {**env, PRELOAD_ENV: ",".join(self._preload[spec.backend])}
                 z = self._zygote(spec.backend, env, start_timeout=limit)
             except ZygoteError as e:
                 self._mark_broken(spec.backend, str(e))
@@ -531,6 +537,26 @@ def _preload(backend: str) -> tuple[list[str], list[str], int]:
     return imported, problems, base_threads
 
 
+#: modules the run's model providers want in the zygote (:meth:`harness.api.WorkloadProvider.preload`),
+#: comma-separated; checked for threads like every other import
+PRELOAD_ENV = "DLH_ZYGOTE_PRELOAD"
+
+
+def _provider_preload(workload: str) -> list[str]:
+    """The modules a ``SCHEME:REF`` workload's provider asks a zygote to import (none for
+    a plain workload, or when the provider cannot be loaded: the cell reports that)."""
+    from harness.core import registry
+
+    scheme = registry.provider_scheme(workload)
+    if scheme is None:
+        return []
+    try:
+        provider = registry.load_provider(scheme)
+        return [str(m) for m in provider.preload(workload[len(scheme) + 1:])]
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return []
+
+
 def _later_imports(imported: list[str]) -> list[str]:
     """:data:`LATER_IMPORTS` for the frameworks ``imported``."""
     return [*LATER_IMPORTS[""], *(m for pkg in imported for m in LATER_IMPORTS.get(pkg, ()))]
@@ -698,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         # what some cells need, once here rather than in each child that needs it (the
         # runner starts a zygote only for a backend with ZYGOTE_MIN_CELLS cells to run)
         _import_all(_later_imports(imported), problems)
+        # what the run's model providers asked for (e.g. transformers for hf: models)
+        _import_all([m for m in os.environ.get(PRELOAD_ENV, "").split(",") if m], problems)
     except Exception as e:  # noqa: BLE001 - the runner falls back to fresh processes
         _reply(reply, {"ready": False, "error": f"{type(e).__name__}: {e}"})
         return 1

@@ -27,6 +27,8 @@ from harness.variants.base import CompressionConfig
 class CompileVariant(Variant):
     """torch.compile (PyTorch) / XLA jit_compile (TensorFlow)."""
 
+    replaces_model = True  # harness.api.Variant.replaces_model
+
     name: ClassVar[str] = "compile"
     description: ClassVar[str] = "torch.compile (inductor) / TensorFlow XLA jit_compile; compile time reported separately"
     Config = CompressionConfig

@@ -83,6 +83,8 @@ def student_config(workload_name: str, config: Any, width: float, depth: float) 
 class DistillVariant(Variant):
     """A smaller student distilled from the fp32 teacher."""
 
+    replaces_model = True  # harness.api.Variant.replaces_model
+
     name: ClassVar[str] = "distill"
     description: ClassVar[str] = "smaller student (default half width, half depth) distilled from the fp32 teacher"
     Config = DistillConfig

@@ -74,6 +74,8 @@ class PruneUnstructuredVariant(Variant):
 class PruneStructuredVariant(Variant):
     """Removes the lowest-norm hidden units / channels / heads (smaller dense model)."""
 
+    replaces_model = True  # harness.api.Variant.replaces_model
+
     name: ClassVar[str] = "prune-structured"
     description: ClassVar[str] = "removes whole hidden units, inner conv channels and attention heads (default 50%): a smaller dense model"
     Config = PruneConfig

@@ -63,6 +63,7 @@ def _strip(path: str) -> bytes:
 
 
 class _OrtQuantVariant(Variant):
+    replaces_model = True  # an ONNX Runtime session (harness.api.Variant.replaces_model)
     Config = CompressionConfig
 
     def __init__(self, config: CompressionConfig | None = None) -> None:

@@ -1,7 +1,7 @@
 """The built-in report sections, one module each (registered in the entry-point group
 ``dl_harness.report_sections``; see :mod:`harness.reports.api`).
 
-overview, contention, skipped_files, pivot, summary, charts, backends, scaling, energy,
+overview, contention, skipped_files, pivot, summary, charts, generation, backends, scaling, energy,
 quality, roofline, regressions, history, procurement, other_metrics, failed,
 environment. The functions below return one section's ``(html, figures)`` on its own
 (for callers and tests that want a single section).
