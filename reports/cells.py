@@ -149,7 +149,17 @@ def status(cell: dict[str, Any]) -> str:
 
 
 def reason_text(cell: dict[str, Any]) -> str:
-    """The reason of a skipped/failed cell; for a failure without one, the error."""
+    """The reason of a skipped/failed cell; for a failure without one, the error. A
+    failure whose error wraps another (``raise ... from e``) leads with its root cause,
+    as the console line does: ``"ModuleNotFoundError: ... (outer: RuntimeError: ...)"``
+    (:mod:`harness.core.rootcause`), so the summary, the terminal table and the pivot do
+    not show only the wrapper."""
+    if cell.get("status") == "failed":
+        from harness.core.rootcause import root_cause
+
+        rc = root_cause(cell)
+        if rc is not None and rc.outer:
+            return rc.text()
     reason = cell.get("reason")
     if isinstance(reason, str) and reason.strip():
         return reason

@@ -366,8 +366,7 @@ def _run_across(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _across_heads(res: Any) -> list[str]:
-    _better, _worse, factor = res.words
-    return ["cell", f"{res.field}", "verdict", "estimate", f"95% CI ({factor})", "p (Holm)", "threshold",
+    return ["cell", f"{res.field}", "verdict", "estimate", "95% CI", "p (Holm)", "threshold",
             "detectable (80%)", f"processes {res.baseline}/other", "notes"]  # fmt: skip
 
 
@@ -386,13 +385,28 @@ def _across_rows(res: Any) -> list[list[str]]:
         p = cc.p_adjusted
         rows.append([
             pair.group, f"{pair.value} vs {res.baseline}", res.verdict(cc), res.estimate_text(cc),
-            f"[{ci[0]:.2f}x, {ci[1]:.2f}x]" if ci else "n/a",
+            _ci_words(ci, res.words),
             "n/a" if not F.is_number(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}"),
             pct(cc.threshold) + (" (auto)" if cc.threshold_source.startswith("auto") else ""),
             pct(cc.min_detectable_change), f"{cc.n_baseline}/{cc.n_candidate}",
             "; ".join(n for n in cc.notes if n not in common),
         ])  # fmt: skip
     return rows
+
+
+def _ci_words(ci: tuple[float, float] | None, words: tuple[str, str, str]) -> str:
+    """The 95% CI of the factor in the estimate's own words, so a row reads "3.69x slower,
+    CI 3.39-4.17x slower" rather than a speed-up interval of [0.24x, 0.30x] next to it;
+    an interval across 1 names both ends ("1.10x slower - 1.25x faster")."""
+    if not ci or not all(x > 0 for x in ci):
+        return "n/a"
+    better, worse, _factor = words
+    lo, hi = ci
+    if lo >= 1.0:
+        return f"{lo:.2f}–{hi:.2f}x {better}"
+    if hi <= 1.0:
+        return f"{1 / hi:.2f}–{1 / lo:.2f}x {worse}"
+    return f"{1 / lo:.2f}x {worse} – {hi:.2f}x {better}"
 
 
 def _common_notes(res: Any) -> list[str]:
@@ -468,7 +482,8 @@ def _across_markdown(res: Any) -> str:
     advice = _across_advice(res)
     lines += [f"> {md_escape(a)}" for a in advice] + ([""] if advice else [])
     better, worse, factor = res.words
-    lines.append(f"{factor}: {res.field} {res.baseline} / the cell (> 1: the cell is {better}). A verdict of {better} "
+    lines.append(f"*95% CI*: of the {factor} ({res.field} {res.baseline} / the cell), in the estimate's words. "
+                 f"A verdict of {better} "
                  f"or {worse} needs a significant difference (Holm-adjusted) AND one beyond the threshold; "
                  "*detectable (80%)* is the smallest difference this comparison flags with 80% probability.")  # fmt: skip
     return "\n".join(lines) + "\n"

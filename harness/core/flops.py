@@ -204,7 +204,8 @@ def run_model_analytic_flops(workload: Any, variant: Any, batch_size: int, mode:
         return own
     flops = workload.analytic_flops_for(batch_size, mode)
     if flops is None:
-        return None, f"workload {workload.name!r} has no analytic FLOP formula (its FLOPs are counted)"
+        return None, (f"workload {workload.name!r} has no analytic FLOP formula (only a FLOP counter can give its "
+                      "FLOPs)")
     return int(flops), "the workload's analytic formula"
 
 

@@ -298,7 +298,8 @@ def _assemble(cell: dict[str, Any], spec: TaskSpec, workload: Workload, variant:
     metrics = _core_metrics(spec, workload, step, meas)
     if metrics["flops_analytic"] is None:
         cell["unavailable"]["flops_analytic"] = (f"workload {spec.workload!r} has no analytic FLOP formula: "
-                                                 "its FLOPs come from the FLOP counter")
+                                                 "metrics.flops comes from the backend's FLOP counter where it "
+                                                 "has one (flops_source)")
     if spec.world_size is not None:
         metrics["distributed"] = _distributed_metrics(spec, dp)
     metrics.update(variant.metrics())

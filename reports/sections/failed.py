@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.core.rootcause import root_cause
 from harness.reports import cells as C
 from harness.reports import formatting as F
 from harness.reports.sections.common import ReportContext, ReportSection, Rendered
@@ -25,8 +26,10 @@ class FailedSection(ReportSection):
             msg = err.get("message")
             headline = ": ".join(str(x) for x in (err.get("type"), F.shorten(msg, 160) if msg else None) if x) or (
                 F.shorten(C.reason_text(cell), 160))
+            rc = root_cause(cell)
             items.append({
                 "cell": C.cell_id(cell), "run_id": run.get("run_id"), "headline": headline,
+                "root_cause": rc.root if rc is not None and rc.outer else None,
                 "reason": cell.get("reason"), "message": msg, "returncode": err.get("returncode"),
                 "traceback": err.get("traceback"), "stderr": err.get("stderr_tail"),
             })  # fmt: skip
