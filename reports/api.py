@@ -78,7 +78,8 @@ def _procurement(ctx: ReportContext) -> Any:
     from harness.analysis.procurement import machines_of, procurement_entries
 
     machines = machines_of(ctx.runs)
-    entries = procurement_entries(ctx.runs, ctx.prices, ctx.rank_by) if len(machines) >= 2 else []
+    wanted = len(machines) >= 2 or (ctx.prices is not None and machines)
+    entries = procurement_entries(ctx.runs, ctx.prices, ctx.rank_by) if wanted else []
     return machines, entries
 
 
@@ -89,7 +90,7 @@ DATA: dict[str, tuple[Callable[["ReportContext"], Any], str]] = {
                                   "(harness.analysis.regressions.latest_vs_earlier), contention kept out of every "
                                   "verdict; check['excluded'] says what was left out"),
     "procurement": (_procurement, "(machines_of(runs), procurement_entries(runs, prices, rank_by)); "
-                                  "entries only with 2+ machines"),
+                                  "entries only with 2+ machines, or one with --prices"),
 }  # fmt: skip
 """The shared analyses a section can name in :attr:`ReportSection.needs`."""
 

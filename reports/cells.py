@@ -158,7 +158,9 @@ def reason_text(cell: dict[str, Any]) -> str:
         from harness.core.rootcause import root_cause
 
         rc = root_cause(cell)
-        if rc is not None and rc.outer:
+        # a real wrapper: two or more chained exceptions, or a cause read from the worker's
+        # output; a lone exception (or a traceback cut to its last line) wraps nothing
+        if rc is not None and rc.outer and (len(rc.chain) >= 2 or rc.source == "stderr"):
             return rc.text()
     reason = cell.get("reason")
     if isinstance(reason, str) and reason.strip():

@@ -68,7 +68,14 @@ def _header(result: Any) -> str:
     unit = s.declared.unit
     what = f"{s.metric} ({unit + ', ' if unit else ''}{s.declared.direction} is better){stat}"
     counts = ", ".join(f"{_LABEL.get(k, k)}: {n}" for k, n in sorted(c.items(), key=lambda kv: _order(kv[0])))
-    verdict = f"REGRESSION in {len(result.regressions)} cell(s)" if result.regressions else "no regression"
+    if result.regressions:
+        verdict = f"REGRESSION in {len(result.regressions)} cell(s)"
+    elif result.cells and not result.tested:
+        # "no regression" would read as a pass although nothing was tested (every cell
+        # contended, or measured in one process per side): say that no verdict was drawn
+        verdict = f"no verdict: none of the {len(result.cells)} cell(s) could be tested (see the notes)"
+    else:
+        verdict = "no regression"
     return f"{verdict} — metric {what}, alpha {s.alpha} (Holm over {result.tested} tested cell(s)); {counts}"
 
 

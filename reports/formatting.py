@@ -161,7 +161,7 @@ def value_in_unit(value: float, unit: str) -> str | None:
     return f"{sig(value)} {unit}"
 
 
-RATE_UNITS = frozenset({"FLOP/s", "samples/s", "B/s", "/s"})
+RATE_UNITS = frozenset({"FLOP/s", "samples/s", "B/s", "tokens/s", "/s"})
 """Units of rates: what they format to always ends in ``/s``."""
 
 # the last word of an undeclared name that makes it a ratio (no unit); checked before

@@ -76,11 +76,17 @@ _P50_FOOTNOTE = ("throughput is sustained (samples processed in the timed loop /
 
 
 def _note(cell: dict[str, Any], limit: int) -> str:
-    """Contention evidence and noise flag for ok cells, the (shortened) reason for
-    skipped/failed ones."""
+    """A failed quality gate, contention evidence and noise flag for ok cells, the
+    (shortened) reason for skipped/failed ones."""
     if C.status(cell) != "ok":
         return F.shorten(C.reason_text(cell), limit)
     notes = []
+    q = C.metric(cell, "quality")
+    gate = q.get("gate") if isinstance(q, dict) and isinstance(q.get("gate"), dict) else {}
+    if gate.get("passed") is False:  # a fast variant that fails its quality gate is no answer
+        delta = q.get("accuracy_delta")
+        notes.append("quality gate FAIL" + (f" (accuracy {100 * delta:+.1f} pp vs fp32)"
+                                            if F.is_number(delta) else ""))  # fmt: skip
     contended = C.contention(cell)
     if contended:
         notes.append("CONTENDED: " + F.shorten(contended, limit))

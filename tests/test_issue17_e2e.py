@@ -158,7 +158,7 @@ def test_across_device_says_why_nothing_was_compared_and_fail_on_missing_exits_1
 
 
 @pytest.mark.parametrize("across, says", [
-    ("precision=fp32", "variant, backend or device"),
+    ("precision=fp32", "variant, backend, device"),
     ("variant=int4", "fp32"),       # a value absent from the run: the message lists those present
     ("variant", "FIELD=BASELINE"),  # no =BASELINE
 ])  # fmt: skip
@@ -167,7 +167,7 @@ def test_a_bad_across_is_one_line_and_exit_2(run_dir, across, says):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(err) == 1 and err[0].startswith("error:") and says in err[0], err
+    assert len(err) == 1 and "error: " in err[0] and says in err[0], err
 
 
 def test_show_lists_the_run_and_one_cell(run_dir):
@@ -222,3 +222,131 @@ def test_the_console_and_show_name_the_root_cause(failed_run):
     # a pattern that matches no cell: one line, exit 2
     none = run_cli(["show", str(out), "no_such_cell_*"], env=env, timeout=120)
     assert none.returncode == 2 and "Traceback" not in none.stderr, none.stderr
+
+
+# ----------------------------------------------------------------------------- what the walk-through fixed
+
+
+def _copy_run(run_dir: dict[str, Any], dest: Path, edit: Any) -> Path:
+    """The real run's document, changed by ``edit(doc)``, as the only file of ``dest``."""
+    doc = json.loads(json.dumps(run_dir["doc"]))
+    edit(doc)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{doc['run_id']}.json").write_text(json.dumps(doc))
+    return dest
+
+
+def test_across_variant_shows_the_quality_gate_and_the_engine_next_to_the_speed(run_dir, tmp_path):
+    """An engineer weighing compression: a variant that fails its quality gate, or whose
+    speed comes from another engine (int8 on ONNX Runtime), says so in the same row."""
+    bf16 = "mlp/torch/cpu/bf16/inference/bs8/tiny"
+
+    def edit(doc: dict[str, Any]) -> None:
+        for c in doc["cells"]:
+            if c["id"] == bf16:
+                q = c["metrics"].setdefault("quality", {})
+                q.update({"accuracy": 0.5, "accuracy_delta": -0.46,
+                          "gate": {"passed": False, "rule": "accuracy >= 0.99 x fp32 accuracy", "threshold": 0.99}})
+                c["metrics"]["runtime_engine"] = "onnxruntime"
+
+    out = _copy_run(run_dir, tmp_path / "gate", edit)
+    proc = _compare(out, "--across", "variant=fp32", "--allow-contended")
+    assert proc.returncode == 0, proc.stderr
+    head = next(ln for ln in proc.stdout.splitlines() if ln.startswith("cell "))
+    assert "quality (vs fp32)" in head
+    row = next(ln for ln in proc.stdout.splitlines() if ln.startswith("mlp/torch/cpu/inference/bs8/tiny "))
+    assert "FAIL (-46.00 pp), on onnxruntime" in row, row
+    assert "note: 1 cell(s) FAIL the quality gate (accuracy >= 0.99 x fp32 accuracy)" in proc.stdout
+    assert bf16 in proc.stdout.split("FAIL the quality gate", 1)[1]
+    assert "their speed-up includes the change of engine" in proc.stdout
+    doc = json.loads(_compare(out, "--across", "variant=fp32", "--allow-contended", "--format", "json").stdout)
+    q = {p["candidate_cell"]: p.get("quality") for p in doc["cells"]}
+    assert q[bf16]["gate_passed"] is False and q[bf16]["engine"] == "onnxruntime"
+
+
+def test_compare_headline_says_no_verdict_when_nothing_could_be_tested(tmp_path):
+    """A nightly job's gate: one process per side (or every cell contended) tests nothing;
+    the headline must not read as a pass."""
+    from tests.test_compare import _write, runs
+
+    base = _write(tmp_path / "base", runs(1, 1.0, seed=1))
+    cand = _write(tmp_path / "cand", runs(1, 1.0, seed=2))
+    proc = run_cli(["compare", str(base), str(cand)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("no verdict: none of the 1 cell(s) could be tested"), proc.stdout
+
+
+def test_report_with_prices_shows_one_machines_perf_per_dollar(run_dir, tmp_path):
+    """A hardware buyer measuring one candidate: --prices is not silently ignored."""
+    host = run_dir["doc"]["environment"]["host"]
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"currency: USD\nmachines:\n  {json.dumps(host)}: {{hourly: 2.5}}\n")
+    md = tmp_path / "buyer.md"
+    proc = run_cli(["report", str(run_dir["out"]), "--prices", str(prices), "--format", "markdown", "-o", str(md)],
+                   timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = md.read_text()
+    assert "Machines side by side" in text and "samples per USD" in text
+    html = tmp_path / "buyer.html"
+    assert run_cli(["report", str(run_dir["out"]), "--prices", str(prices), "-o", str(html)]).returncode == 0
+    assert "1 machine (environment fingerprint): nothing to rank it against yet" in html.read_text()
+    without = run_cli(["report", str(run_dir["out"]), "--format", "markdown"], timeout=120)
+    assert "Machines side by side" not in without.stdout  # one machine, no prices: nothing to show
+
+
+def test_regressions_say_why_a_cell_has_no_baseline_and_the_pivot_uses_compares_words():
+    from harness.reports.html import render_html
+    from harness.reports.markdown import markdown_report
+    from tests.test_report import make_doc, ok_cell
+
+    def cell(variant: str, ms: float, seed: int, contended: float | None = None) -> dict[str, Any]:
+        c = ok_cell("mlp", seed=seed, center_ms=ms, n=80, contended_cores=contended)
+        c["spec"]["variant"] = variant
+        c["id"] = c["id"].replace("/fp32/", f"/{variant}/")
+        c["metrics"]["runtime_engine"] = "onnxruntime" if variant == "int8-dynamic" else None
+        return c
+
+    earlier = make_doc([cell("fp32", 1.0, 1, contended=1.7)], run_id="20261110T000000Z-m",
+                       created="2026-11-10T00:00:00Z")  # fmt: skip
+    latest = make_doc([cell("fp32", 1.0, 2), cell("bf16", 2.0, 3), cell("int8-dynamic", 0.5, 4)],
+                      run_id="20261111T000000Z-m", created="2026-11-11T00:00:00Z")  # fmt: skip
+    html = render_html([earlier, latest])
+    reg = html[html.index('<section id="regressions"'):]
+    reg = reg[:reg.index("</section>")]
+    # the fp32 cell was measured before, under contention only: not "only_candidate"
+    assert "no baseline: every earlier measurement was contended (left out)" in reg
+    pivot = render_html([latest])
+    pivot = pivot[pivot.index('<section id="pivot"'):]
+    pivot = pivot[:pivot.index("</section>")]
+    assert re.search(r"(1\.9\d|2\.\d\d)× slower", pivot) and not re.search(r"0\.\d\d× slower", pivot)
+    assert re.search(r"\d\.\d\d× faster", pivot) and "on onnxruntime" in pivot
+    md = markdown_report([latest]).text
+    assert re.search(r"\*\*(1\.9\d|2\.\d\d)x\*\* slower", md) and "on onnxruntime" in md
+
+
+def test_the_terminal_summary_names_a_failed_quality_gate():
+    from harness.reports.tables import markdown_summary
+    from tests.test_report import make_doc, ok_cell
+
+    c = ok_cell("mlp", seed=5)
+    c["metrics"]["quality"] = {"accuracy": 0.1, "accuracy_delta": -0.82,
+                               "gate": {"passed": False, "rule": "accuracy >= 0.99 x fp32 accuracy"}}
+    assert "quality gate FAIL (accuracy -82.0 pp vs fp32)" in markdown_summary([make_doc([c])])
+
+
+def test_busy_summary_does_not_advise_the_threads_the_run_already_used():
+    """A nightly owner already running --threads 1 on a 2-core runner was told "or leave
+    them cores with --threads 1"; advice to lower threads only when it would lower them."""
+    from harness.launch.runner import busy_summary
+
+    def cell(threads: int) -> dict[str, Any]:
+        window = {"other_cpu_cores": 1.8, "cpu_contended": True}
+        ev = {"ncpu": 2, "threads": threads, "windows": {"cell": window},
+              "top_other_processes": [{"pid": 1, "name": "python", "cpu_cores": 0.9}]}
+        return {"id": "mlp", "status": "ok", "metrics": {},
+                "timing": {"contention": {"detected": True, "reasons": ["busy"], "evidence": ev}}}  # fmt: skip
+
+    one = busy_summary({"cells": [cell(1)]})
+    assert one is not None and "--threads" not in one.split("what to do:", 1)[1]
+    two = busy_summary({"cells": [cell(2)]})
+    assert two is not None and "leave them cores with --threads 1" in two

@@ -327,12 +327,14 @@ def _run_across(args: argparse.Namespace, settings: Any) -> int:
     docs: list[dict[str, Any]] = []
     obs: dict[str, list[Any]] = {}
     parts: dict[str, Any] = {}
+    quality: dict[str, dict[str, Any]] = {}
     for path in args.sides:  # one path at a time: its samples are released before the next is parsed
         loaded = _load_side(path, "runs")
         for key, xs in observations(loaded, settings.metric, settings.stat).items():
             obs.setdefault(key, []).extend(xs)
         for key, value in cell_parts(loaded).items():
             parts.setdefault(key, value)
+        quality.update(_qualities(loaded))
         _release_samples(loaded)
         docs += loaded
     if args.metric is not None:
@@ -345,8 +347,14 @@ def _run_across(args: argparse.Namespace, settings: Any) -> int:
               file=sys.stderr)  # fmt: skip
     for w in res.comparison.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    res.quality = {k: quality[p.candidate] for k, p in res.pairs.items() if p.candidate in quality}
     if args.format == "json":
-        text = json.dumps(res.to_dict(), indent=1, default=str) + "\n"
+        d = res.to_dict()
+        for cd in d.get("cells") or []:
+            q = quality.get(str(cd.get("candidate_cell")))
+            if q is not None:
+                cd["quality"] = q
+        text = json.dumps(d, indent=1, default=str) + "\n"
     elif args.format == "markdown":
         text = _across_markdown(res)
     else:
@@ -365,9 +373,58 @@ def _run_across(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_FAILED if failing else EXIT_OK
 
 
+def _qualities(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Cell key -> what its quality track says (``metrics.quality``: accuracy, its change
+    against fp32, the gate) and the engine a variant ran on when it left the backend's own
+    (``metrics.runtime_engine``: int8 on ONNX Runtime / LiteRT): a speed-up means little next to a failed quality
+    gate, and part of an int8 speed-up may be the other engine's."""
+    from harness.analysis.compare import cell_key
+
+    out: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for cell in doc.get("cells") or []:
+            if not isinstance(cell, dict) or cell.get("status") != "ok":
+                continue
+            metrics = cell.get("metrics") if isinstance(cell.get("metrics"), dict) else {}
+            q = metrics.get("quality") if isinstance(metrics.get("quality"), dict) else {}
+            engine = metrics.get("runtime_engine")  # the timed step's engine (docs/variants.md)
+            engine = engine if isinstance(engine, str) and engine else None
+            if not q and engine is None:
+                continue
+            gate = q.get("gate") if isinstance(q.get("gate"), dict) else {}
+            entry = {"accuracy": q.get("accuracy"), "accuracy_delta": q.get("accuracy_delta"),
+                     "agreement": q.get("agreement"), "gate_passed": gate.get("passed"), "gate_rule": gate.get("rule"),
+                     "engine": engine}  # fmt: skip
+            try:
+                out[cell_key(cell)] = entry
+            except Exception:  # noqa: BLE001 - an odd cell has no key: no quality shown for it
+                continue
+    return out
+
+
+def _quality_text(q: dict[str, Any] | None) -> str:
+    """``"pass (-0.22 pp)"``, ``"FAIL (-82.44 pp)"``, ``"n/a"``; ``", on onnxruntime"``
+    when the variant ran on another engine than the backend's own."""
+    if not q:
+        return "n/a"
+    passed = q.get("gate_passed")
+    words = {True: "pass", False: "FAIL"}[passed] if isinstance(passed, bool) else "no gate"
+    delta = q.get("accuracy_delta")
+    if isinstance(delta, (int, float)) and not isinstance(delta, bool):
+        words += f" ({100 * delta:+.2f} pp)"
+    if q.get("engine"):
+        words += f", on {q['engine']}"
+    return words
+
+
+def _with_quality(res: Any) -> bool:
+    return bool(getattr(res, "quality", None))
+
+
 def _across_heads(res: Any) -> list[str]:
     return ["cell", f"{res.field}", "verdict", "estimate", "95% CI", "p (Holm)", "threshold",
-            "detectable (80%)", f"processes {res.baseline}/other", "notes"]  # fmt: skip
+            "detectable (80%)", f"processes {res.baseline}/other"] + (
+            ["quality (vs fp32)"] if _with_quality(res) else []) + ["notes"]  # fmt: skip
 
 
 def _across_rows(res: Any) -> list[list[str]]:
@@ -389,6 +446,7 @@ def _across_rows(res: Any) -> list[list[str]]:
             "n/a" if not F.is_number(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}"),
             pct(cc.threshold) + (" (auto)" if cc.threshold_source.startswith("auto") else ""),
             pct(cc.min_detectable_change), f"{cc.n_baseline}/{cc.n_candidate}",
+        ] + ([_quality_text(res.quality.get(cc.key))] if _with_quality(res) else []) + [
             "; ".join(n for n in cc.notes if n not in common),
         ])  # fmt: skip
     return rows
@@ -443,6 +501,16 @@ def _across_advice(res: Any) -> list[str]:
     if res.unmeasured:
         out.append(f"{len(res.unmeasured)} cell(s) not compared because they or their counterpart were skipped or "
                    "failed (under 'not compared')")  # fmt: skip
+    q = getattr(res, "quality", None) or {}
+    failed = [res.pairs[k].candidate for k, v in q.items() if v.get("gate_passed") is False]
+    if failed:
+        rule = next((v.get("gate_rule") for v in q.values() if v.get("gate_rule")), None)
+        out.append(f"{len(failed)} cell(s) FAIL the quality gate{' (' + rule + ')' if rule else ''}: their speed is "
+                   f"no reason to use them ({', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''})")  # fmt: skip
+    engines = sorted({v["engine"] for v in q.values() if v.get("engine")})
+    if engines:
+        out.append(f"some variants ran on {', '.join(engines)} instead of the backend's own runtime (\"on ...\" "
+                   "under quality): their speed-up includes the change of engine (docs/variants.md)")  # fmt: skip
     return out
 
 

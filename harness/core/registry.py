@@ -225,3 +225,17 @@ def effective_size(wcls: Any, name: str, run_size: str) -> tuple[str, str | None
                          f"default size {default!r} (choose one with {base}@SIZE)")
     raise UnknownName(f"unknown size {run_size!r} for workload {base!r}; choose from: {', '.join(presets)}"
                       f"{close_matches(run_size, presets)}")
+
+
+def variant_not_supported(variant: str, backend: str) -> str:
+    """The skip reason for a variant a backend cannot run, naming the ones it can
+    (each registered variant's ``supports_backend``; a variant that fails to load is left out)."""
+    ok = []
+    for name in names("variant"):
+        try:
+            if load("variant", name)().supports_backend(backend):
+                ok.append(name)
+        except Exception:  # noqa: BLE001 - a broken plugin is reported where it is used
+            continue
+    return (f"variant {variant!r} is not supported on backend {backend!r}"
+            + (f" (it runs: {', '.join(ok)})" if ok else ""))

@@ -142,7 +142,7 @@ def precheck(spec: TaskSpec, settings: Settings) -> str | None:
             return f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}"
         variant = registry.load("variant", spec.variant)()
         if not variant.supports_backend(spec.backend):
-            return f"variant {spec.variant!r} is not supported on backend {spec.backend!r}"
+            return registry.variant_not_supported(spec.variant, spec.backend)
         if spec.world_size is not None:
             def resolve_device(self: Any, device: str) -> Any:
                 reason = bcls.precheck(dataclasses.replace(spec, device=device, world_size=None))

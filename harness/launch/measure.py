@@ -69,7 +69,7 @@ def resolve_cell(spec: TaskSpec, settings: Settings) -> tuple[Workload, Variant,
         raise SkipCell(f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}")
     variant = _load("variant", spec.variant)()
     if not variant.supports_backend(spec.backend):
-        raise SkipCell(f"variant {spec.variant!r} is not supported on backend {spec.backend!r}")
+        raise SkipCell(registry.variant_not_supported(spec.variant, spec.backend))
     backend = bcls(backend_config(bcls, settings))
     backend.setup()
     return workload, variant, backend

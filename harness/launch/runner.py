@@ -617,9 +617,12 @@ def busy_summary(doc: dict[str, Any]) -> str | None:
                      + "; ".join(facts) + ". Their numbers describe the busy machine, not the code, and compare "
                      "draws no verdict from them.")
         free = max(1, int((ncpu or 1) - math.ceil(others))) if others else None
+        # --threads is advice only when it would lower what the cells used (a run with
+        # --threads 1 already left every core it could)
+        fewer = free and ncpu and free < ncpu and (not threads or free < min(threads))
         lines.append("what to do: stop or wait for " + ("those processes" if top else "the other work")
                      + ", then rerun the same command"
-                     + (f"; or leave them cores with --threads {free}" if free and ncpu and free < ncpu else "")
+                     + (f"; or leave them cores with --threads {free}" if fewer else "")
                      + "; in CI add --fail-on-contention so a busy runner fails instead of recording these numbers.")
     else:
         lines.append("busy machine: " + "; ".join(facts) + ". No cell's own measurement windows showed other "

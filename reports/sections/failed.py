@@ -29,7 +29,8 @@ class FailedSection(ReportSection):
             rc = root_cause(cell)
             items.append({
                 "cell": C.cell_id(cell), "run_id": run.get("run_id"), "headline": headline,
-                "root_cause": rc.root if rc is not None and rc.outer else None,
+                "root_cause": rc.root if rc is not None and rc.outer and (len(rc.chain) >= 2 or rc.source == "stderr")
+                else None,
                 "reason": cell.get("reason"), "message": msg, "returncode": err.get("returncode"),
                 "traceback": err.get("traceback"), "stderr": err.get("stderr_tail"),
             })  # fmt: skip

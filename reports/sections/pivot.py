@@ -55,6 +55,12 @@ def _gate_rule(cell: dict[str, Any]) -> str:
     return str(gate.get("rule") or "")
 
 
+def _factor_words(speedup: float) -> str:
+    """A speed-up in the words ``harness compare --across`` uses: ``"6.80× faster"``,
+    ``"1.92× slower"`` (fp32's time is 0.52 of the variant's; never "0.52× slower")."""
+    return f"{speedup:.2f}× faster" if speedup >= 1 else f"{1 / speedup:.2f}× slower"
+
+
 class PivotSection(ReportSection):
     name = "pivot"
     title = "At a glance: model × variant"
@@ -132,8 +138,10 @@ class PivotSection(ReportSection):
         if st != "ok":
             return {"kind": "not-run", "status": st, "reason": C.reason_text(cell) or st, "id": C.cell_id(cell)}
         p50 = C.lat(cell, "p50")
+        engine = C.metric(cell, "runtime_engine")
         out: dict[str, Any] = {"kind": "ok", "id": C.cell_id(cell), "p50": p50, "gate": _gate(cell),
-                               "rule": _gate_rule(cell), "contended": C.contention(cell), "run": run.get("run_id")}
+                               "rule": _gate_rule(cell), "contended": C.contention(cell), "run": run.get("run_id"),
+                               "engine": engine if isinstance(engine, str) and engine else None}  # fmt: skip
         if variant == BASELINE or base is None:
             out["baseline"] = variant == BASELINE
             return out
@@ -159,6 +167,8 @@ class PivotSection(ReportSection):
                         + ("" if e.get("same_run") else " (fp32 cell from another run of this machine)"))
             if e.get("overlap"):
                 bits.append("the 95% CIs of the two medians overlap: no clear difference")
+        if e.get("engine"):
+            bits.append(f"ran on {e['engine']} (metrics.runtime_engine): the speed-up includes the change of engine")
         if e.get("contended"):
             bits.append(f"contended: {e['contended']}")
         if e.get("rule"):
@@ -181,8 +191,7 @@ class PivotSection(ReportSection):
             elif e.get("overlap") and abs(s - 1) < CLEAR:
                 parts.append(M.span(f"≈ {text}", None, "speed same"))
             else:
-                parts.append(M.span(f"{text} {'faster' if s > 1 else 'slower'}", None,
-                                    "speed faster" if s > 1 else "speed slower"))
+                parts.append(M.span(_factor_words(s), None, "speed faster" if s > 1 else "speed slower"))
         elif e.get("baseline"):
             parts.append(M.span("baseline", None, "speed muted"))
         gate = e.get("gate")
@@ -190,7 +199,8 @@ class PivotSection(ReportSection):
             parts.append(M.badge("gate pass", "st-ok"))
         elif gate is False:
             parts.append(M.badge("gate fail", "st-failed"))
-        parts.append(M.span(f"p50 {F.ms_with_unit(e.get('p50')) or 'n/a'}", None, "muted small"))
+        parts.append(M.span(f"p50 {F.ms_with_unit(e.get('p50')) or 'n/a'}"
+                            + (f" · on {e['engine']}" if e.get("engine") else ""), None, "muted small"))
         return M.span(join(parts), self._tip(e), "pivot-cell")
 
     def html(self, data: Any, ctx: ReportContext) -> Any:
@@ -204,7 +214,7 @@ class PivotSection(ReportSection):
                  for why, labels in data["not_run"].items()]  # fmt: skip
         body = render_string(
             '<p class="muted">Speed-up: the fp32 cell\'s median step latency / the variant\'s, same run and spec '
-            '(&gt; 1: faster; ≈: the two medians\' 95% CIs overlap). Gate: the quality gate against fp32 '
+            '(shown as "2.00× faster" or "2.00× slower", the words of <code>harness compare --across variant=fp32</code>; ≈: the two medians\' 95% CIs overlap). Gate: the quality gate against fp32 '
             '(accuracy on held-out data). Hover a cell for its id and numbers; the summary below has every cell.</p>'
             '{{ table }}{% for line in lines %}{{ line }}{% endfor %}',
             table=table(heads, rows, cls="grid sortable pivot"), lines=lines,
@@ -228,7 +238,8 @@ class PivotSection(ReportSection):
                     if e.get("speedup"):
                         s = f"{e['speedup']:.2f}x"
                         same = e.get("overlap") and abs(e["speedup"] - 1) < CLEAR
-                        bits.append(f"≈ {s}" if same else f"**{s}** {'faster' if e['speedup'] > 1 else 'slower'}")
+                        sp = e["speedup"]
+                        bits.append(f"≈ {s}" if same else f"**{max(sp, 1 / sp):.2f}x** {'faster' if sp >= 1 else 'slower'}")
                         if e.get("contended"):
                             bits.append("(contended)")
                     elif e.get("baseline"):
@@ -236,6 +247,8 @@ class PivotSection(ReportSection):
                     if e.get("gate") is not None:
                         bits.append("gate pass" if e["gate"] else "gate **fail**")
                     bits.append(F.ms_with_unit(e.get("p50")) or "n/a")
+                    if e.get("engine"):
+                        bits.append(f"on {e['engine']}")
                     vals.append(" · ".join(bits))
             out.append("| " + " | ".join(md_escape(x) for x in r["labels"]) + " | " + " | ".join(vals) + " |")
         for why, labels in data["not_run"].items():

@@ -1,5 +1,5 @@
 """Procurement: several machines side by side (shown when the runs come from 2+
-machines): medians per machine option, perf per watt (measured only) and per dollar,
+machines, or from one when ``--prices`` is given): medians per machine option, perf per watt (measured only) and per dollar,
 ranked by ``--rank-by`` (:func:`harness.analysis.procurement.procurement_entries`)."""
 
 from __future__ import annotations
@@ -73,11 +73,15 @@ class ProcurementSection(ReportSection):
     title = "Procurement: machines side by side"
     order = 120
     needs = ("procurement",)
-    description = "machines side by side: medians, perf per watt and per dollar, ranked (2+ machines)"
+    description = ("machines side by side: medians, perf per watt and per dollar, ranked (2+ machines, or one with "
+                   "--prices)")
 
     def data(self, ctx: ReportContext) -> Any:
         machines, entries = ctx.need("procurement")
-        return (machines, entries) if len(machines) >= 2 else None
+        # one machine: shown only when a price file was given (a buyer measuring one
+        # candidate at a time wants its perf per dollar now; --prices must not be ignored
+        # without a word)
+        return (machines, entries) if len(machines) >= 2 or (ctx.prices is not None and machines) else None
 
     def html(self, data: Any, ctx: ReportContext) -> Any:
         from harness.analysis.procurement import RANK_METRICS
@@ -89,7 +93,7 @@ class ProcurementSection(ReportSection):
         mrows = [[(M.code(fp), fp), (label, label)] for fp, label in machines.items()]
         body = render("procurement.html.j2", n_machines=len(machines), rank_by=ctx.rank_by,
                       choices=", ".join(RANK_METRICS), machines=table(["fingerprint", "machine"], mrows),
-                      table=table(heads, _rows(entries, ctx.prices)))  # fmt: skip
+                      table=table(heads, _rows(entries, ctx.prices), cls="grid sortable wide"))  # fmt: skip
         return Rendered(body, _figures(entries))
 
     def markdown(self, data: Any, ctx: ReportContext) -> str:

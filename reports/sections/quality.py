@@ -137,8 +137,7 @@ class QualitySection(ReportSection):
             figs.append(("chart-quality", {"data": traces, "layout": layout("Quality vs speed", "p50 latency (ms)", "accuracy (%)")},
                          "Each point a variant; dashed: the Pareto frontier (nothing both faster and more accurate) "
                          "per workload and device."))  # fmt: skip
-        sized = [(C.cell_id(c), C.metric(c, "model_size_bytes")) for _, c in data
-                 if F.is_number(C.metric(c, "model_size_bytes"))]  # fmt: skip
+        sized = _sizes(data)
         if sized:
             figs.append(("chart-size", {"data": [{
                 "type": "bar", "orientation": "h", "y": [pe(s[0]) for s in sized], "x": [s[1] / F.MIB for s in sized],
@@ -148,8 +147,26 @@ class QualitySection(ReportSection):
                 "Serialized model size per variant."))  # fmt: skip
         heads = (["run"] if ctx.multi else []) + ["cell", "variant", "backend", "accuracy", "Δ accuracy vs fp32", "agreement with fp32", "quality gate",
                  "p50 (ms)", "speed-up vs fp32 (p50)", "model size", "nonzero params", "compile time", "dataset"]
-        return Rendered(render("quality.html.j2", flags=_flags(ctx.runs), table=table(heads, rows),
+        return Rendered(render("quality.html.j2", flags=_flags(ctx.runs), table=table(heads, rows, cls="grid sortable wide"),
                                one_rule=one_rule), figs)  # fmt: skip
+
+
+def _sizes(data: Any) -> list[tuple[str, float]]:
+    """(label, model size in bytes), one bar per cell: the same cell in several runs is
+    one bar (one trace with a repeated category stacks its bars: two runs drew twice the
+    size); a cell whose size differs between runs gets one bar per run, labelled with it."""
+    by_cell: dict[str, list[tuple[str, float]]] = {}
+    for r, c in data:
+        size = C.metric(c, "model_size_bytes")
+        if F.is_number(size):
+            by_cell.setdefault(C.cell_id(c), []).append((str(r.get("run_id")), float(size)))
+    out = []
+    for cid, vals in by_cell.items():
+        if len({v for _, v in vals}) == 1:
+            out.append((cid, vals[-1][1]))
+        else:
+            out += [(f"{cid} ({rid})", v) for rid, v in vals]
+    return out
 
 
 def quality_section(runs: list[dict[str, Any]]) -> tuple[str, list[Any]]:

@@ -55,11 +55,30 @@ def _figure(n: int, res: Any) -> list[Any]:
              "(error bar). Hover for the verdict and threshold.")]  # fmt: skip
 
 
-def _rows(res: Any, contended: dict[str, str]) -> list[list[Any]]:
+NO_CLEAN_BASELINE = "no baseline: every earlier measurement was contended (left out)"
+
+
+def _label(c: Any, check: dict[str, Any]) -> str:
+    """compare's verdict words, except for a cell that the earlier runs did measure but
+    only under contention: ``only_candidate`` would read as a new cell."""
+    if c.verdict == "only_candidate" and c.key in _measured_keys(check):
+        return NO_CLEAN_BASELINE
+    return verdict_label(c)
+
+
+def _measured_keys(check: dict[str, Any]) -> set[str]:
+    from harness.analysis.compare import cell_key
+
+    return {cell_key(c) for d in check.get("baseline") or [] for c in d.get("cells") or []
+            if isinstance(c, dict) and c.get("status") == "ok"}  # fmt: skip
+
+
+def _rows(res: Any, check: dict[str, Any]) -> list[list[Any]]:
+    contended = check["contended"]
     rows = []
     for c in sorted(res.cells, key=lambda c: (c.verdict != "regression", c.key)):
         ci = f"[{pct(c.ratio_ci[0] - 1)}, {pct(c.ratio_ci[1] - 1)}]" if c.ratio_ci else "n/a"
-        verdict_html = join([verdict_label(c), M.badge("contended", "contended") if c.key in contended else ""])
+        verdict_html = join([_label(c, check), M.badge("contended", "contended") if c.key in contended else ""])
         rows.append([
             (M.code(c.key), c.key), (verdict_html, c.verdict),
             (pct(c.ratio - 1) if c.ratio else "n/a", (c.ratio or 0) - 1), (ci, ""),
@@ -90,7 +109,7 @@ class RegressionsSection(ReportSection):
                 "run_id": mruns[-1].get("run_id"), "n_base": len(check["baseline"]), "machine": machine,
                 "suite": check.get("suite"), "excluded": check.get("excluded"),
                 "since": check["since"], "n_regressions": len(res.regressions), "n_contended": len(check["contended"]),
-                "dropped": check["dropped"], "table": table(HEADS, _rows(res, check["contended"])),
+                "dropped": check["dropped"], "table": table(HEADS, _rows(res, check)),
             })  # fmt: skip
             figs += _figure(n, res)
         if not blocks:
@@ -117,7 +136,7 @@ class RegressionsSection(ReportSection):
                         "|---|---|--:|---|--:|"]  # fmt: skip
                 for c in flagged:
                     ci = f"[{pct(c.ratio_ci[0] - 1)}, {pct(c.ratio_ci[1] - 1)}]" if c.ratio_ci else "n/a"
-                    verdict = md_escape(verdict_label(c))
+                    verdict = md_escape(_label(c, check))
                     if c.key in contended:
                         verdict = f"**{verdict}** ({md_escape(F.shorten(contended[c.key], 80))})"
                     out.append(f"| {md_escape(c.key)} | {verdict} | {pct((c.ratio or 1) - 1)} | {ci} | "
