@@ -235,6 +235,11 @@ class Workload(abc.ABC):
         """Whether the workload has a ``build_<backend>()`` method."""
         return callable(getattr(self, f"build_{backend}", None))
 
+    def unsupported_reason(self, backend: str) -> str:
+        """Why the workload has no implementation for ``backend`` (the skip reason);
+        override to say more than the default (e.g. which library would provide one)."""
+        return f"workload {self.name!r} has no implementation for backend {backend!r}"
+
     def build(self, backend: str) -> Any:
         """Build the model for ``backend`` by calling ``build_<backend>()``."""
         builder: Callable[[], Any] | None = getattr(self, f"build_{backend}", None)

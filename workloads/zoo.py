@@ -216,6 +216,12 @@ class HFWorkload(Workload):
             return self.keras is not None
         return super().supports_backend(backend)
 
+    def unsupported_reason(self, backend: str) -> str:
+        if backend == "tensorflow":
+            return (f"{self.name!r}: Keras ships no {self.config.model_class} (keras.applications has the same "  # type: ignore[attr-defined]
+                    "architecture only for hf:resnet-50; keras-hub backbones are not installed here)")
+        return super().unsupported_reason(backend)
+
     def build_tensorflow(self) -> Any:
         """The Keras application with the same architecture (full size only)."""
         c: HFConfig = self.config  # type: ignore[assignment]

@@ -226,13 +226,18 @@ def run(args: argparse.Namespace) -> int:
         console.print(summary, style="bold red" if busy else "yellow", markup=False, highlight=False)
     if saved is not None and c.get("failed", 0):
         print(f"why cells failed: harness show {saved}")
-    if outcome.interrupted:
+    return exit_code(outcome.interrupted, write_failed, bool(c.get("failed", 0)), bool(busy) and args.fail_on_contention)
+
+
+def exit_code(interrupted: bool, write_failed: bool, failed: bool, fail_on_contention: bool) -> int:
+    """``run``'s exit code: 130 over 4 over 1 (README "Exit codes")."""
+    if interrupted:
         return EXIT_INTERRUPTED
     if write_failed:  # before 1: CI must not read "cells failed" when the results are not where asked
         return EXIT_WRITE
-    if c.get("failed", 0):
+    if failed:
         return EXIT_FAILED
-    if busy and args.fail_on_contention:
+    if fail_on_contention:
         print("error: --fail-on-contention: contended cells (see above); rerun on a quiet machine", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -292,13 +297,4 @@ def _run_fleet(args: argparse.Namespace, suite: Any, cells: list[Any], out_dir: 
         console.print(f"[bold red]contention:[/] {len(busy)} cell(s) were measured while other processes competed "
                       "for their CPU/GPU: " + ", ".join(busy[:5]) + (" ..." if len(busy) > 5 else ""),
                       highlight=False)
-    if fleet.interrupted:
-        return EXIT_INTERRUPTED
-    if write_failed:
-        return EXIT_WRITE
-    if c.get("failed", 0):
-        return EXIT_FAILED
-    if busy and args.fail_on_contention:
-        print("error: --fail-on-contention: contended cells (see above); rerun on a quiet machine", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return exit_code(fleet.interrupted, write_failed, bool(c.get("failed", 0)), bool(busy) and args.fail_on_contention)

@@ -139,7 +139,7 @@ def precheck(spec: TaskSpec, settings: Settings) -> str | None:
         if not installed:
             return f"backend {spec.backend!r} unavailable: {why}"
         if not workload.supports_backend(getattr(bcls, "builds_with", None) or spec.backend):
-            return f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}"
+            return workload.unsupported_reason(spec.backend)
         variant = registry.load("variant", spec.variant)()
         if not variant.supports_backend(spec.backend):
             return registry.variant_not_supported(spec.variant, spec.backend)

@@ -66,7 +66,7 @@ def resolve_cell(spec: TaskSpec, settings: Settings) -> tuple[Workload, Variant,
     if not installed:
         raise SkipCell(f"backend {spec.backend!r} unavailable: {why}")
     if not workload.supports_backend(getattr(bcls, "builds_with", None) or spec.backend):
-        raise SkipCell(f"workload {spec.workload!r} has no implementation for backend {spec.backend!r}")
+        raise SkipCell(workload.unsupported_reason(spec.backend))
     variant = _load("variant", spec.variant)()
     if not variant.supports_backend(spec.backend):
         raise SkipCell(registry.variant_not_supported(spec.variant, spec.backend))
