@@ -1026,16 +1026,27 @@ def compare_observations(
 
 
 def fingerprint(doc: Mapping[str, Any]) -> str:
-    """The machine identity of a run: its environment fingerprint, else host + CPU."""
+    """The machine identity of a run: its environment fingerprint, else host + CPU; a
+    fleet run's machine target (``harness run --ray``, docs/fleet.md) is part of it, so
+    the targets a user named stay apart even on identical hardware."""
     env = doc.get("environment") or {}
     if not isinstance(env, Mapping):
         env = {}
     fp = env.get("fingerprint")
-    if fp:
-        return str(fp)
-    cpu = env.get("cpu")
-    model = cpu.get("model") if isinstance(cpu, Mapping) else None
-    return f"{env.get('host', '?')}|{model}"
+    if not fp:
+        cpu = env.get("cpu")
+        model = cpu.get("model") if isinstance(cpu, Mapping) else None
+        fp = f"{env.get('host', '?')}|{model}"
+    target = fleet_target(doc)
+    return f"{fp}@{target}" if target else str(fp)
+
+
+def fleet_target(doc: Mapping[str, Any]) -> str | None:
+    """The machine target a fleet run ran on (``fleet.target.name``), else None."""
+    fleet = doc.get("fleet")
+    target = fleet.get("target") if isinstance(fleet, Mapping) else None
+    name = target.get("name") if isinstance(target, Mapping) else None
+    return str(name) if name else None
 
 
 def environment_warnings(baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]]) -> list[str]:

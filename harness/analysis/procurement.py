@@ -220,7 +220,10 @@ def _machine_label(doc: Mapping[str, Any]) -> str:
     env = doc.get("environment") or {}
     cpu = (env.get("cpu") or {}).get("model") if isinstance(env.get("cpu"), Mapping) else None
     gpus = [g.get("name") for g in env.get("gpus") or [] if isinstance(g, Mapping) and g.get("name")]
-    parts = [str(env.get("host"))]
+    from harness.analysis.compare import fleet_target
+
+    target = fleet_target(doc)
+    parts = ([f"target {target}"] if target else []) + [str(env.get("host"))]
     if gpus:
         parts.append(" + ".join(sorted(set(map(str, gpus)))))
     elif cpu:

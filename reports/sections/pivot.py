@@ -27,10 +27,11 @@ DIMS = (("machine", "machine"), ("backend", "backend"), ("device", "device"), ("
 
 
 def _machine(run: Mapping[str, Any]) -> tuple[str, str]:
-    from harness.analysis.compare import fingerprint
+    from harness.analysis.compare import fingerprint, fleet_target
 
     env = run.get("environment") if isinstance(run.get("environment"), Mapping) else {}
-    return fingerprint(run), str(env.get("host") or "?")
+    target = fleet_target(run)
+    return fingerprint(run), (f"{target} ({env.get('host') or '?'})" if target else str(env.get("host") or "?"))
 
 
 def _when(run: Mapping[str, Any]) -> tuple[str, str]:
