@@ -461,12 +461,49 @@ def validate_suite_yaml(text: str, source: str) -> Any:
     for err in strict(suite_schema()).iter_errors(data):
         msg, path = _schema_message(err)
         found.append((_line(root, path), msg))
+    if not found:
+        found = _workload_name_problems(root, data)
     if found:
         found.sort(key=lambda t: t[0])  # the first problem in the file
         line, msg = found[0]
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
         raise ConfigError(f"{source}:{line}: {msg}{more}")
     return root, data
+
+
+def _workload_name_problems(root: Any, data: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(line, message) for each workload name of the suite that is neither registered
+    nor a model a provider knows (``hf:gpt2``, ``custom:f.py:make``): the schema takes
+    any string there, so the names are checked here, where the lines are known."""
+    plain = registry.names("workload")
+    found: list[tuple[int, str]] = []
+
+    def check(name: Any, where: str, path: list[Any]) -> None:
+        if not isinstance(name, str):
+            return
+        try:
+            registry.check_name("workload", name)
+        except registry.UnknownName as e:
+            text = str(e)
+            if registry.provider_scheme(registry.split_size(name)[0]) is None:
+                text = (f"{name!r} is not valid; choose from: {', '.join(plain)}, or a model SCHEME:NAME "
+                        f"(harness list workloads){registry.close_matches(registry.split_size(name)[0], plain)}")
+            found.append((_line(root, path), f"{where}: {text}"))
+
+    matrix = data.get("matrix") if isinstance(data.get("matrix"), Mapping) else {}
+    workloads = matrix.get("workload")
+    if isinstance(workloads, list):
+        for i, w in enumerate(workloads):
+            check(w, f"matrix.workload[{i}]", ["matrix", "workload", i])
+    else:
+        check(workloads, "matrix.workload", ["matrix", "workload"])
+    if isinstance(matrix.get("batch_size"), Mapping):
+        for key in matrix["batch_size"]:
+            check(key, f"matrix.batch_size: workload {key!r}", ["matrix", "batch_size", KEY_MARK, key])
+    for i, rule in enumerate(data.get("exclude") or []):
+        if isinstance(rule, Mapping) and "workload" in rule:
+            check(rule["workload"], f"exclude[{i}].workload", ["exclude", i, "workload"])
+    return found
 
 
 KEY_MARK = object()  # in an error path: the next element is a mapping key to point at
