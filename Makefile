@@ -23,7 +23,7 @@ run: $(STAMP)
 # order, on one worker); TEST_WORKERS=0 runs it in this one process
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # headless Debian chromium for tests/test_browser.py (playwright drives it; it never
 # downloads a browser). Installed with apt when missing and we are root; otherwise the
