@@ -232,6 +232,10 @@ def _root_cause(cell: Mapping[str, Any]) -> RootCause:
             outer = _first_line(reason)
     if not chain:
         return RootCause(outer or "failed (no reason recorded)", None, "reason")
+    if len(chain) == 1 and recorded and source == "traceback":
+        # one exception, no chain: the recorded error is that exception (and keeps its message
+        # when the traceback text was cut)
+        return RootCause(recorded, None, source, tuple(chain), truncated)
     root = chain[0].line() or outer or "failed"
     if outer is None:
         outer = chain[-1].line() or None
