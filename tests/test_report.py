@@ -820,13 +820,15 @@ def test_no_regression_verdict_from_a_contended_cell() -> None:
     clean = regressions_section(machine_runs(5, 1.5, None))[0]
     assert "1 regression(s)" in clean  # the same numbers, uncontended, are a regression
     html_part, figs = regressions_section(machine_runs(5, 1.5, 1.7))
-    assert "no regression" in html_part and "regression(s)" not in html_part
+    # the one cell of the latest run was contended: nothing was tested, so no "no regression" claim
+    assert "no verdict: no cell could be tested" in html_part and "regression(s)" not in html_part
+    assert "no regression" not in html_part
     assert "1 contended" in html_part and 'class="badge contended"' in html_part
     assert "inconclusive" in html_part and CONTENDED_EVIDENCE in html.unescape(html_part)
     assert figs[0][1]["data"][0]["name"] == "inconclusive"
     assert "+ is slower" in figs[0][1]["layout"]["title"]["text"]  # from the table's direction of latency_ms
     md = markdown_extra(machine_runs(5, 1.5, 1.7))
-    assert "no regression; 1 contended cell(s) in the latest run: no verdict" in md
+    assert "no verdict: none of the 1 cell(s) could be tested; 1 contended cell(s) in the latest run: no verdict" in md
     assert f"**inconclusive: contended** ({CONTENDED_EVIDENCE})" in md
 
 

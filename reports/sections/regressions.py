@@ -109,6 +109,7 @@ class RegressionsSection(ReportSection):
                 "run_id": mruns[-1].get("run_id"), "n_base": len(check["baseline"]), "machine": machine,
                 "suite": check.get("suite"), "excluded": check.get("excluded"),
                 "since": check["since"], "n_regressions": len(res.regressions), "n_contended": len(check["contended"]),
+                "untested": _untested(res),
                 "dropped": check["dropped"], "table": table(HEADS, _rows(res, check)),
             })  # fmt: skip
             figs += _figure(n, res)
@@ -127,7 +128,7 @@ class RegressionsSection(ReportSection):
                 f"; {check['dropped']} contended earlier measurement(s) left out of the baseline" if check["dropped"] else "")
             suite_txt = f" of {md_escape(check['suite'])}" if check.get("suite") else ""
             out += ["", f"#### Latest run vs {len(base)} earlier{suite_txt}{since_txt} on {md_escape(machine)}: "
-                    f"{'**' + str(len(res.regressions)) + ' regression(s)**' if res.regressions else 'no regression'}"
+                    f"{'**' + str(len(res.regressions)) + ' regression(s)**' if res.regressions else _headline(res)}"
                     f"{cont_txt}"]  # fmt: skip
             if check.get("excluded"):
                 out += ["", f"_Like with like: {md_escape(check['excluded'])}._"]
@@ -151,3 +152,14 @@ def regressions_section(runs: Sequence[dict[str, Any]], series: Sequence[Any] | 
     if series is not None:
         ctx.provide("history", series)
     return legacy(RegressionsSection(), ctx)
+
+
+def _untested(res: Any) -> bool:
+    """Whether no cell of the check could be tested (every one inconclusive, e.g.
+    contended, or on one side only): then "no regression" would claim what nobody checked."""
+    return bool(res.cells) and all(c.verdict.startswith("inconclusive") or c.verdict in (
+        "only_baseline", "only_candidate", "not_comparable") for c in res.cells)
+
+
+def _headline(res: Any) -> str:
+    return f"no verdict: none of the {len(res.cells)} cell(s) could be tested" if _untested(res) else "no regression"
