@@ -243,6 +243,8 @@ def flops_analysis(
     else:
         try:
             counted = _count_cached(impl, step, variant, spec, out)
+        except NotImplementedError as e:  # the counter has nothing for this model (a user's ONNX graph): no failure
+            why = str(e) or Backend.NO_FLOP_COUNTER.format(name=spec.backend)
         except Exception as e:  # noqa: BLE001 - a failed count falls back, with the reason
             why = f"{counter} failed: {type(e).__name__}: {str(e)[:300]}"
     scope = {"inference": "forward", "generate": "one request: prefill + every decode step (KV cache on)"}.get(

@@ -42,7 +42,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from harness.core import repeats
 from harness.core.cells import Settings, TaskSpec, empty_cell, failed_cell
@@ -51,7 +51,7 @@ from harness.core.suite import Suite, Target
 from harness.errors import UserError
 from harness.launch.base import set_launch
 from harness.launch.distributed import attach_scaling, sweep_worker_threads
-from harness.launch.runner import ResultWriter, RunOutcome, new_document
+from harness.launch.runner import ResultWriter, RunOutcome, new_document, terminate_as_interrupt
 from harness.store import results
 
 SLOT_RESOURCE = "dl_harness_slot"  # optional per-node resource (1 per node): honoured where declared
@@ -363,7 +363,7 @@ class _FleetRun:
         from rich.console import Group as RenderGroup
         from rich.live import Live
 
-        restore = _stop_on_terminate()
+        restore = terminate_as_interrupt()  # ray.init installs a SIGTERM handler that would just exit
         live = None
         try:
             try:
@@ -771,37 +771,11 @@ class _FleetRun:
 
 
 def _cell_line(group: str, node: Node | None, cell: dict[str, Any]) -> str:
-    where = f"[{group}{'@' + node.name if node is not None else ''}]"
-    status = cell.get("status")
-    if status == "ok":
-        lat = (cell.get("metrics") or {}).get("latency_ms") or {}
-        p50 = lat.get("p50")
-        return f"ok      {where} {cell.get('id')}  p50 {p50:.4g} ms" if isinstance(p50, (int, float)) else \
-            f"ok      {where} {cell.get('id')}"
-    return f"{status:<7} {where} {cell.get('id')}  {str(cell.get('reason') or '')[:200]}"
+    """The runner's console line of a finished cell (root cause of a failure included),
+    labelled with its target and node."""
+    from harness.launch.runner import cell_line
 
-
-def _stop_on_terminate() -> Callable[[], None]:
-    """SIGTERM and SIGHUP stop the fleet run like Ctrl-C (KeyboardInterrupt: the running
-    tasks are cancelled, finished cells kept; ``ray.init`` installs a SIGTERM handler of
-    its own that would just exit). Returns the function that restores the previous handlers."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    sigs = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {sig: signal.signal(sig, stop) for sig in sigs}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            with contextlib.suppress(Exception):
-                signal.signal(sig, old)
-
-    return restore
+    return str(cell_line(cell, label=f"  [{group}{'@' + node.name if node is not None else ''}]"))
 
 
 __all__ = ["run_fleet", "connect", "FleetError", "FleetOutcome", "Node", "parse_nodes", "target_matches",

@@ -22,6 +22,7 @@ limit: any ``OSError`` while writing) never cost a measured cell; see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -362,7 +363,7 @@ def run_suite(
     if own is not None:
         own.plan(cells, max(1, int(suite.settings.repeats)))
     launch: CellRunner = cell_runner if cell_runner is not None else own  # type: ignore[assignment]
-    restore = _terminate_as_interrupt()
+    restore = terminate_as_interrupt()
     planned = max(1, int(suite.settings.repeats))
     order = repeats.schedule(cells, planned, seed=suite.settings.seed)
     records: dict[int, list[dict[str, Any]]] = {}  # cell index -> its processes' records, in run order
@@ -424,7 +425,7 @@ def run_suite(
                       write_error=writer.final_error(len(doc["cells"])), fallback=writer.fallback)
 
 
-def _terminate_as_interrupt() -> Callable[[], None]:
+def terminate_as_interrupt() -> Callable[[], None]:
     """SIGTERM (a cancelled CI job, ``kill``) and SIGHUP (a closed terminal or SSH
     session) stop the run like Ctrl-C: the running worker's process group is killed and
     the finished cells are kept. Returns the function restoring the previous handlers
@@ -442,7 +443,8 @@ def _terminate_as_interrupt() -> Callable[[], None]:
 
     def restore() -> None:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            with contextlib.suppress(Exception):  # e.g. a handler installed by a library (Ray) in between
+                signal.signal(sig, old)
 
     return restore
 
